@@ -1,0 +1,228 @@
+/**
+ * Exact reads and complete writes over a TCP connection.
+ *
+ * TCP is a byte stream, not a message queue: one `read()` returns whatever
+ * bytes have arrived so far (maybe 1, maybe 10,000), and one `write()` may
+ * accept only part of what it was given when the kernel's send buffer is full.
+ * These helpers loop until the job is really done.
+ *
+ * @example Read a 4-byte header, then write a reply in full
+ * ```ts
+ * import { readExact, writeAll } from "./io.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * const server = await listener.accept();
+ * await writeAll(client, new Uint8Array([1, 2, 3, 4]));
+ * const header = await readExact(server, 4);
+ * console.log(header); // Uint8Array(4) [ 1, 2, 3, 4 ]
+ * client.close();
+ * server.close();
+ * listener.close();
+ * ```
+ *
+ * @module
+ */
+
+/** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
+export interface Reader {
+  /** Reads up to `p.byteLength` bytes into `p`; `null` means end of stream. */
+  read(p: Uint8Array): Promise<number | null>;
+}
+
+/** Anything with Deno's `write(bytes)` contract, which may write fewer bytes. */
+export interface Writer {
+  /** Writes some prefix of `p` and returns how many bytes it wrote. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * The peer closed the connection before the bytes we needed arrived.
+ *
+ * @example
+ * ```ts
+ * import { UnexpectedEofError } from "./io.ts";
+ * const err = new UnexpectedEofError(7, 32);
+ * console.log(err.message); // "connection closed after 7 of 32 bytes"
+ * ```
+ */
+export class UnexpectedEofError extends Error {
+  /** How many bytes arrived before the end of the stream. */
+  readonly received: number;
+  /** How many bytes were wanted. */
+  readonly expected: number;
+  /** Builds the error for `received` of `expected` bytes. */
+  constructor(received: number, expected: number) {
+    super(`connection closed after ${received} of ${expected} bytes`);
+    this.name = "UnexpectedEofError";
+    this.received = received;
+    this.expected = expected;
+  }
+}
+
+/**
+ * The peer sent nothing for too long, or the read was cancelled by a signal.
+ *
+ * @example
+ * ```ts
+ * import { ReadTimeoutError } from "./io.ts";
+ * console.log(new ReadTimeoutError(5000).message); // "no data for 5 s"
+ * ```
+ */
+export class ReadTimeoutError extends Error {
+  /** The silence that was allowed, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Builds the error for a silence of `timeoutMs` milliseconds. */
+  constructor(timeoutMs: number) {
+    super(`no data for ${timeoutMs / 1000} s`);
+    this.name = "ReadTimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** Options for {@linkcode readSome} and {@linkcode readExact}. */
+export interface ReadOptions {
+  /** Give up with {@linkcode ReadTimeoutError} when no byte arrives for this long. */
+  timeoutMs?: number;
+  /**
+   * Stop waiting when this signal aborts: the read then resolves to `null`, as
+   * if the peer had closed. Used for graceful shutdown.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * One `read()` that can be cut short by a timeout or an abort signal.
+ *
+ * `conn.read()` itself cannot be cancelled. When the timeout or the signal
+ * wins, the read underneath is still pending and would swallow the next bytes
+ * to arrive, so the caller must close the connection afterwards; its
+ * eventual rejection is caught here so that it cannot crash the process.
+ *
+ * @example
+ * ```ts
+ * import { readSome } from "./io.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * const server = await listener.accept();
+ * await client.write(new Uint8Array([42]));
+ * const buf = new Uint8Array(16);
+ * console.log(await readSome(server, buf, { timeoutMs: 1000 })); // 1
+ * client.close();
+ * server.close();
+ * listener.close();
+ * ```
+ */
+export function readSome(
+  reader: Reader,
+  buf: Uint8Array,
+  options: ReadOptions = {},
+): Promise<number | null> {
+  const { timeoutMs, signal } = options;
+  if (timeoutMs === undefined && signal === undefined) return reader.read(buf);
+  if (signal?.aborted) return Promise.resolve(null);
+  const read = reader.read(buf);
+  return new Promise<number | null>((resolve, reject) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const onAbort = () => finish(() => resolve(null));
+    const finish = (settle: () => void) => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      settle();
+    };
+    if (timeoutMs !== undefined) {
+      timer = setTimeout(
+        () => finish(() => reject(new ReadTimeoutError(timeoutMs))),
+        timeoutMs,
+      );
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    read.then(
+      (n) => finish(() => resolve(n)),
+      (err) => finish(() => reject(err)),
+    );
+  });
+}
+
+/**
+ * Reads exactly `n` bytes, however the network splits them.
+ *
+ * A single `read()` returns what has arrived so far, so this keeps reading
+ * until `n` bytes are in. Bytes after the `n`th are not read.
+ *
+ * @throws {UnexpectedEofError} when the stream ends first; its `received`
+ *   says how many bytes did arrive.
+ * @throws {ReadTimeoutError} when `timeoutMs` passes without a byte.
+ *
+ * @example
+ * ```ts
+ * import { readExact, UnexpectedEofError } from "./io.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * const server = await listener.accept();
+ * await client.write(new Uint8Array([1, 2, 3]));
+ * await client.closeWrite(); // 3 bytes, then end of stream
+ * try {
+ *   await readExact(server, 32);
+ * } catch (err) {
+ *   if (err instanceof UnexpectedEofError) console.log(err.received); // 3
+ * }
+ * client.close();
+ * server.close();
+ * listener.close();
+ * ```
+ */
+export async function readExact(
+  reader: Reader,
+  n: number,
+  options: ReadOptions = {},
+): Promise<Uint8Array> {
+  const buf = new Uint8Array(n);
+  let filled = 0;
+  while (filled < n) {
+    const got = await readSome(reader, buf.subarray(filled), options);
+    if (got === null) throw new UnexpectedEofError(filled, n);
+    filled += got;
+  }
+  return buf;
+}
+
+/**
+ * Writes every byte of `bytes`. One `write()` may accept only part of a large
+ * buffer (the kernel's send buffer is full while the peer is slow to read), so
+ * this loops until all of it is gone.
+ *
+ * @example
+ * ```ts
+ * import { writeAll } from "./io.ts";
+ * await writeAll(Deno.stdout, new TextEncoder().encode("hello\n"));
+ * ```
+ */
+export async function writeAll(writer: Writer, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.byteLength) {
+    written += await writer.write(bytes.subarray(written));
+  }
+}
+
+/**
+ * Joins byte arrays into one, for a single `write()` instead of several.
+ *
+ * @example
+ * ```ts
+ * import { concatBytes } from "./io.ts";
+ * console.log(concatBytes([new Uint8Array([1]), new Uint8Array([2, 3])]));
+ * // Uint8Array(3) [ 1, 2, 3 ]
+ * ```
+ */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  return out;
+}

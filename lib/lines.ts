@@ -1,0 +1,293 @@
+/**
+ * Newline-delimited framing over a byte stream.
+ *
+ * TCP keeps no message boundaries: one `read()` may hold half a line, or a
+ * thousand lines. {@linkcode LineReader} reads with `conn.read()` into its own
+ * buffer and hands out one line at a time, as the raw bytes the peer sent
+ * (never decoded, so invalid UTF-8 survives), without the `\n` and without a
+ * `\r` just before it.
+ *
+ * It reads with `read()` rather than `conn.readable` because Deno closes the
+ * whole connection when `conn.readable` reaches end of stream; a server must
+ * still be able to answer the last lines of a client that half-closed
+ * (`nc -N`, `shutdown(SHUT_WR)`).
+ *
+ * @example Echo each line back, prefixed
+ * ```ts
+ * import { LineReader } from "./lines.ts";
+ * import { writeAll } from "./io.ts";
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * const server = await listener.accept();
+ * await client.write(new TextEncoder().encode("one\r\ntwo\n"));
+ * await client.closeWrite();
+ * for await (const line of new LineReader(server)) {
+ *   await writeAll(server, new TextEncoder().encode(`got ${line.length} bytes\n`));
+ * }
+ * server.close();
+ * console.log(new TextDecoder().decode(await new Response(client.readable).arrayBuffer()));
+ * // got 3 bytes
+ * // got 3 bytes
+ * listener.close();
+ * ```
+ *
+ * @module
+ */
+
+import {
+  concatBytes,
+  type Reader,
+  type ReadOptions,
+  readSome,
+  writeAll,
+  type Writer,
+} from "./io.ts";
+
+/** 64 KiB: the longest line a server accepts unless told otherwise. */
+export const DEFAULT_MAX_LINE = 64 * 1024;
+
+const NEWLINE = 0x0a;
+const CARRIAGE_RETURN = 0x0d;
+/** An idle connection costs this much buffer; it grows only for long lines or bursts. */
+const SMALL_BUFFER = 1024;
+const LARGE_BUFFER = 64 * 1024;
+
+/**
+ * A line grew past the limit before its `\n` arrived. The reader does not
+ * buffer more than the limit, so memory stays bounded whatever the peer sends.
+ *
+ * @example
+ * ```ts
+ * import { LineTooLongError } from "./lines.ts";
+ * console.log(new LineTooLongError(10).message); // "line longer than 10 bytes"
+ * ```
+ */
+export class LineTooLongError extends Error {
+  /** The limit that was exceeded, in bytes. */
+  readonly maxLine: number;
+  /** Builds the error for the limit `maxLine`. */
+  constructor(maxLine: number) {
+    super(`line longer than ${maxLine} bytes`);
+    this.name = "LineTooLongError";
+    this.maxLine = maxLine;
+  }
+}
+
+/** Options for {@linkcode LineReader}. */
+export interface LineReaderOptions extends ReadOptions {
+  /** Longest line accepted, in bytes, not counting `\r\n`. Default 64 KiB. */
+  maxLine?: number;
+}
+
+/**
+ * Splits a byte stream into lines, however the bytes arrive.
+ *
+ * A line returned by {@linkcode LineReader.readLine} is a view into the
+ * reader's buffer: use it (write it, decode it) before the next call, or copy
+ * it with `line.slice()` to keep it.
+ *
+ * At end of stream, bytes after the last `\n` are returned as a final line, as
+ * Go's `bufio.Scanner` and Python's `readline()` do.
+ *
+ * @example
+ * ```ts
+ * import { LineReader } from "./lines.ts";
+ * const bytes = new TextEncoder().encode("a\nb\r\nc");
+ * let sent = false;
+ * const source = {
+ *   read(p: Uint8Array) {
+ *     if (sent) return Promise.resolve(null);
+ *     p.set(bytes);
+ *     sent = true;
+ *     return Promise.resolve(bytes.length);
+ *   },
+ * };
+ * const lines = new LineReader(source);
+ * for await (const line of lines) console.log(new TextDecoder().decode(line));
+ * // a
+ * // b
+ * // c
+ * ```
+ */
+export class LineReader {
+  readonly #reader: Reader;
+  readonly #options: ReadOptions;
+  readonly #maxLine: number;
+  #buf = new Uint8Array(SMALL_BUFFER);
+  #start = 0; // first byte not yet handed out
+  #end = 0; // one past the last byte read
+  #scanned = 0; // [#start, #scanned) is known to hold no newline
+  #eof = false;
+
+  /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
+  constructor(reader: Reader, options: LineReaderOptions = {}) {
+    this.#reader = reader;
+    this.#maxLine = options.maxLine ?? DEFAULT_MAX_LINE;
+    this.#options = { timeoutMs: options.timeoutMs, signal: options.signal };
+  }
+
+  /**
+   * True when {@linkcode LineReader.readLine} can return a line from bytes
+   * already read, without waiting on the network. A server uses it to send
+   * the replies to a whole batch of lines in one write.
+   */
+  hasBufferedLine(): boolean {
+    return this.#findNewline() !== -1 || (this.#eof && this.#start < this.#end);
+  }
+
+  /**
+   * The next line, without its `\n` (and `\r\n`), or `null` at end of stream
+   * (or when the `signal` option aborts).
+   *
+   * @throws {LineTooLongError} when a line exceeds `maxLine`.
+   * @throws {ReadTimeoutError} when `timeoutMs` passes without a byte.
+   */
+  async readLine(): Promise<Uint8Array | null> {
+    while (true) {
+      const newline = this.#findNewline();
+      if (newline !== -1) {
+        const start = this.#start;
+        this.#start = this.#scanned = newline + 1;
+        let end = newline;
+        if (end > start && this.#buf[end - 1] === CARRIAGE_RETURN) end--;
+        if (end - start > this.#maxLine) throw new LineTooLongError(this.#maxLine);
+        return this.#buf.subarray(start, end);
+      }
+      // No newline yet: `\r` may still come, so allow one byte for it.
+      if (this.#end - this.#start > this.#maxLine + 1) {
+        throw new LineTooLongError(this.#maxLine);
+      }
+      if (this.#eof) {
+        if (this.#start === this.#end) return null;
+        const last = this.#buf.subarray(this.#start, this.#end);
+        this.#start = this.#scanned = this.#end;
+        return last;
+      }
+      await this.#fill();
+    }
+  }
+
+  /** Iterates over the lines until end of stream. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    while (true) {
+      const line = await this.readLine();
+      if (line === null) return;
+      yield line;
+    }
+  }
+
+  #findNewline(): number {
+    const found = this.#buf.subarray(this.#scanned, this.#end).indexOf(NEWLINE);
+    if (found === -1) {
+      this.#scanned = this.#end;
+      return -1;
+    }
+    return this.#scanned + found;
+  }
+
+  async #fill(): Promise<void> {
+    this.#makeRoom();
+    const n = await readSome(this.#reader, this.#buf.subarray(this.#end), this.#options);
+    if (n === null) {
+      this.#eof = true;
+      return;
+    }
+    this.#end += n;
+    // A read that filled all the room suggests a burst: read bigger next time.
+    if (this.#end === this.#buf.length && this.#buf.length < LARGE_BUFFER) {
+      this.#resize(Math.min(this.#buf.length * 4, LARGE_BUFFER));
+    }
+  }
+
+  /** Ensures free space after #end, keeping the buffer no bigger than needed. */
+  #makeRoom(): void {
+    const pending = this.#end - this.#start;
+    if (pending === 0 && this.#buf.length > SMALL_BUFFER) {
+      // Caught up: an idle connection should cost little memory.
+      this.#resize(SMALL_BUFFER);
+      return;
+    }
+    if (this.#end < this.#buf.length) return;
+    if (this.#start > 0) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#scanned -= this.#start;
+      this.#end = pending;
+      this.#start = 0;
+      if (pending < this.#buf.length / 2) return;
+    }
+    // A long line: grow, but never past what the limit allows.
+    const cap = Math.max(this.#maxLine + 2, LARGE_BUFFER);
+    this.#resize(Math.min(this.#buf.length * 2, cap));
+  }
+
+  #resize(size: number): void {
+    if (size === this.#buf.length) return;
+    const pending = this.#buf.subarray(this.#start, this.#end);
+    const next = new Uint8Array(size);
+    next.set(pending);
+    this.#scanned -= this.#start;
+    this.#end = pending.length;
+    this.#start = 0;
+    this.#buf = next;
+  }
+}
+
+const LINE_TOO_LONG = new TextEncoder().encode("ERR line too long\n");
+
+/**
+ * Answers every line of a connection with `reply(line)` until the peer is done.
+ *
+ * Replies to lines that arrived together go out in one `write()`, which is
+ * what makes pipelined clients fast. A line over `maxLine` is answered with
+ * `ERR line too long` and {@linkcode LineTooLongError} is thrown, so the
+ * caller closes the connection. The line given to `reply` is a view into the
+ * reader's buffer that stays valid until the batch is written; `reply` may
+ * return it inside its parts without copying.
+ *
+ * @example An `OK ... <line>` server for one client
+ * ```ts
+ * import { serveLines } from "./lines.ts";
+ * const OK = new TextEncoder().encode("OK ... ");
+ * const NL = new TextEncoder().encode("\n");
+ *
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * await client.write(new TextEncoder().encode("hello\nworld\n"));
+ * await client.closeWrite();
+ * const conn = await listener.accept();
+ * await serveLines(conn, (line) => [OK, line, NL]);
+ * conn.close();
+ * console.log(await new Response(client.readable).text());
+ * // OK ... hello
+ * // OK ... world
+ * listener.close();
+ * ```
+ */
+export async function serveLines(
+  conn: Reader & Writer,
+  reply: (line: Uint8Array) => Uint8Array[],
+  options: LineReaderOptions = {},
+): Promise<void> {
+  const lines = new LineReader(conn, options);
+  const batch: Uint8Array[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const bytes = batch.length === 1 ? batch[0] : concatBytes(batch);
+    batch.length = 0;
+    await writeAll(conn, bytes);
+  };
+  try {
+    for await (const line of lines) {
+      for (const part of reply(line)) batch.push(part);
+      if (!lines.hasBufferedLine()) await flush();
+    }
+    await flush();
+  } catch (err) {
+    if (err instanceof LineTooLongError) {
+      batch.push(LINE_TOO_LONG);
+      await flush();
+    }
+    throw err;
+  }
+}

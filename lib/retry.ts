@@ -1,0 +1,210 @@
+/**
+ * Connecting when the server may not be up yet: retries with exponential
+ * backoff and jitter.
+ *
+ * Only failures that waiting can cure are retried: refused (the server is
+ * not listening yet), timed out, reset, unreachable. A name that does not
+ * resolve or a missing permission fails at once, because the next attempt
+ * would fail the same way.
+ *
+ * @example
+ * ```ts
+ * import { connectWithRetry } from "./retry.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const conn = await connectWithRetry({
+ *   hostname: "127.0.0.1",
+ *   port: listener.addr.port,
+ *   attempts: 5,
+ *   onRetry: ({ attempt, error, delayMs }) =>
+ *     console.log(`attempt ${attempt} failed (${error.message}), retrying in ${delayMs} ms`),
+ * });
+ * conn.close();
+ * listener.close();
+ * ```
+ *
+ * @module
+ */
+
+/** Why an attempt failed and what happens next. */
+export interface RetryInfo {
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** The error of that attempt. */
+  error: Error;
+  /** The wait before the next attempt, or `undefined` after the last one. */
+  delayMs: number | undefined;
+}
+
+/** Options for {@linkcode connectWithRetry}. */
+export interface ConnectWithRetryOptions {
+  /** Host name or address to connect to. */
+  hostname: string;
+  /** TCP port to connect to. */
+  port: number;
+  /** How many attempts in all, at least 1. Default 5. */
+  attempts?: number;
+  /** The wait after the first failure; it doubles after each. Default 200 ms. */
+  baseDelayMs?: number;
+  /** The longest wait between attempts. Default 5 s. */
+  maxDelayMs?: number;
+  /** Give up on one attempt after this long. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Stops waiting and connecting at once; the promise rejects with its reason. */
+  signal?: AbortSignal;
+  /** Called after each failed attempt, e.g. to print it. */
+  onRetry?: (info: RetryInfo) => void;
+  /** The connect function; tests replace it. Default `Deno.connect`. */
+  connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
+}
+
+/**
+ * All attempts failed. `cause` is the last attempt's error.
+ *
+ * @example
+ * ```ts
+ * import { RetriesExhaustedError } from "./retry.ts";
+ * const err = new RetriesExhaustedError("127.0.0.1:8888", 5, new Error("refused"));
+ * console.log(err.message); // "could not connect to 127.0.0.1:8888 after 5 attempts: refused"
+ * ```
+ */
+export class RetriesExhaustedError extends Error {
+  /** How many attempts were made. */
+  readonly attempts: number;
+  /** Builds the error for `attempts` failed attempts at `target`. */
+  constructor(target: string, attempts: number, cause: Error) {
+    super(
+      `could not connect to ${target} after ${attempts} attempt${
+        attempts === 1 ? "" : "s"
+      }: ${cause.message}`,
+      { cause },
+    );
+    this.name = "RetriesExhaustedError";
+    this.attempts = attempts;
+  }
+}
+
+/**
+ * True for connection errors that a later attempt may not meet again.
+ *
+ * @example
+ * ```ts
+ * import { isRetryable } from "./retry.ts";
+ * console.log(isRetryable(new Deno.errors.ConnectionRefused("refused"))); // true
+ * console.log(isRetryable(new Error("failed to lookup address information"))); // false
+ * ```
+ */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionRefused ||
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted ||
+    err instanceof Deno.errors.TimedOut ||
+    err instanceof Deno.errors.NetworkUnreachable ||
+    (err instanceof DOMException && err.name === "TimeoutError");
+}
+
+/**
+ * The wait before attempt `attempt + 1`: `base * 2^(attempt-1)`, capped, with
+ * "equal jitter" (between half and all of it) so that many clients started
+ * together do not retry in lockstep.
+ *
+ * @example
+ * ```ts
+ * import { backoffDelay } from "./retry.ts";
+ * console.log(backoffDelay(3, 200, 5000, () => 1)); // 800
+ * console.log(backoffDelay(3, 200, 5000, () => 0)); // 400
+ * ```
+ */
+export function backoffDelay(
+  attempt: number,
+  baseDelayMs: number,
+  maxDelayMs: number,
+  random: () => number = Math.random,
+): number {
+  const ceiling = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
+  return Math.round(ceiling / 2 + random() * ceiling / 2);
+}
+
+/**
+ * Connects to `hostname:port`, retrying refused, timed-out and reset
+ * attempts with exponential backoff.
+ *
+ * @throws {RetriesExhaustedError} after the last attempt fails.
+ * @throws the error itself when it is not worth retrying (unknown host,
+ *   missing permission), or the signal's reason when it aborts.
+ *
+ * @example
+ * ```ts
+ * import { connectWithRetry, RetriesExhaustedError } from "./retry.ts";
+ * // Nothing listens on a port we just freed, so every attempt is refused.
+ * const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const port = probe.addr.port;
+ * probe.close();
+ * try {
+ *   await connectWithRetry({ hostname: "127.0.0.1", port, attempts: 2, baseDelayMs: 10 });
+ * } catch (err) {
+ *   console.log(err instanceof RetriesExhaustedError); // true
+ * }
+ * ```
+ */
+export async function connectWithRetry(
+  options: ConnectWithRetryOptions,
+): Promise<Deno.TcpConn> {
+  const {
+    hostname,
+    port,
+    attempts = 5,
+    baseDelayMs = 200,
+    maxDelayMs = 5000,
+    connectTimeoutMs = 10_000,
+    signal,
+    onRetry,
+    connect = Deno.connect,
+  } = options;
+  const target = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  for (let attempt = 1;; attempt++) {
+    signal?.throwIfAborted();
+    const timeout = AbortSignal.timeout(connectTimeoutMs);
+    try {
+      return await connect({
+        hostname,
+        port,
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
+    } catch (err) {
+      signal?.throwIfAborted();
+      const error = timeout.aborted
+        ? new Deno.errors.TimedOut(`no answer within ${connectTimeoutMs / 1000} s`)
+        : err as Error;
+      if (!isRetryable(error)) throw error;
+      const last = attempt >= attempts;
+      const delayMs = last ? undefined : backoffDelay(attempt, baseDelayMs, maxDelayMs);
+      onRetry?.({ attempt, error, delayMs });
+      if (last) throw new RetriesExhaustedError(target, attempts, error);
+      await sleep(delayMs!, signal);
+    }
+  }
+}
+
+/**
+ * Waits `ms` milliseconds; rejects with the signal's reason if it aborts first.
+ *
+ * @example
+ * ```ts
+ * import { sleep } from "./retry.ts";
+ * await sleep(10);
+ * ```
+ */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}

@@ -1,0 +1,75 @@
+/**
+ * socket_server.ts — the simple server: one client at a time, and for every
+ * line it receives it answers `OK ... <line>`.
+ *
+ * The seed (`socket_server.py`) called `recv(4096)` once and treated what it
+ * got as one message. TCP has no messages: one read can hold half a line or
+ * many lines. Here the bytes are split on `\n` by `serveLines` (lib/lines.ts),
+ * the reply carries the client's bytes exactly (never decoded), and a
+ * client that resets, goes silent (`--idle-timeout`) or sends an endless line
+ * (`--max-line`, answered `ERR line too long`) is dropped without stopping the
+ * server. Like the seed's single loop, the next client waits in the kernel's
+ * backlog until the current one leaves.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/socket_server.ts
+ *   deno task socket_server            (same thing)
+ *
+ * Try it from a second terminal:
+ *   $ printf 'hello\nworld\n' | nc -N 127.0.0.1 8888
+ *   OK ... hello
+ *   OK ... world
+ * or with the companion client:
+ *   $ deno task socket_client --message hello
+ *   OK ... hello
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "socket_server",
+  summary: "One client at a time; answers every line with 'OK ... <line>'.",
+  options: {
+    host: {
+      kind: "host",
+      default: "127.0.0.1",
+      help: "address to listen on (0.0.0.0 or :: to expose it)",
+    },
+    port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      default: DEFAULT_MAX_LINE,
+      help: "longest line in bytes",
+    },
+    "idle-timeout": {
+      kind: "seconds",
+      default: 60,
+      help: "drop a client silent this long (0: never)",
+    },
+  },
+});
+
+const OK = new TextEncoder().encode("OK ... ");
+const NEWLINE = new TextEncoder().encode("\n");
+
+await runMain(async () => {
+  const server = new TcpServer(listen(args.host, args.port), { name: "socket_server" });
+  // One client at a time: we do not call accept() again until this client is done.
+  for await (const conn of server.accept()) {
+    conn.setNoDelay(true); // replies are small; don't let Nagle hold them back
+    await server.handle(conn, async (conn, peer) => {
+      console.log(`${peer} connected`);
+      await serveLines(conn, (line) => [OK, line, NEWLINE], {
+        maxLine: args["max-line"],
+        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
+        signal: server.signal, // on Ctrl+C, stop waiting for the next line
+      });
+      console.log(`${peer} disconnected`);
+    });
+  }
+});
