@@ -56,7 +56,8 @@ export interface OptionSpec {
   valueName?: string;
 }
 
-type ValueOf<S extends OptionSpec> = S["kind"] extends "boolean" ? boolean
+/** The type of a parsed flag of the given kind. */
+export type ValueOf<S extends OptionSpec> = S["kind"] extends "boolean" ? boolean
   : S["kind"] extends "strings" ? string[]
   : S["kind"] extends "string" | "host" ? string
   : number;

@@ -1,0 +1,300 @@
+/**
+ * Test plumbing: run a script as a real process the way its `deno task` does,
+ * wait for what it prints, and talk to it over loopback.
+ *
+ * @module
+ */
+
+import { LineReader } from "../lib/lines.ts";
+import { writeAll } from "../lib/io.ts";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+export const encoder = new TextEncoder();
+export const decoder = new TextDecoder();
+
+/** Every wait in a test is bounded by this unless it says otherwise. */
+export const WAIT_MS = 15_000;
+
+const denoJson = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`));
+
+/** The `deno task NAME` command line, as argv, with our deno binary. */
+export function taskCommand(name: string): string[] {
+  const task = denoJson.tasks[name];
+  if (!task) throw new Error(`no task ${name} in deno.json`);
+  const argv = (typeof task === "string" ? task : task.command).split(/\s+/);
+  if (argv[0] !== "deno") throw new Error(`task ${name} does not start with deno`);
+  return argv.slice(1);
+}
+
+/** Collects a stream as text and lets tests wait for a pattern in it. */
+export class Output {
+  text = "";
+  closed = false;
+  #waiters: (() => void)[] = [];
+  readonly done: Promise<void>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#pump(stream);
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>) {
+    const dec = new TextDecoder();
+    for await (const chunk of stream) {
+      this.text += dec.decode(chunk, { stream: true });
+      this.#wake();
+    }
+    this.closed = true;
+    this.#wake();
+  }
+
+  #wake() {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves with the first match of `pattern`; rejects on timeout or close. */
+  async waitFor(pattern: RegExp | string, timeoutMs = WAIT_MS): Promise<RegExpMatchArray> {
+    const re = typeof pattern === "string"
+      ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      : pattern;
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const m = this.text.match(re);
+      if (m) return m;
+      if (this.closed) throw new Error(`stream closed without ${re}; got:\n${this.text}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${re}; got:\n${this.text}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+}
+
+export interface Finished {
+  code: number;
+  signal: Deno.Signal | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** A script running as a child process. */
+export class Running {
+  readonly child: Deno.ChildProcess;
+  readonly stdout: Output;
+  readonly stderr: Output;
+  readonly started = performance.now();
+  #status: Promise<Deno.CommandStatus>;
+
+  constructor(argv: string[], stdin: "piped" | "null" = "null") {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: argv,
+      cwd: ROOT,
+      stdin,
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.stdout = new Output(this.child.stdout);
+    this.stderr = new Output(this.child.stderr);
+    this.#status = this.child.status;
+  }
+
+  /** Waits for the process to end (killing it after `timeoutMs`). */
+  async finished(timeoutMs = WAIT_MS): Promise<Finished> {
+    const timer = setTimeout(() => this.kill("SIGKILL"), timeoutMs);
+    const status = await this.#status;
+    clearTimeout(timer);
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return {
+      code: status.code,
+      signal: status.signal,
+      stdout: this.stdout.text,
+      stderr: this.stderr.text,
+      ms: performance.now() - this.started,
+    };
+  }
+
+  kill(signal: Deno.Signal = "SIGTERM") {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** SIGTERM, then wait for the exit. */
+  async stop(): Promise<Finished> {
+    this.kill("SIGTERM");
+    return await this.finished();
+  }
+}
+
+/** A server started from its task, once it printed `listening on HOST:PORT`. */
+export interface Server extends Running {
+  port: number;
+  host: string;
+}
+
+/** Starts `deno task NAME` with `args` (default `--port 0`) and waits until it listens. */
+export async function startServer(task: string, args: string[] = ["--port", "0"]): Promise<Server> {
+  const running = new Running([...taskCommand(task), ...args]) as Server;
+  try {
+    const m = await running.stdout.waitFor(/listening on (\[[^\]]+\]|[^\s:]+):(\d+)/);
+    running.host = m[1].replace(/^\[|\]$/g, "");
+    running.port = Number(m[2]);
+  } catch (err) {
+    running.kill("SIGKILL");
+    const done = await running.finished();
+    throw new Error(`${task} did not start: ${(err as Error).message}\nstderr: ${done.stderr}`);
+  }
+  return running;
+}
+
+/** Runs `deno task NAME args` to the end, feeding `input` on stdin if given. */
+export async function runTask(
+  task: string,
+  args: string[],
+  input?: string | Uint8Array,
+  timeoutMs = WAIT_MS,
+): Promise<Finished> {
+  const running = new Running(
+    [...taskCommand(task), ...args],
+    input === undefined ? "null" : "piped",
+  );
+  if (input !== undefined) {
+    const w = running.child.stdin.getWriter();
+    await w.write(typeof input === "string" ? encoder.encode(input) : input).catch(() => {});
+    await w.close().catch(() => {});
+  }
+  return await running.finished(timeoutMs);
+}
+
+/** A port that nothing listens on (just freed). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+/** Reads a connection to its end and returns everything as bytes. */
+export async function readAll(conn: Deno.Conn, timeoutMs = WAIT_MS): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    if (Date.now() > deadline) throw new Error("readAll timed out");
+    const n = await withTimeout(conn.read(buf), deadline - Date.now(), "readAll");
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+  }
+  const out = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** Rejects if `promise` takes longer than `ms`. */
+export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects, sends `bytes` in chunks of `chunk` bytes, half-closes, returns all replies. */
+export async function exchange(
+  port: number,
+  bytes: Uint8Array,
+  chunk = 1 << 16,
+): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const reading = readAll(conn);
+    for (let at = 0; at < bytes.length; at += chunk) {
+      await writeAll(conn, bytes.subarray(at, at + chunk));
+    }
+    await conn.closeWrite();
+    return await reading;
+  } finally {
+    conn.close();
+  }
+}
+
+/** A client that reads replies line by line. */
+export class LineClient {
+  readonly conn: Deno.TcpConn;
+  readonly lines: LineReader;
+  private constructor(conn: Deno.TcpConn) {
+    this.conn = conn;
+    this.lines = new LineReader(conn, { timeoutMs: WAIT_MS });
+  }
+  static async connect(port: number, hostname = "127.0.0.1"): Promise<LineClient> {
+    return new LineClient(await Deno.connect({ hostname, port }));
+  }
+  send(text: string | Uint8Array): Promise<void> {
+    return writeAll(this.conn, typeof text === "string" ? encoder.encode(text) : text);
+  }
+  async line(): Promise<string | null> {
+    const l = await this.lines.readLine();
+    return l === null ? null : decoder.decode(l);
+  }
+  async ask(text: string): Promise<string | null> {
+    await this.send(text + "\n");
+    return await this.line();
+  }
+  close() {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Whether a command exists on this machine (for peers such as nc, socat, python3). */
+export function hasCommand(name: string): boolean {
+  try {
+    return new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a shell pipeline (for `nc`, `python3` peers) and returns its stdout bytes. */
+export async function sh(
+  script: string,
+  timeoutMs = WAIT_MS,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const child = new Deno.Command("sh", {
+    args: ["-c", script],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
+  return { code: out.code, stdout: out.stdout, stderr: decoder.decode(out.stderr) };
+}

@@ -1,0 +1,214 @@
+import assert from "node:assert/strict";
+import { readExact, readSome, ReadTimeoutError, UnexpectedEofError, writeAll } from "../lib/io.ts";
+import { LineReader, LineTooLongError, serveLines } from "../lib/lines.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A reader that hands out `data` in the given chunk sizes (cycled), then EOF. */
+function chunked(data: Uint8Array, sizes: number[]) {
+  let at = 0;
+  let i = 0;
+  const source = {
+    reads: 0,
+    consumed: 0,
+    read(p: Uint8Array): Promise<number | null> {
+      source.reads++;
+      if (at >= data.length) return Promise.resolve(null);
+      const n = Math.min(sizes[i++ % sizes.length], p.length, data.length - at);
+      p.set(data.subarray(at, at + n));
+      at += n;
+      source.consumed = at;
+      return Promise.resolve(n);
+    },
+  };
+  return source;
+}
+
+/** A reader that never ends and never sends a newline. */
+function endless() {
+  const source = {
+    consumed: 0,
+    read(p: Uint8Array): Promise<number | null> {
+      p.fill(0x41);
+      source.consumed += p.length;
+      return Promise.resolve(p.length);
+    },
+  };
+  return source;
+}
+
+async function allLines(reader: LineReader): Promise<string[]> {
+  const out: string[] = [];
+  for await (const line of reader) out.push(dec.decode(line));
+  return out;
+}
+
+Deno.test("LineReader splits lines delivered one byte at a time", async () => {
+  const text = "alpha\nbeta\r\n\ngamma\n";
+  assert.deepEqual(await allLines(new LineReader(chunked(enc.encode(text), [1]))), [
+    "alpha",
+    "beta",
+    "",
+    "gamma",
+  ]);
+});
+
+Deno.test("LineReader splits 1,000 lines that arrive in one read", async () => {
+  const lines = Array.from({ length: 1000 }, (_, i) => `line ${i} ${"x".repeat(i % 50)}`);
+  const data = enc.encode(lines.join("\n") + "\n");
+  const source = chunked(data, [data.length]);
+  assert.deepEqual(await allLines(new LineReader(source)), lines);
+});
+
+Deno.test("LineReader handles every split of a CRLF stream", async () => {
+  const data = enc.encode("one\r\ntwo\r\nthree\r\n");
+  for (let size = 1; size <= data.length; size++) {
+    const got = await allLines(new LineReader(chunked(data, [size, 3, 1])));
+    assert.deepEqual(got, ["one", "two", "three"], `chunk size ${size}`);
+  }
+});
+
+Deno.test("LineReader keeps a CR in the middle of a line and raw non-UTF-8 bytes", async () => {
+  const data = new Uint8Array([0x61, 0x0d, 0x62, 0xff, 0x00, 0xfe, 0x0a]);
+  const reader = new LineReader(chunked(data, [2]));
+  const line = await reader.readLine();
+  assert.deepEqual(line, new Uint8Array([0x61, 0x0d, 0x62, 0xff, 0x00, 0xfe]));
+  assert.equal(await reader.readLine(), null);
+});
+
+Deno.test("LineReader returns the bytes after the last newline at EOF, then null", async () => {
+  const reader = new LineReader(chunked(enc.encode("done\npartial"), [4]));
+  assert.equal(dec.decode((await reader.readLine())!), "done");
+  assert.equal(dec.decode((await reader.readLine())!), "partial");
+  assert.equal(await reader.readLine(), null);
+  assert.equal(await reader.readLine(), null);
+});
+
+Deno.test("LineReader rejects a line over maxLine that has a newline", async () => {
+  const reader = new LineReader(chunked(enc.encode("ok\n" + "y".repeat(11) + "\n"), [5]), {
+    maxLine: 10,
+  });
+  assert.equal(dec.decode((await reader.readLine())!), "ok");
+  await assert.rejects(() => reader.readLine(), LineTooLongError);
+});
+
+Deno.test("LineReader accepts a line of exactly maxLine, with CRLF", async () => {
+  const reader = new LineReader(chunked(enc.encode("z".repeat(10) + "\r\n"), [1]), {
+    maxLine: 10,
+  });
+  assert.equal(dec.decode((await reader.readLine())!), "z".repeat(10));
+});
+
+Deno.test("LineReader stops an endless line without buffering without bound", async () => {
+  const source = endless();
+  const maxLine = 100_000;
+  await assert.rejects(() => new LineReader(source, { maxLine }).readLine(), LineTooLongError);
+  // It read at most one buffer past the limit, not everything the peer offered.
+  assert.ok(source.consumed <= maxLine + 2, `consumed ${source.consumed}`);
+});
+
+Deno.test("LineReader.hasBufferedLine tells when a line is ready without a read", async () => {
+  const source = chunked(enc.encode("a\nb\nc"), [100]);
+  const reader = new LineReader(source);
+  assert.equal(reader.hasBufferedLine(), false);
+  await reader.readLine();
+  assert.equal(reader.hasBufferedLine(), true); // "b\n" is buffered
+  await reader.readLine();
+  assert.equal(reader.hasBufferedLine(), false); // "c" has no newline yet
+  const reads = source.reads;
+  assert.equal(dec.decode((await reader.readLine())!), "c");
+  assert.equal(source.reads, reads + 1); // one read, which found EOF
+});
+
+Deno.test("readExact reads exactly N bytes however they are split", async () => {
+  const data = new Uint8Array(40).map((_, i) => i);
+  const source = chunked(data, [1, 7, 3]);
+  assert.deepEqual(await readExact(source, 32), data.subarray(0, 32));
+  // The bytes after the 32nd are left for the next read.
+  assert.deepEqual(await readExact(source, 8), data.subarray(32));
+});
+
+Deno.test("readExact reports how many bytes came before EOF", async () => {
+  const err = await readExact(chunked(new Uint8Array(7), [2]), 32).then(
+    () => assert.fail("should have thrown"),
+    (e) => e,
+  );
+  assert.ok(err instanceof UnexpectedEofError);
+  assert.equal(err.received, 7);
+  assert.equal(err.expected, 32);
+  assert.equal(err.message, "connection closed after 7 of 32 bytes");
+});
+
+Deno.test("writeAll loops over short writes", async () => {
+  const written: number[] = [];
+  const writer = {
+    write(p: Uint8Array) {
+      written.push(p[0]);
+      return Promise.resolve(1); // one byte at a time
+    },
+  };
+  await writeAll(writer, new Uint8Array([5, 6, 7, 8]));
+  assert.deepEqual(written, [5, 6, 7, 8]);
+});
+
+Deno.test("readSome times out on a silent peer and resolves null on abort", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const server = await listener.accept();
+  try {
+    await assert.rejects(
+      () => readSome(server, new Uint8Array(8), { timeoutMs: 50 }),
+      ReadTimeoutError,
+    );
+    const controller = new AbortController();
+    const pending = readSome(client, new Uint8Array(8), { signal: controller.signal });
+    controller.abort();
+    assert.equal(await pending, null);
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
+
+Deno.test("readExact across a real socket fed in tiny writes", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  client.setNoDelay(true);
+  const server = await listener.accept();
+  try {
+    const reading = readExact(server, 32, { timeoutMs: 10_000 });
+    for (let i = 0; i < 32; i++) await writeAll(client, new Uint8Array([2]));
+    assert.deepEqual(await reading, new Uint8Array(32).fill(2));
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
+
+Deno.test("serveLines answers every line in order, batched, then ERR line too long", async () => {
+  const input = enc.encode("a\nbb\r\n" + "c".repeat(20) + "\nnever\n");
+  const out: Uint8Array[] = [];
+  let writes = 0;
+  const conn = {
+    ...chunked(input, [input.length]),
+    write(p: Uint8Array) {
+      writes++;
+      out.push(p.slice());
+      return Promise.resolve(p.length);
+    },
+  };
+  const OK = enc.encode("OK ... ");
+  const NL = enc.encode("\n");
+  await assert.rejects(
+    () => serveLines(conn, (line) => [OK, line, NL], { maxLine: 10 }),
+    LineTooLongError,
+  );
+  assert.equal(
+    dec.decode(new Uint8Array(out.flatMap((c) => [...c]))),
+    "OK ... a\nOK ... bb\nERR line too long\n",
+  );
+  assert.equal(writes, 1); // all three replies in one write
+});
