@@ -28,7 +28,8 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { ReadTimeoutError } from "./io.ts";
+import { ReadTimeoutError, writeAll } from "./io.ts";
+import { LineReader } from "./lines.ts";
 
 /** How a flag's value is read and checked. */
 export type OptionKind =
@@ -238,7 +239,16 @@ function defaultValueName(kind: OptionKind): string {
     "TEXT";
 }
 
-function usageError(script: string, message: string): never {
+/**
+ * Prints `error: message` and the usage hint on stderr, and exits 2.
+ *
+ * @example
+ * ```ts ignore
+ * import { usageError } from "./cli.ts";
+ * usageError("tcp_client", "invalid --byte 'zz': expected 0-255 or 0x00-0xff");
+ * ```
+ */
+export function usageError(script: string, message: string): never {
   printError(message);
   console.error(`usage: deno task ${script} [options]  (--help lists them)`);
   Deno.exit(2);
@@ -341,5 +351,44 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
   } catch (err) {
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
+  }
+}
+
+let stdinLines: LineReader | undefined;
+
+/**
+ * Asks a question and reads the answer from standard input, for scripts that
+ * prompt like the seeds do.
+ *
+ * Deno's `prompt()` prints nothing and returns `null` when stdin is a pipe,
+ * so this prints the question itself and reads one line from `Deno.stdin`:
+ * `printf '8888\n' | deno task tcp_server` answers the prompt. An answer that
+ * `parse` rejects is asked again on a terminal; from a pipe it is a usage
+ * error (exit 2), since nobody is there to correct it.
+ *
+ * @example
+ * ```ts ignore
+ * import { ask, parsePort } from "./cli.ts";
+ * const port = await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
+ * ```
+ */
+export async function ask<T>(
+  script: string,
+  question: string,
+  parse: (answer: string) => T | undefined,
+  expected: string,
+): Promise<T> {
+  stdinLines ??= new LineReader(Deno.stdin, { maxLine: 4096 });
+  const interactive = Deno.stdin.isTerminal();
+  while (true) {
+    await writeAll(Deno.stdout, new TextEncoder().encode(question));
+    const line = await stdinLines.readLine();
+    if (!interactive) console.log(); // the answer was not echoed: end the prompt's line
+    if (line === null) usageError(script, `no answer to '${question.trim()}' (stdin ended)`);
+    const answer = new TextDecoder().decode(line).trim();
+    const value = parse(answer);
+    if (value !== undefined) return value;
+    if (!interactive) usageError(script, `invalid answer '${answer}': expected ${expected}`);
+    console.log(`Please enter ${expected}.`);
   }
 }

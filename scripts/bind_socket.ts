@@ -1,0 +1,91 @@
+/**
+ * bind_socket.ts — the steps a client takes to reach a named host: create a
+ * socket, resolve the name to an IP address, connect.
+ *
+ * Python's seed (`bind_socket.py`) did `socket.socket()`, then
+ * `socket.gethostbyname(host)`, then `s.connect((ip, port))`. In Deno the
+ * socket is created by `Deno.connect` itself, so the steps are: resolve, then
+ * connect. Resolution uses `node:dns` `lookup()`, which asks the system
+ * resolver (`getaddrinfo`) just as `gethostbyname` does: the hosts file
+ * counts, so `--host localhost` works with no network. (`Deno.resolveDns`
+ * would send a DNS query instead and skip `/etc/hosts`.) Like
+ * `gethostbyname`, it returns an IPv4 address. `--request` sends an HTTP
+ * `HEAD /` and prints the status line, to show the connection really works.
+ * With no network, an unknown name or a refused port, it prints one `error:`
+ * line naming the host and exits 1.
+ *
+ * Run:
+ *   deno run --allow-net scripts/bind_socket.ts --request
+ *   deno task bind_socket --request       (same thing)
+ * Expected output, on a machine with Internet access:
+ *   Socket created
+ *   IP address of www.google.com is 142.250.185.68
+ *   Socket connected to www.google.com on ip 142.250.185.68 port 80
+ *   HTTP/1.1 200 OK
+ *
+ * Offline, against a local web server from a second terminal:
+ *   $ python3 -m http.server 8000 --bind 127.0.0.1
+ *   $ deno task bind_socket --host localhost --port 8000 --request
+ *   IP address of localhost is 127.0.0.1
+ *   ...
+ *   HTTP/1.0 200 OK
+ *
+ * @module
+ */
+
+import { lookup } from "node:dns/promises";
+import { CliError, parseCli, runMain } from "../lib/cli.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+
+const args = parseCli({
+  name: "bind_socket",
+  summary: "Resolves a host name like gethostbyname, connects, and optionally sends HEAD /.",
+  options: {
+    host: { kind: "host", default: "www.google.com", help: "host name or address to reach" },
+    port: { kind: "port", short: "p", default: 80, help: "TCP port" },
+    request: { kind: "boolean", help: "send 'HEAD / HTTP/1.1' and print the status line" },
+    timeout: { kind: "seconds", default: 10, help: "give up on each step after this long" },
+  },
+});
+
+await runMain(async () => {
+  const { host, port } = args;
+  const timeoutMs = args.timeout * 1000;
+  console.log("Socket created"); // Deno creates it inside Deno.connect below.
+
+  let ip: string;
+  try {
+    ({ address: ip } = await lookup(host, { family: 4 }));
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === "EPERM") {
+      throw new CliError(`no permission to resolve ${host}: run with --allow-net`);
+    }
+    throw new CliError(
+      `cannot resolve ${host} (${code ?? (err as Error).message}): check the name and the network`,
+    );
+  }
+  console.log(`IP address of ${host} is ${ip}`);
+
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: ip, port, signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    const why = err instanceof DOMException
+      ? `no answer within ${args.timeout} s`
+      : (err as Error).message;
+    throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
+  }
+  try {
+    console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);
+    if (!args.request) return;
+    const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+    await writeAll(conn, new TextEncoder().encode(request));
+    const status = await new LineReader(conn, { timeoutMs, maxLine: 8192 }).readLine();
+    if (status === null) throw new CliError(`${host} closed the connection without a reply`);
+    console.log(new TextDecoder().decode(status));
+  } finally {
+    conn.close();
+  }
+});

@@ -1,0 +1,84 @@
+/**
+ * tcp_client.ts — keep trying to connect, then send one fixed-size message:
+ * an array of 32 bytes of 0x02.
+ *
+ * Like the seed (`tcp_client.py`) it asks for the remote IP address and port
+ * unless `--host`/`--port` are given (piped answers work too), tries to
+ * connect, and gives up after 5 attempts (`--attempts`). The seed retried at
+ * a fixed pace; here the delay grows (exponential backoff with jitter, in
+ * lib/retry.ts) and each failed attempt says why. Only failures a retry can
+ * cure are retried: a refused port is, a mistyped host name is not. The
+ * message is sent with `writeAll`, since one `write` may send fewer bytes.
+ *
+ * Run (start scripts/tcp_server.ts first):
+ *   deno run --allow-net scripts/tcp_client.ts --host 127.0.0.1 --port 5005
+ *   deno task tcp_client --host 127.0.0.1 --port 5005     (same thing)
+ * Expected output:
+ *   connected to 127.0.0.1:5005
+ *   sent 32 bytes of 0x02
+ *
+ * Without our server, nc can receive and show the bytes:
+ *   $ nc -l 127.0.0.1 5005 | od -An -tx1
+ *
+ * @module
+ */
+
+import { ask, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { writeAll } from "../lib/io.ts";
+import { connectWithRetry } from "../lib/retry.ts";
+
+const args = parseCli({
+  name: "tcp_client",
+  summary: "Connects with up to --attempts tries and sends --size bytes of --byte.",
+  options: {
+    host: { kind: "host", help: "server address (asked for when absent)" },
+    port: { kind: "port", short: "p", help: "server port (asked for when absent)" },
+    attempts: { kind: "integer", min: 1, default: 5, help: "connection attempts before giving up" },
+    size: { kind: "integer", min: 0, default: 32, help: "bytes to send" },
+    byte: {
+      kind: "string",
+      default: "0x02",
+      valueName: "BYTE",
+      help: "the byte value, 0-255 or 0x00-0xff",
+    },
+  },
+});
+
+/** "0x02", "2" -> 2; anything else is not a byte. */
+function parseByte(text: string): number | undefined {
+  const value = /^0x[0-9a-f]{1,2}$/i.test(text)
+    ? parseInt(text, 16)
+    : /^\d{1,3}$/.test(text)
+    ? Number(text)
+    : NaN;
+  return value >= 0 && value <= 255 ? value : undefined;
+}
+
+const byte = parseByte(args.byte) ??
+  usageError("tcp_client", `invalid --byte '${args.byte}': expected 0-255 or 0x00-0xff`);
+
+await runMain(async () => {
+  const host = args.host ??
+    await ask("tcp_client", "Enter the remote IP address: ", (a) => a || undefined, "an address");
+  const port = args.port ??
+    await ask("tcp_client", "Enter the remote port: ", parsePort, "a port from 1 to 65535");
+
+  const conn = await connectWithRetry({
+    hostname: host,
+    port,
+    attempts: args.attempts,
+    onRetry: ({ attempt, error, delayMs }) =>
+      console.log(paint(
+        "yellow",
+        `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
+          (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
+      )),
+  });
+  try {
+    console.log(`connected to ${host}:${port}`);
+    await writeAll(conn, new Uint8Array(args.size).fill(byte));
+    console.log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
+  } finally {
+    conn.close();
+  }
+});

@@ -1,0 +1,65 @@
+/**
+ * tcp_server.ts — a fixed-size message: for each connection, receive exactly
+ * 32 bytes, print them, close, and wait for the next client.
+ *
+ * The seed (`tcp_server.py`) did `recv(32)` once, which returns *up to* 32
+ * bytes: whatever has arrived so far. Here `readExact` (lib/io.ts) keeps
+ * reading until all `--size` bytes are in, however the network splits them.
+ * A client that closes early is reported as `closed after N of 32 bytes`,
+ * one that goes silent is dropped after `--timeout` seconds, and bytes past
+ * the 32nd are not part of the message. In every case the server goes on.
+ *
+ * Like the seed, it asks `Enter the local port:` unless `--port` is given
+ * (a piped answer works too: `echo 5005 | deno task tcp_server`), and listens
+ * on 127.0.0.1 only.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/tcp_server.ts --port 5005
+ *   deno task tcp_server --port 5005      (same thing)
+ *
+ * Try it from a second terminal with the companion client:
+ *   $ deno task tcp_client --host 127.0.0.1 --port 5005
+ * and the server prints:
+ *   127.0.0.1:PORT sent 32 bytes: 02 02 02 ... 02
+ * Or with nc (7 bytes then EOF):
+ *   $ printf 'abcdefg' | nc -N 127.0.0.1 5005
+ *   127.0.0.1:PORT: connection closed after 7 of 32 bytes
+ *
+ * @module
+ */
+
+import { ask, parseCli, parsePort, runMain } from "../lib/cli.ts";
+import { readExact } from "../lib/io.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "tcp_server",
+  summary: "Receives exactly --size bytes from each client, prints them in hex, closes.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
+    port: { kind: "port", short: "p", help: "TCP port (asked for when absent; 0: any free port)" },
+    size: { kind: "integer", min: 1, default: 32, help: "bytes in one message" },
+    timeout: { kind: "seconds", default: 10, help: "drop a client silent this long (0: never)" },
+  },
+});
+
+const toHex = (bytes: Uint8Array) =>
+  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+
+await runMain(async () => {
+  const port = args.port ??
+    await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
+  const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
+  console.log(`waiting for ${args.size}-byte messages`);
+  for await (const conn of server.accept()) {
+    await server.handle(conn, async (conn, peer) => {
+      // Throws "connection closed after N of 32 bytes" if the client leaves early;
+      // server.handle logs that in one line and closes the connection.
+      const message = await readExact(conn, args.size, {
+        timeoutMs: args.timeout > 0 ? args.timeout * 1000 : undefined,
+        signal: server.signal,
+      });
+      console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+    });
+  }
+});
