@@ -121,11 +121,42 @@ export function readSome(
   const { timeoutMs, signal } = options;
   if (timeoutMs === undefined && signal === undefined) return reader.read(buf);
   if (signal?.aborted) return Promise.resolve(null);
-  const read = reader.read(buf);
+  return raceRead(reader.read(buf), options);
+}
+
+/**
+ * Waits for a read already started, but no longer than `timeoutMs` and no
+ * longer than `signal` allows (then resolves `null`). The read itself goes on;
+ * if it later fails, that failure is swallowed so it cannot crash the process.
+ *
+ * @example
+ * ```ts
+ * import { raceRead, ReadTimeoutError } from "./io.ts";
+ * const never = new Promise<number | null>(() => {});
+ * try {
+ *   await raceRead(never, { timeoutMs: 10 });
+ * } catch (err) {
+ *   console.log(err instanceof ReadTimeoutError); // true
+ * }
+ * ```
+ */
+export function raceRead(
+  read: Promise<number | null>,
+  options: ReadOptions,
+): Promise<number | null> {
+  const { timeoutMs, signal } = options;
+  if (timeoutMs === undefined && signal === undefined) return read;
+  if (signal?.aborted) {
+    read.catch(() => {});
+    return Promise.resolve(null);
+  }
   return new Promise<number | null>((resolve, reject) => {
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let settled = false;
     const onAbort = () => finish(() => resolve(null));
     const finish = (settle: () => void) => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       settle();

@@ -37,9 +37,9 @@
 
 import {
   concatBytes,
+  raceRead,
   type Reader,
   type ReadOptions,
-  readSome,
   writeAll,
   type Writer,
 } from "./io.ts";
@@ -119,6 +119,7 @@ export class LineReader {
   #end = 0; // one past the last byte read
   #scanned = 0; // [#start, #scanned) is known to hold no newline
   #eof = false;
+  #pending: Promise<number | null> | undefined;
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
   constructor(reader: Reader, options: LineReaderOptions = {}) {
@@ -141,7 +142,9 @@ export class LineReader {
    * (or when the `signal` option aborts).
    *
    * @throws {LineTooLongError} when a line exceeds `maxLine`.
-   * @throws {ReadTimeoutError} when `timeoutMs` passes without a byte.
+   * @throws {ReadTimeoutError} when `timeoutMs` passes without a byte. The
+   *   reader stays usable: call `readLine()` again to keep waiting, and bytes
+   *   that arrive late are not lost.
    */
   async readLine(): Promise<Uint8Array | null> {
     while (true) {
@@ -187,8 +190,14 @@ export class LineReader {
   }
 
   async #fill(): Promise<void> {
-    this.#makeRoom();
-    const n = await readSome(this.#reader, this.#buf.subarray(this.#end), this.#options);
+    // A read that outlived an earlier timeout is still filling our buffer:
+    // wait for it rather than start another, so no byte is lost or reordered.
+    if (this.#pending === undefined) {
+      this.#makeRoom();
+      this.#pending = this.#reader.read(this.#buf.subarray(this.#end));
+    }
+    const n = await raceRead(this.#pending, this.#options);
+    this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
       return;

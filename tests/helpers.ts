@@ -7,133 +7,16 @@
 
 import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/io.ts";
+import { type Finished, Running, taskCommand } from "../lib/process.ts";
 
-export const ROOT = new URL("..", import.meta.url).pathname;
+export { type Finished, Output, Running, taskCommand } from "../lib/process.ts";
+
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
 
 /** Every wait in a test is bounded by this unless it says otherwise. */
 export const WAIT_MS = 15_000;
-
-const denoJson = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`));
-
-/** The `deno task NAME` command line, as argv, with our deno binary. */
-export function taskCommand(name: string): string[] {
-  const task = denoJson.tasks[name];
-  if (!task) throw new Error(`no task ${name} in deno.json`);
-  const argv = (typeof task === "string" ? task : task.command).split(/\s+/);
-  if (argv[0] !== "deno") throw new Error(`task ${name} does not start with deno`);
-  return argv.slice(1);
-}
-
-/** Collects a stream as text and lets tests wait for a pattern in it. */
-export class Output {
-  text = "";
-  closed = false;
-  #waiters: (() => void)[] = [];
-  readonly done: Promise<void>;
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = this.#pump(stream);
-  }
-
-  async #pump(stream: ReadableStream<Uint8Array>) {
-    const dec = new TextDecoder();
-    for await (const chunk of stream) {
-      this.text += dec.decode(chunk, { stream: true });
-      this.#wake();
-    }
-    this.closed = true;
-    this.#wake();
-  }
-
-  #wake() {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** Resolves with the first match of `pattern`; rejects on timeout or close. */
-  async waitFor(pattern: RegExp | string, timeoutMs = WAIT_MS): Promise<RegExpMatchArray> {
-    const re = typeof pattern === "string"
-      ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
-      : pattern;
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      const m = this.text.match(re);
-      if (m) return m;
-      if (this.closed) throw new Error(`stream closed without ${re}; got:\n${this.text}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${re}; got:\n${this.text}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
-    }
-  }
-}
-
-export interface Finished {
-  code: number;
-  signal: Deno.Signal | null;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-/** A script running as a child process. */
-export class Running {
-  readonly child: Deno.ChildProcess;
-  readonly stdout: Output;
-  readonly stderr: Output;
-  readonly started = performance.now();
-  #status: Promise<Deno.CommandStatus>;
-
-  constructor(argv: string[], stdin: "piped" | "null" = "null") {
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: argv,
-      cwd: ROOT,
-      stdin,
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    this.stdout = new Output(this.child.stdout);
-    this.stderr = new Output(this.child.stderr);
-    this.#status = this.child.status;
-  }
-
-  /** Waits for the process to end (killing it after `timeoutMs`). */
-  async finished(timeoutMs = WAIT_MS): Promise<Finished> {
-    const timer = setTimeout(() => this.kill("SIGKILL"), timeoutMs);
-    const status = await this.#status;
-    clearTimeout(timer);
-    await Promise.all([this.stdout.done, this.stderr.done]);
-    return {
-      code: status.code,
-      signal: status.signal,
-      stdout: this.stdout.text,
-      stderr: this.stderr.text,
-      ms: performance.now() - this.started,
-    };
-  }
-
-  kill(signal: Deno.Signal = "SIGTERM") {
-    try {
-      this.child.kill(signal);
-    } catch {
-      // already exited
-    }
-  }
-
-  /** SIGTERM, then wait for the exit. */
-  async stop(): Promise<Finished> {
-    this.kill("SIGTERM");
-    return await this.finished();
-  }
-}
+export { ROOT } from "../lib/process.ts";
 
 /** A server started from its task, once it printed `listening on HOST:PORT`. */
 export interface Server extends Running {

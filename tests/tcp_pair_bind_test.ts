@@ -159,7 +159,9 @@ Deno.test("tcp_client retries until a server started after its first failure", a
     "--attempts",
     "10",
   ]);
-  await client.stdout.waitFor(/attempt 1\/10 failed: Connection refused \(os error 111\); retrying in \d+ ms/);
+  await client.stdout.waitFor(
+    /attempt 1\/10 failed: Connection refused \(os error 111\); retrying in \d+ ms/,
+  );
   const server = await startServer("tcp_server", ["--port", String(port)]);
   try {
     const r = await client.finished();

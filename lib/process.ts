@@ -1,0 +1,159 @@
+/**
+ * Running the collection's own scripts as child processes, the way their
+ * `deno task` runs them, and waiting for what they print. Used by the tour
+ * (`deno task demo`) and the end-to-end tests; not socket code.
+ *
+ * @example
+ * ```ts ignore
+ * import { Running, taskCommand } from "./process.ts";
+ * const server = new Running([...taskCommand("socket_server"), "--port", "0"]);
+ * const [, port] = await server.stdout.waitFor(/listening on .*:(\d+)/);
+ * server.kill("SIGTERM");
+ * console.log((await server.finished()).code); // 0
+ * ```
+ *
+ * @module
+ */
+
+/** The project's root folder (where deno.json is). */
+export const ROOT: string = new URL("..", import.meta.url).pathname;
+
+let tasks: Record<string, string | { command: string }> | undefined;
+
+/**
+ * The arguments after `deno` of task `name` in deno.json, e.g.
+ * `["run", "--allow-net=127.0.0.1", "scripts/socket_server.ts"]`.
+ */
+export function taskCommand(name: string): string[] {
+  tasks ??= JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks;
+  const task = tasks![name];
+  if (!task) throw new Error(`no task ${name} in deno.json`);
+  const argv = (typeof task === "string" ? task : task.command).split(/\s+/);
+  if (argv[0] !== "deno") throw new Error(`task ${name} does not start with deno`);
+  return argv.slice(1);
+}
+
+/** Collects a stream as text and lets callers wait for a pattern in it. */
+export class Output {
+  /** Everything read so far. */
+  text = "";
+  /** True once the stream ended. */
+  closed = false;
+  #waiters: (() => void)[] = [];
+  /** Resolves when the stream has ended. */
+  readonly done: Promise<void>;
+
+  /** Starts reading `stream` in the background. */
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = this.#pump(stream);
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const dec = new TextDecoder();
+    for await (const chunk of stream) {
+      this.text += dec.decode(chunk, { stream: true });
+      this.#wake();
+    }
+    this.closed = true;
+    this.#wake();
+  }
+
+  #wake() {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves with the first match of `pattern`; rejects on timeout or close. */
+  async waitFor(pattern: RegExp | string, timeoutMs = 15_000): Promise<RegExpMatchArray> {
+    const re = typeof pattern === "string"
+      ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      : pattern;
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const m = this.text.match(re);
+      if (m) return m;
+      if (this.closed) throw new Error(`stream closed without ${re}; got:\n${this.text}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${re}; got:\n${this.text}`);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** How a process ended, and all it printed. */
+export interface Finished {
+  /** Exit code. */
+  code: number;
+  /** The signal that killed it, if any. */
+  signal: Deno.Signal | null;
+  /** All of stdout. */
+  stdout: string;
+  /** All of stderr. */
+  stderr: string;
+  /** Milliseconds from start to exit. */
+  ms: number;
+}
+
+/** A script running as a child process. */
+export class Running {
+  /** The child process. */
+  readonly child: Deno.ChildProcess;
+  /** Its standard output, as it arrives. */
+  readonly stdout: Output;
+  /** Its standard error, as it arrives. */
+  readonly stderr: Output;
+  /** When it was started (`performance.now()`). */
+  readonly started: number = performance.now();
+  #status: Promise<Deno.CommandStatus>;
+
+  /** Runs this Deno binary with `argv` (e.g. from {@linkcode taskCommand}) in the project root. */
+  constructor(argv: string[], stdin: "piped" | "null" = "null") {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: argv,
+      cwd: ROOT,
+      stdin,
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    this.stdout = new Output(this.child.stdout);
+    this.stderr = new Output(this.child.stderr);
+    this.#status = this.child.status;
+  }
+
+  /** Waits for the process to end (killing it after `timeoutMs`). */
+  async finished(timeoutMs = 15_000): Promise<Finished> {
+    const timer = setTimeout(() => this.kill("SIGKILL"), timeoutMs);
+    const status = await this.#status;
+    clearTimeout(timer);
+    await Promise.all([this.stdout.done, this.stderr.done]);
+    return {
+      code: status.code,
+      signal: status.signal,
+      stdout: this.stdout.text,
+      stderr: this.stderr.text,
+      ms: performance.now() - this.started,
+    };
+  }
+
+  /** Sends `signal`, ignoring a process that already exited. */
+  kill(signal: Deno.Signal = "SIGTERM"): void {
+    try {
+      this.child.kill(signal);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** SIGTERM, then wait for the exit. */
+  async stop(): Promise<Finished> {
+    this.kill("SIGTERM");
+    return await this.finished();
+  }
+}

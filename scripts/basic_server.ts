@@ -1,0 +1,68 @@
+/**
+ * basic_server.ts — one message, one answer, close: for each client, receive
+ * a message, answer `Message received: <message>`, close, wait for the next.
+ *
+ * The seed (`server.py` of socket_playground) took one `recv(1024)` as the
+ * whole message. Here a message is a line (up to `\n`, or up to the client's
+ * end of stream if it sends no newline), read however TCP splits it, at most
+ * `--max-line` bytes, and a client that says nothing for `--timeout` seconds
+ * is dropped, so it cannot hold the server forever. Clients are served one
+ * after another, as in the seed. The answer carries the client's bytes
+ * exactly as received.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/basic_server.ts
+ *   deno task basic_server            (same thing)
+ *
+ * Try it from a second terminal:
+ *   $ deno task basic_client
+ *   Response from the server: Message received: Hello Server !
+ * or with nc:
+ *   $ echo 'Hello Server !' | nc -N 127.0.0.1 12345
+ *   Message received: Hello Server !
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { concatBytes, writeAll } from "../lib/io.ts";
+import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "basic_server",
+  summary: "Answers one message per client with 'Message received: <message>', then closes.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
+    port: { kind: "port", short: "p", default: 12345, help: "TCP port, 0 for any free one" },
+    timeout: { kind: "seconds", default: 10, help: "drop a client silent this long" },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      default: DEFAULT_MAX_LINE,
+      help: "longest message in bytes",
+    },
+  },
+});
+
+const encoder = new TextEncoder();
+
+await runMain(async () => {
+  const server = new TcpServer(listen(args.host, args.port), { name: "basic_server" });
+  console.log("Server is running, waiting for connections...");
+  for await (const conn of server.accept()) {
+    await server.handle(conn, async (conn, peer) => {
+      const message = await new LineReader(conn, {
+        maxLine: args["max-line"],
+        timeoutMs: args.timeout * 1000,
+        signal: server.signal,
+      }).readLine();
+      if (message === null) return console.log(`${peer} sent nothing`);
+      console.log(`${peer}: ${new TextDecoder().decode(message)}`);
+      await writeAll(
+        conn,
+        concatBytes([encoder.encode("Message received: "), message, encoder.encode("\n")]),
+      );
+    });
+  }
+});

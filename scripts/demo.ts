@@ -1,0 +1,151 @@
+/**
+ * demo.ts — the tour: starts each server of the collection on a free loopback
+ * port, runs its client against it, and prints what each side said.
+ *
+ * Every pair runs as real processes, with the same command and permissions as
+ * its `deno task`, so what you see here is what you get by hand in two
+ * terminals. If a pair fails, the tour says which and exits 1.
+ *
+ * Run:
+ *   deno run --allow-run --allow-read=deno.json scripts/demo.ts
+ *   deno task demo          (same thing; `npx -y deno@2 task demo` with only Node)
+ *
+ * @module
+ */
+
+import { paint, parseCli, runMain } from "../lib/cli.ts";
+import { Running, taskCommand } from "../lib/process.ts";
+
+const args = parseCli({
+  name: "demo",
+  summary: "Runs every server with its client on loopback and narrates the conversation.",
+  options: {
+    only: { kind: "string", help: "run only the pairs whose title contains TEXT" },
+  },
+});
+
+interface Pair {
+  title: string;
+  idea: string;
+  server: string;
+  serverArgs?: string[];
+  client: string;
+  clientArgs: (port: number) => string[];
+  /** The client's output must match this. */
+  expect: RegExp;
+  /** The server must print this before it is stopped. */
+  serverExpect: RegExp;
+}
+
+const PAIRS: Pair[] = [
+  {
+    title: "socket_server + socket_client",
+    idea: "one client at a time; every line is answered 'OK ... <line>'",
+    server: "socket_server",
+    client: "socket_client",
+    clientArgs: (port) => ["--port", `${port}`, "-m", "temperature 21.5", "-m", "door open"],
+    expect: /OK \.\.\. temperature 21\.5\nOK \.\.\. door open/,
+    serverExpect: /disconnected/,
+  },
+  {
+    title: "tcp_server + tcp_client",
+    idea: "exactly 32 bytes of 0x02, however TCP splits them",
+    server: "tcp_server",
+    client: "tcp_client",
+    clientArgs: (port) => ["--host", "127.0.0.1", "--port", `${port}`],
+    expect: /sent 32 bytes of 0x02/,
+    serverExpect: /sent 32 bytes: (02 ){31}02/,
+  },
+  {
+    title: "hello_server + hello_client",
+    idea: "the first conversation: a greeting and an answer",
+    server: "hello_server",
+    client: "hello_client",
+    clientArgs: (port) => ["--port", `${port}`],
+    expect: /Server: Hello client!/,
+    serverExpect: /Client: Hello Server!/,
+  },
+  {
+    title: "basic_server + basic_client",
+    idea: "one message, one answer, close",
+    server: "basic_server",
+    client: "basic_client",
+    clientArgs: (port) => ["--port", `${port}`],
+    expect: /Response from the server: Message received: Hello Server !/,
+    serverExpect: /Hello Server !/,
+  },
+  {
+    title: "sensor_server + sensor_client",
+    idea: "timestamped readings, each answered 'pong', round trips timed",
+    server: "sensor_server",
+    client: "sensor_client",
+    clientArgs: (port) => ["--port", `${port}`, "--count", "3", "--interval", "0.2"],
+    expect: /3 samples sent, 3 received, 0% loss/,
+    serverExpect: /disconnected/,
+  },
+  {
+    title: "bind_socket (against socket_server)",
+    idea: "resolve a name through the hosts file, then connect",
+    server: "socket_server",
+    client: "bind_socket",
+    clientArgs: (port) => ["--host", "localhost", "--port", `${port}`],
+    expect: /IP address of localhost is 127\.0\.0\.1\nSocket connected/,
+    serverExpect: /disconnected/,
+  },
+];
+
+const indent = (who: string, text: string) =>
+  text.trimEnd().split("\n").filter((l) => l.trim()).map((l) => `  ${paint("dim", who)} │ ${l}`)
+    .join("\n");
+
+async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
+  console.log(`\n${paint("bold", `━━ ${n}/${total} ${pair.title}`)}  ${paint("dim", pair.idea)}`);
+  const server = new Running([
+    ...taskCommand(pair.server),
+    "--port",
+    "0",
+    ...(pair.serverArgs ?? []),
+  ]);
+  let ok = false;
+  let why = "";
+  try {
+    const [, port] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
+    const clientArgs = pair.clientArgs(Number(port));
+    console.log(`  $ deno task ${pair.server} --port 0      ${paint("dim", `(got port ${port})`)}`);
+    console.log(`  $ deno task ${pair.client} ${clientArgs.map(quote).join(" ")}`);
+    const client = await new Running([...taskCommand(pair.client), ...clientArgs]).finished(20_000);
+    console.log(indent("client", client.stderr + client.stdout));
+    if (client.code !== 0) why = `the client exited with code ${client.code}`;
+    else if (!pair.expect.test(client.stdout)) why = `the client did not print ${pair.expect}`;
+    else {
+      await server.stdout.waitFor(pair.serverExpect, 10_000);
+      ok = true;
+    }
+  } catch (err) {
+    why = (err as Error).message.split("\n")[0];
+  } finally {
+    server.kill("SIGTERM");
+    const done = await server.finished(5_000);
+    console.log(indent("server", done.stdout + done.stderr));
+  }
+  console.log(ok ? paint("green", "  ✓ worked") : paint("red", `  ✗ failed: ${why}`));
+  return ok;
+}
+
+function quote(arg: string): string {
+  return /^[\w.\/:=-]+$/.test(arg) ? arg : `'${arg}'`;
+}
+
+await runMain(async () => {
+  const pairs = PAIRS.filter((p) => !args.only || p.title.includes(args.only));
+  console.log("A tour of the collection: each server on a free loopback port, then its client.");
+  const failed: string[] = [];
+  for (const [i, pair] of pairs.entries()) {
+    if (!(await runPair(pair, i + 1, pairs.length))) failed.push(pair.title);
+  }
+  console.log();
+  if (failed.length > 0) {
+    throw new Error(`${failed.length} of ${pairs.length} pairs failed: ${failed.join(", ")}`);
+  }
+  console.log(paint("green", `All ${pairs.length} pairs worked.`) + " Next: deno task test");
+});

@@ -1,0 +1,49 @@
+/**
+ * hello_client.ts — the other half of the first conversation: connect, print
+ * the server's greeting, answer `Hello Server!`, close.
+ *
+ * The seed (`client.py`) took one `recv(2048)` for the whole greeting. Here
+ * the greeting is read up to its `\n` (however TCP splits it), with a
+ * `--timeout`, and a refused or silent server gives a one-line `error:`
+ * instead of a traceback. The socket is closed whatever happens.
+ *
+ * Run (start scripts/hello_server.ts first):
+ *   deno run --allow-net=127.0.0.1,localhost scripts/hello_client.ts
+ *   deno task hello_client             (same thing)
+ * Expected output:
+ *   Server: Hello client!
+ *
+ * Without our server, nc can play it (it sends the greeting, shows the answer):
+ *   $ echo 'Hello client!' | nc -l 127.0.0.1 50000
+ *   Hello Server!
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { connectWithRetry } from "../lib/retry.ts";
+
+const args = parseCli({
+  name: "hello_client",
+  summary: "Prints the server's greeting and answers 'Hello Server!'.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
+    port: { kind: "port", short: "p", default: 50000, help: "server's TCP port" },
+    message: { kind: "string", short: "m", default: "Hello Server!", help: "the answer to send" },
+    timeout: { kind: "seconds", default: 10, help: "wait this long for the greeting" },
+  },
+});
+
+await runMain(async () => {
+  const conn = await connectWithRetry({ hostname: args.host, port: args.port, attempts: 3 });
+  try {
+    const greeting = await new LineReader(conn, { timeoutMs: args.timeout * 1000 }).readLine();
+    if (greeting === null) throw new Error("the server closed the connection without a greeting");
+    console.log(`Server: ${new TextDecoder().decode(greeting)}`);
+    await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
+  } finally {
+    conn.close();
+  }
+});

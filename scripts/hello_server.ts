@@ -1,0 +1,60 @@
+/**
+ * hello_server.ts — the first conversation: accept one client, greet it,
+ * read its answer, close.
+ *
+ * It keeps the seed's (`server.py`, port 50000) words: it prints
+ * `New client joined: ...`, sends `Hello client!`, and prints
+ * `Client: <message>`. What the seed left to luck is fixed: each message ends
+ * with `\n`, so the other side knows where it stops (one `recv(2048)` may
+ * return part of a message, or two); the answer is awaited at most
+ * `--timeout` seconds; the sockets are closed whatever happens. The seed
+ * served one client and exited; so does this, unless `--forever`.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/hello_server.ts
+ *   deno task hello_server            (same thing)
+ *
+ * Try it from a second terminal:
+ *   $ deno task hello_client
+ *   Server: Hello client!
+ * or with nc, typing the answer:
+ *   $ nc 127.0.0.1 50000
+ *   Hello client!
+ *   Hi there            <- you type this; the server prints "Client: Hi there"
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "hello_server",
+  summary: "Greets a client with 'Hello client!' and prints its answer; exits after one client.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
+    port: { kind: "port", short: "p", default: 50000, help: "TCP port, 0 for any free one" },
+    forever: { kind: "boolean", help: "keep serving clients instead of exiting after one" },
+    timeout: { kind: "seconds", default: 10, help: "wait this long for the client's answer" },
+  },
+});
+
+await runMain(async () => {
+  const server = new TcpServer(listen(args.host, args.port), { name: "hello_server" });
+  for await (const conn of server.accept()) {
+    await server.handle(conn, async (conn, peer) => {
+      console.log(`New client joined: ${peer}`);
+      await writeAll(conn, new TextEncoder().encode("Hello client!\n"));
+      const answer = await new LineReader(conn, {
+        timeoutMs: args.timeout * 1000,
+        signal: server.signal,
+      }).readLine();
+      if (answer === null) console.log(`${peer} left without a word`);
+      else console.log(`Client: ${new TextDecoder().decode(answer)}`);
+    });
+    if (!args.forever) break;
+  }
+  await server.shutdown();
+});

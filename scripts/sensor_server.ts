@@ -1,0 +1,77 @@
+/**
+ * sensor_server.ts — many sensors at once: every message gets `pong`, and is
+ * printed as `Received: <message>`.
+ *
+ * The seed (`server.py`, port 8889) started a thread per client and called
+ * `recv(1024)` in a loop, taking each chunk as one message. Here each client
+ * is an async task instead of a thread: while one client's `read()` waits,
+ * Deno's event loop runs the others, so thousands of sensors cost a few KiB
+ * each, not a thread stack each. Messages are lines, split however TCP
+ * delivers them, so two readings sent together still get two `pong`s. Limits
+ * keep one client from hurting the rest: `--max-conns`, `--idle-timeout`,
+ * `--max-line`.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/sensor_server.ts
+ *   deno task sensor_server            (same thing)
+ *
+ * Try it from a second terminal:
+ *   $ deno task sensor_client --count 3
+ * or with nc:
+ *   $ printf 'ping\n' | nc -N 127.0.0.1 8889
+ *   pong
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "sensor_server",
+  summary: "Answers every line from every client with 'pong'; many clients at once.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
+    port: { kind: "port", short: "p", default: 8889, help: "TCP port, 0 for any free one" },
+    "max-conns": { kind: "integer", min: 1, default: 1000, help: "clients served at once" },
+    "idle-timeout": {
+      kind: "seconds",
+      default: 60,
+      help: "drop a client silent this long (0: never)",
+    },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      default: DEFAULT_MAX_LINE,
+      help: "longest line in bytes",
+    },
+    quiet: { kind: "boolean", help: "do not print each message" },
+  },
+});
+
+const PONG = new TextEncoder().encode("pong\n");
+const decoder = new TextDecoder();
+
+await runMain(async () => {
+  const server = new TcpServer(listen(args.host, args.port), {
+    name: "sensor_server",
+    maxConns: args["max-conns"],
+  });
+  for await (const conn of server.accept()) {
+    conn.setNoDelay(true); // the client times each round trip: send pong at once
+    // Not awaited: this client's task runs while we accept the next one.
+    server.handle(conn, async (conn, peer) => {
+      console.log(`${peer} connected`);
+      await serveLines(conn, (line) => {
+        if (!args.quiet) console.log(`Received: ${decoder.decode(line)}`);
+        return [PONG];
+      }, {
+        maxLine: args["max-line"],
+        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
+        signal: server.signal,
+      });
+      console.log(`${peer} disconnected`);
+    });
+  }
+});
