@@ -212,3 +212,20 @@ Deno.test("serveLines answers every line in order, batched, then ERR line too lo
   );
   assert.equal(writes, 1); // all three replies in one write
 });
+
+Deno.test("LineReader survives a read timeout: late bytes are not lost", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const server = await listener.accept();
+  try {
+    const lines = new LineReader(server, { timeoutMs: 50 });
+    await assert.rejects(() => lines.readLine(), ReadTimeoutError);
+    await writeAll(client, enc.encode("late\nlater\n"));
+    assert.equal(dec.decode((await lines.readLine())!), "late");
+    assert.equal(dec.decode((await lines.readLine())!), "later");
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
