@@ -64,6 +64,34 @@ export class Output {
     for (const w of waiters) w();
   }
 
+  /** Resolves once `pattern` occurs `count` times; rejects on timeout or close. */
+  async waitForCount(pattern: RegExp, count: number, timeoutMs = 15_000): Promise<void> {
+    const global = new RegExp(
+      pattern.source,
+      pattern.flags.includes("g") ? pattern.flags : pattern.flags + "g",
+    );
+    const deadline = Date.now() + timeoutMs;
+    while ((this.text.match(global)?.length ?? 0) < count) {
+      const left = deadline - Date.now();
+      if (this.closed || left <= 0) {
+        throw new Error(
+          `saw ${
+            this.text.match(global)?.length ?? 0
+          } of ${count} × ${pattern}; got:\n${this.text}`,
+        );
+      }
+      await this.#changed(left);
+    }
+  }
+
+  #changed(timeoutMs: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return new Promise<void>((resolve) => {
+      this.#waiters.push(resolve);
+      timer = setTimeout(resolve, timeoutMs);
+    }).finally(() => clearTimeout(timer));
+  }
+
   /** Resolves with the first match of `pattern`; rejects on timeout or close. */
   async waitFor(pattern: RegExp | string, timeoutMs = 15_000): Promise<RegExpMatchArray> {
     const re = typeof pattern === "string"
@@ -76,12 +104,7 @@ export class Output {
       if (this.closed) throw new Error(`stream closed without ${re}; got:\n${this.text}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${re}; got:\n${this.text}`);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        timer = setTimeout(resolve, left);
-      });
-      clearTimeout(timer);
+      await this.#changed(left);
     }
   }
 }

@@ -208,6 +208,16 @@ export class TcpServer {
   }
 
   /**
+   * Closes the listener but lets the clients already connected finish on
+   * their own; resolves when the last one is done. (Used to retire a worker
+   * whose successor already listens on the same port.)
+   */
+  async stopAccepting(): Promise<void> {
+    closeQuietly(this.listener);
+    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
+  }
+
+  /**
    * Stops accepting, gives handlers up to 1.5 s to finish the replies they
    * owe, closes every connection still open, and prints a last line.
    */

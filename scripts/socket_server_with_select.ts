@@ -1,0 +1,87 @@
+/**
+ * socket_server_with_select.ts — many clients at once on one thread, each
+ * line answered `OK ... <line>`.
+ *
+ * The seed (`socket_server_with_select.py`) kept a list of sockets and called
+ * `select()` to learn which were readable, then did one `recv()` on each. In
+ * Deno the event loop is that `select()` (epoll on Linux, kqueue on macOS):
+ * every `await conn.read()` below registers interest in one socket, and the
+ * loop resumes whichever connection has bytes. So each client is just an async
+ * function, written as if it were alone, and `accept()` keeps running beside
+ * them. Nothing here blocks: a silent client costs a pending read and a 1 KiB
+ * buffer (grown only for long lines or bursts), so thousands can wait at once.
+ *
+ * What the seed got wrong is handled: one `recv()` is not one message
+ * (lines are framed by `serveLines`), a reset client is logged and forgotten
+ * instead of crashing the loop, a flood is capped by `--max-line`, silence by
+ * `--idle-timeout`, and the number of clients by `--max-conns` (the rest are
+ * told `ERR server busy`). Holding many clients needs enough file
+ * descriptors: see `ulimit -n` in the README.
+ *
+ * Run:
+ *   deno run --allow-net=127.0.0.1 scripts/socket_server_with_select.ts
+ *   deno task socket_server_with_select        (same thing)
+ *
+ * Try it from two or more terminals at once:
+ *   $ nc 127.0.0.1 8888
+ *   hello                 <- you type this
+ *   OK ... hello
+ * The server prints `Client (127.0.0.1:PORT) connected` and, when nc quits,
+ * `Client (127.0.0.1:PORT) is offline`.
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "socket_server_with_select",
+  summary: "Many clients at once on one thread; answers every line with 'OK ... <line>'.",
+  options: {
+    host: {
+      kind: "host",
+      default: "127.0.0.1",
+      help: "address to listen on (0.0.0.0 or :: to expose it)",
+    },
+    port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
+    "max-conns": { kind: "integer", min: 1, default: 10_000, help: "clients served at once" },
+    "idle-timeout": {
+      kind: "seconds",
+      default: 300,
+      help: "drop a client silent this long (0: never)",
+    },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      default: DEFAULT_MAX_LINE,
+      help: "longest line in bytes",
+    },
+    quiet: { kind: "boolean", help: "do not log clients connecting and going offline" },
+  },
+});
+
+const OK = new TextEncoder().encode("OK ... ");
+const NEWLINE = new TextEncoder().encode("\n");
+const log = args.quiet ? () => {} : (line: string) => console.log(line);
+
+await runMain(async () => {
+  const server = new TcpServer(listen(args.host, args.port), {
+    name: "socket_server_with_select",
+    maxConns: args["max-conns"],
+  });
+  for await (const conn of server.accept()) {
+    conn.setNoDelay(true);
+    // Not awaited: the loop goes straight back to accept() while this client is served.
+    server.handle(conn, async (conn, peer) => {
+      log(`Client (${peer}) connected`);
+      await serveLines(conn, (line) => [OK, line, NEWLINE], {
+        maxLine: args["max-line"],
+        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
+        signal: server.signal,
+      });
+      log(`Client (${peer}) is offline`);
+    });
+  }
+});
