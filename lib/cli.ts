@@ -307,7 +307,7 @@ export function describeError(err: unknown, target = ""): string {
     return `cannot use address${at}: it is not an address of this machine`;
   }
   if (err instanceof Deno.errors.ConnectionRefused) {
-    return `connection refused by${at}: is the server running?`;
+    return `connection refused${at ? ` by${at}` : ""}: is the server running?`;
   }
   if (err instanceof Deno.errors.ConnectionReset) return `connection reset by peer${at}`;
   if (err instanceof Deno.errors.TimedOut) return `timed out${at}`;

@@ -200,6 +200,8 @@ export class LineReader {
     this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
+      // Stopped by the signal, not by the peer: a half-received line is not a line.
+      if (this.#options.signal?.aborted) this.#start = this.#scanned = this.#end;
       return;
     }
     this.#end += n;

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 
@@ -43,7 +43,7 @@ await runMain(async () => {
     port: args.port,
     signal: AbortSignal.timeout(timeoutMs),
   }).catch((err) => {
-    throw new Error(`cannot connect to ${args.host}:${args.port}: ${(err as Error).message}`);
+    throw new CliError(`cannot connect: ${describeError(err, `${args.host}:${args.port}`)}`);
   });
   try {
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));

@@ -142,7 +142,7 @@ print(data.decode(), end=""); s.close()`,
 Deno.test("basic_client: refused, never answered, closed early — each an error line and exit 1", async () => {
   const refused = await runTask("basic_client", ["--port", String(freePort())]);
   assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /^error: cannot connect to 127\.0\.0\.1:\d+: Connection refused/);
+  assert.match(refused.stderr, /^error: cannot connect: connection refused by 127\.0\.0\.1:\d+/);
 
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = String(listener.addr.port);

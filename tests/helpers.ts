@@ -110,6 +110,7 @@ export async function exchange(
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     const reading = readAll(conn);
+    reading.catch(() => {}); // awaited below; don't let an early failure go unhandled
     for (let at = 0; at < bytes.length; at += chunk) {
       await writeAll(conn, bytes.subarray(at, at + chunk));
     }

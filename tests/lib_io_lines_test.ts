@@ -229,3 +229,22 @@ Deno.test("LineReader survives a read timeout: late bytes are not lost", async (
     listener.close();
   }
 });
+
+Deno.test("LineReader stopped by its signal drops a half-received line", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const server = await listener.accept();
+  try {
+    const stop = new AbortController();
+    const lines = new LineReader(server, { signal: stop.signal });
+    await writeAll(client, enc.encode("whole\nhalf"));
+    assert.equal(dec.decode((await lines.readLine())!), "whole");
+    const next = lines.readLine();
+    stop.abort();
+    assert.equal(await next, null);
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});

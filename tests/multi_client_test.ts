@@ -46,6 +46,7 @@ for (const name of SERVERS) {
         const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
         try {
           const reading = readAll(conn);
+          reading.catch(() => {}); // awaited below
           for (let at = 0; at < bytes.length;) {
             const n = 1 + Math.floor(rand() * 40);
             await writeAll(conn, bytes.subarray(at, at + n));
