@@ -17,7 +17,8 @@
  * Try it from a second terminal:
  *   $ deno task basic_client
  *   Response from the server: Message received: Hello Server !
- * or with nc:
+ *
+ * Or with nc:
  *   $ echo 'Hello Server !' | nc -N 127.0.0.1 12345
  *   Message received: Hello Server !
  *

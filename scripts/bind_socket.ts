@@ -23,11 +23,12 @@
  *   Socket connected to www.google.com on ip 142.250.185.68 port 80
  *   HTTP/1.1 200 OK
  *
- * Offline, against a local web server from a second terminal:
+ * Offline, against a local web server (start it in a second terminal):
  *   $ python3 -m http.server 8000 --bind 127.0.0.1
  *   $ deno task bind_socket --host localhost --port 8000 --request
+ *   Socket created
  *   IP address of localhost is 127.0.0.1
- *   ...
+ *   Socket connected to localhost on ip 127.0.0.1 port 8000
  *   HTTP/1.0 200 OK
  *
  * @module

@@ -17,10 +17,12 @@
  * Try it from a second terminal:
  *   $ deno task hello_client
  *   Server: Hello client!
- * or with nc, typing the answer:
+ * and the server prints:
+ *   New client joined: 127.0.0.1:PORT
+ *   Client: Hello Server!
+ *
+ * Or with nc, typing the answer yourself (the server prints it):
  *   $ nc 127.0.0.1 50000
- *   Hello client!
- *   Hi there            <- you type this; the server prints "Client: Hi there"
  *
  * @module
  */

@@ -16,8 +16,15 @@
  *   deno task sensor_server            (same thing)
  *
  * Try it from a second terminal:
- *   $ deno task sensor_client --count 3
- * or with nc:
+ *   $ deno task sensor_client --count 3 --interval 0.2
+ *   ...
+ *   3 samples sent, 3 received, 0% loss
+ * and the server prints:
+ *   Received: ping
+ *   ...
+ *   127.0.0.1:PORT disconnected
+ *
+ * Or with nc:
  *   $ printf 'ping\n' | nc -N 127.0.0.1 8889
  *   pong
  *

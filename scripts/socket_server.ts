@@ -19,7 +19,8 @@
  *   $ printf 'hello\nworld\n' | nc -N 127.0.0.1 8888
  *   OK ... hello
  *   OK ... world
- * or with the companion client:
+ *
+ * Or with the companion client:
  *   $ deno task socket_client --message hello
  *   OK ... hello
  *

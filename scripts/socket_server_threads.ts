@@ -26,12 +26,15 @@
  *   deno run --unstable-net --allow-net=127.0.0.1 --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
  *   deno task socket_server_threads            (same thing)
  *
- * Try it from two or more terminals at once:
- *   $ nc 127.0.0.1 8888
- *   hello                 <- you type this
+ * Try it from a second terminal:
+ *   $ printf 'hello\n' | nc -N 127.0.0.1 8888
  *   OK ... hello
- * The server prints which worker took each client, e.g.
- * `[worker 2] Client (127.0.0.1:PORT) connected`.
+ * and the server prints which worker N took the client:
+ *   [worker N] Client (127.0.0.1:PORT) connected
+ *   [worker N] Client (127.0.0.1:PORT) is offline
+ *
+ * Or talk to it by hand from several terminals at once (type a line, get it back):
+ *   $ nc 127.0.0.1 8888
  *
  * @module
  */

@@ -22,12 +22,15 @@
  *   deno run --allow-net=127.0.0.1 scripts/socket_server_with_select.ts
  *   deno task socket_server_with_select        (same thing)
  *
- * Try it from two or more terminals at once:
- *   $ nc 127.0.0.1 8888
- *   hello                 <- you type this
+ * Try it from a second terminal:
+ *   $ printf 'hello\n' | nc -N 127.0.0.1 8888
  *   OK ... hello
- * The server prints `Client (127.0.0.1:PORT) connected` and, when nc quits,
- * `Client (127.0.0.1:PORT) is offline`.
+ * and the server prints:
+ *   Client (127.0.0.1:PORT) connected
+ *   Client (127.0.0.1:PORT) is offline
+ *
+ * Or talk to it by hand from several terminals at once (type a line, get it back):
+ *   $ nc 127.0.0.1 8888
  *
  * @module
  */

@@ -20,9 +20,11 @@
  * Try it from a second terminal with the companion client:
  *   $ deno task tcp_client --host 127.0.0.1 --port 5005
  * and the server prints:
- *   127.0.0.1:PORT sent 32 bytes: 02 02 02 ... 02
- * Or with nc (7 bytes then EOF):
+ *   127.0.0.1:PORT sent 32 bytes: 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02 02
+ *
+ * Or with nc, 7 bytes and then the end of the stream:
  *   $ printf 'abcdefg' | nc -N 127.0.0.1 5005
+ * and the server prints:
  *   127.0.0.1:PORT: connection closed after 7 of 32 bytes
  *
  * @module
