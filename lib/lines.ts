@@ -37,15 +37,18 @@
 
 import {
   concatBytes,
-  raceRead,
   type Reader,
   type ReadOptions,
+  ReadTimeoutError,
   writeAll,
   type Writer,
 } from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
+
+/** Whoever waits for the read in flight. */
+type Waiter = { resolve: (n: number | null) => void; reject: (e: unknown) => void };
 
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
@@ -120,6 +123,13 @@ export class LineReader {
   #scanned = 0; // [#start, #scanned) is known to hold no newline
   #eof = false;
   #pending: Promise<number | null> | undefined;
+  #lastRead = 0;
+  // The idle timeout is one watchdog timer per reader, not one per read: a
+  // timer per read would cost more than the read itself on a busy connection.
+  #waiter: Waiter | undefined;
+  #readStarted = 0;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
+  #abortHooked = false;
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
   constructor(reader: Reader, options: LineReaderOptions = {}) {
@@ -148,15 +158,8 @@ export class LineReader {
    */
   async readLine(): Promise<Uint8Array | null> {
     while (true) {
-      const newline = this.#findNewline();
-      if (newline !== -1) {
-        const start = this.#start;
-        this.#start = this.#scanned = newline + 1;
-        let end = newline;
-        if (end > start && this.#buf[end - 1] === CARRIAGE_RETURN) end--;
-        if (end - start > this.#maxLine) throw new LineTooLongError(this.#maxLine);
-        return this.#buf.subarray(start, end);
-      }
+      const line = this.readBufferedLine();
+      if (line !== null) return line;
       // No newline yet: `\r` may still come, so allow one byte for it.
       if (this.#end - this.#start > this.#maxLine + 1) {
         throw new LineTooLongError(this.#maxLine);
@@ -169,6 +172,24 @@ export class LineReader {
       }
       await this.#fill();
     }
+  }
+
+  /**
+   * The next complete line if one is already buffered, else `null`; never
+   * reads. A server takes every line that arrived in one read this way and
+   * answers them all with one write.
+   *
+   * @throws {LineTooLongError} when that line exceeds `maxLine`.
+   */
+  readBufferedLine(): Uint8Array | null {
+    const newline = this.#findNewline();
+    if (newline === -1) return null;
+    const start = this.#start;
+    this.#start = this.#scanned = newline + 1;
+    let end = newline;
+    if (end > start && this.#buf[end - 1] === CARRIAGE_RETURN) end--;
+    if (end - start > this.#maxLine) throw new LineTooLongError(this.#maxLine);
+    return this.#buf.subarray(start, end);
   }
 
   /** Iterates over the lines until end of stream. */
@@ -196,7 +217,9 @@ export class LineReader {
       this.#makeRoom();
       this.#pending = this.#reader.read(this.#buf.subarray(this.#end));
     }
-    const n = await raceRead(this.#pending, this.#options);
+    const n = this.#options.timeoutMs === undefined && this.#options.signal === undefined
+      ? await this.#pending
+      : await this.#waitForRead(this.#pending);
     this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
@@ -205,17 +228,71 @@ export class LineReader {
       return;
     }
     this.#end += n;
+    this.#lastRead = n;
     // A read that filled all the room suggests a burst: read bigger next time.
     if (this.#end === this.#buf.length && this.#buf.length < LARGE_BUFFER) {
       this.#resize(Math.min(this.#buf.length * 4, LARGE_BUFFER));
     }
   }
 
+  /**
+   * Stops the idle-timeout timer. Call it when done with a reader that has a
+   * `timeoutMs` before reaching end of stream (end of stream stops it too).
+   */
+  close(): void {
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  /** Waits for `read`, or the idle timeout, or the abort signal, whichever is first. */
+  #waitForRead(read: Promise<number | null>): Promise<number | null> {
+    const { timeoutMs, signal } = this.#options;
+    if (signal?.aborted) return Promise.resolve(null);
+    return new Promise<number | null>((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+      this.#readStarted = performance.now();
+      const settle = (fn: (w: Waiter) => void) => {
+        const waiter = this.#waiter;
+        this.#waiter = undefined;
+        if (waiter) fn(waiter);
+      };
+      read.then((n) => {
+        if (n === null) this.close();
+        settle((w) => w.resolve(n));
+      }, (err) => {
+        this.close();
+        settle((w) => w.reject(err));
+      });
+      if (signal && !this.#abortHooked) {
+        this.#abortHooked = true;
+        signal.addEventListener("abort", () => {
+          this.close();
+          settle((w) => w.resolve(null));
+        }, { once: true });
+      }
+      if (timeoutMs !== undefined && this.#watchdog === undefined) this.#arm(timeoutMs, timeoutMs);
+    });
+  }
+
+  #arm(delay: number, timeoutMs: number): void {
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      if (this.#waiter === undefined) return; // not reading now: re-armed by the next read
+      const waited = performance.now() - this.#readStarted;
+      if (waited < timeoutMs) return this.#arm(timeoutMs - waited, timeoutMs);
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      waiter.reject(new ReadTimeoutError(timeoutMs));
+    }, delay);
+    // The watchdog alone must not keep a program alive.
+    Deno.unrefTimer(this.#watchdog as unknown as number);
+  }
+
   /** Ensures free space after #end, keeping the buffer no bigger than needed. */
   #makeRoom(): void {
     const pending = this.#end - this.#start;
-    if (pending === 0 && this.#buf.length > SMALL_BUFFER) {
-      // Caught up: an idle connection should cost little memory.
+    if (pending === 0 && this.#buf.length > SMALL_BUFFER && this.#lastRead < SMALL_BUFFER) {
+      // Caught up with light traffic: an idle connection should cost little memory.
       this.#resize(SMALL_BUFFER);
       return;
     }
@@ -289,16 +366,23 @@ export async function serveLines(
     await writeAll(conn, bytes);
   };
   try {
-    for await (const line of lines) {
-      for (const part of reply(line)) batch.push(part);
-      if (!lines.hasBufferedLine()) await flush();
+    while (true) {
+      const first = await lines.readLine();
+      if (first === null) break;
+      for (const part of reply(first)) batch.push(part);
+      // Every other line that came in the same read: answered without awaiting.
+      for (let line = lines.readBufferedLine(); line !== null; line = lines.readBufferedLine()) {
+        for (const part of reply(line)) batch.push(part);
+      }
+      await flush();
     }
-    await flush();
   } catch (err) {
     if (err instanceof LineTooLongError) {
       batch.push(LINE_TOO_LONG);
       await flush();
     }
     throw err;
+  } finally {
+    lines.close();
   }
 }

@@ -87,6 +87,7 @@ if (IS_WORKER) {
 // ---------------------------------------------------------------- the worker
 
 let workerServer: TcpServer | undefined;
+let acceptLoopDone: Promise<void> | undefined;
 
 function report(message: WorkerReport) {
   workerScope.postMessage(message);
@@ -101,6 +102,8 @@ async function serveInWorker(s: WorkerSettings) {
   } catch (err) {
     return report({ type: "failed", message: (err as Error).message });
   }
+  let acceptLoopEnded!: () => void;
+  acceptLoopDone = new Promise((resolve) => acceptLoopEnded = resolve);
   const server = workerServer = new TcpServer(listener, {
     name: `worker ${s.id}`,
     maxConns: s.maxConns,
@@ -124,11 +127,14 @@ async function serveInWorker(s: WorkerSettings) {
     });
     if (s.maxClients > 0 && ++served === s.maxClients) report({ type: "retiring" });
   }
+  acceptLoopEnded();
 }
 
 /** Our successor listens on the port now: stop accepting, finish our clients, exit. */
 async function retireWorker() {
   const done = workerServer?.stopAccepting();
+  // Only once the pending accept() has ended is the socket really gone from the port.
+  await acceptLoopDone;
   report({ type: "handed-over" });
   await done;
   report({ type: "stopped" });

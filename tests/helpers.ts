@@ -144,6 +144,7 @@ export class LineClient {
     return await this.line();
   }
   close() {
+    this.lines.close();
     try {
       this.conn.close();
     } catch {

@@ -223,6 +223,7 @@ Deno.test("LineReader survives a read timeout: late bytes are not lost", async (
     await writeAll(client, enc.encode("late\nlater\n"));
     assert.equal(dec.decode((await lines.readLine())!), "late");
     assert.equal(dec.decode((await lines.readLine())!), "later");
+    lines.close();
   } finally {
     client.close();
     server.close();

@@ -1,0 +1,85 @@
+/*
+ * epoll_server.c: a C epoll line server, the ceiling of this machine: answers
+ * every line with "OK ... <line>". It shows that loadgen can drive a server
+ * faster than ours. Usage: epoll_server PORT (prints "listening on 127.0.0.1:PORT")
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BUF 65536
+typedef struct { int fd; int len; char in[BUF]; } Conn;
+
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      if (poll(&pfd, 1, 1000) <= 0) return;
+      continue;
+    }
+    p += w;
+    n -= w;
+  }
+}
+
+int main(int argc, char **argv) {
+  int srv = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (bind(srv, (struct sockaddr *)&a, sizeof a) || listen(srv, 4096)) { perror("listen"); return 1; }
+  socklen_t len = sizeof a;
+  getsockname(srv, (struct sockaddr *)&a, &len);
+  printf("listening on 127.0.0.1:%d\n", ntohs(a.sin_port));
+  fflush(stdout);
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+  epoll_ctl(ep, EPOLL_CTL_ADD, srv, &ev);
+  static char out[BUF * 8];
+  struct epoll_event events[256];
+  for (;;) {
+    int n = epoll_wait(ep, events, 256, -1);
+    for (int e = 0; e < n; e++) {
+      Conn *c = events[e].data.ptr;
+      if (c == NULL) {
+        int fd = accept4(srv, NULL, NULL, SOCK_NONBLOCK);
+        if (fd < 0) continue;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c = calloc(1, sizeof(Conn));
+        c->fd = fd;
+        struct epoll_event cev = {.events = EPOLLIN, .data.ptr = c};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev);
+        continue;
+      }
+      ssize_t got = read(c->fd, c->in + c->len, BUF - c->len);
+      if (got <= 0) {
+        close(c->fd);
+        free(c);
+        continue;
+      }
+      c->len += got;
+      int start = 0, o = 0;
+      for (char *nl; (nl = memchr(c->in + start, '\n', c->len - start)) != NULL;) {
+        int l = nl - (c->in + start) + 1;
+        memcpy(out + o, "OK ... ", 7);
+        memcpy(out + o + 7, c->in + start, l);
+        o += 7 + l;
+        start += l;
+      }
+      write_all(c->fd, out, o);
+      memmove(c->in, c->in + start, c->len - start);
+      c->len -= start;
+      if (c->len == BUF) c->len = 0; /* a line longer than the buffer: drop it */
+    }
+  }
+}

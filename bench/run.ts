@@ -1,0 +1,288 @@
+/**
+ * bench/run.ts — `deno task bench`: our line servers against peers, measured
+ * in the same run by the same native load generator, alternating, medians.
+ *
+ * Servers: socket_server_with_select.ts and socket_server_threads.ts (ours),
+ * a Node `net` line server and a Python `selectors` line server (the peers),
+ * and a C epoll server (the ceiling: it shows the load generator is not the
+ * bottleneck). The load generator and the C server are compiled here with
+ * `cc -O2` (bench/loadgen.c, bench/epoll_server.c). Peers that are not
+ * installed are skipped.
+ *
+ * Run:
+ *   deno run --allow-run --allow-read --allow-write bench/run.ts
+ *   deno task bench          (same thing; --rounds 1 --seconds 0.5 for a quick look)
+ *
+ * @module
+ */
+
+import { parseCli, runMain } from "../lib/cli.ts";
+import { Output, ROOT, taskCommand } from "../lib/process.ts";
+
+const args = parseCli({
+  name: "bench",
+  summary: "Benchmarks our servers against Node, Python and C peers on loopback.",
+  options: {
+    rounds: { kind: "integer", min: 1, default: 3, help: "rounds per measurement (median taken)" },
+    seconds: { kind: "seconds", default: 2, help: "length of each timed run" },
+    idle: {
+      kind: "integer",
+      min: 0,
+      default: 10_000,
+      help: "idle clients for the memory test (0: skip)",
+    },
+  },
+});
+
+interface Server {
+  name: string;
+  argv: [string, ...string[]];
+  process?: { pid: number; stop: () => Promise<void> };
+  port?: number;
+}
+
+const has = (cmd: string) =>
+  new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" }).outputSync()
+    .success;
+
+async function compile(dir: string, name: string): Promise<string> {
+  const out = `${dir}/${name}`;
+  const r = await new Deno.Command("cc", { args: ["-O2", "-o", out, `${ROOT}/bench/${name}.c`] })
+    .output();
+  if (!r.success) {
+    throw new Error(`cc failed for bench/${name}.c: ${new TextDecoder().decode(r.stderr)}`);
+  }
+  return out;
+}
+
+async function start(server: Server): Promise<void> {
+  const [cmd, ...rest] = server.argv;
+  const child = new Deno.Command(cmd, {
+    args: [...rest],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const out = new Output(child.stdout);
+  const [, port] = await out.waitFor(/listening on \S+:(\d+)/, 15_000);
+  server.port = Number(port);
+  server.process = {
+    pid: child.pid,
+    stop: async () => {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      const timer = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+      }, 3000);
+      await child.status;
+      clearTimeout(timer);
+      await out.done;
+    },
+  };
+}
+
+async function loadgen(bin: string, ...argv: (string | number)[]): Promise<Record<string, number>> {
+  const r = await new Deno.Command(bin, {
+    args: argv.map(String),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(r.stdout);
+  if (!r.success) {
+    throw new Error(`loadgen ${argv.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+  }
+  return Object.fromEntries(
+    text.trim().split(/\s+/).map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]),
+  );
+}
+
+async function rssKiB(pid: number): Promise<number> {
+  const r = await new Deno.Command("ps", {
+    args: ["-o", "rss=", "-p", String(pid)],
+    stdout: "piped",
+  }).output();
+  return Number(new TextDecoder().decode(r.stdout).trim());
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+await runMain(async () => {
+  if (!has("cc")) throw new Error("the benchmark needs a C compiler (cc) for its load generator");
+  const dir = await Deno.makeTempDir({ prefix: "socket-bench-" });
+  try {
+    const gen = await compile(dir, "loadgen");
+    const epoll = await compile(dir, "epoll_server");
+    const deno = Deno.execPath();
+    const servers: Server[] = [
+      {
+        name: "deno select",
+        argv: [deno, ...taskCommand("socket_server_with_select"), "--port", "0", "--quiet"],
+      },
+      {
+        name: "deno threads",
+        argv: [deno, ...taskCommand("socket_server_threads"), "--port", "0", "--quiet"],
+      },
+    ];
+    if (has("node")) {
+      servers.push({ name: "node net", argv: ["node", "bench/node_server.mjs", "0"] });
+    }
+    if (has("python3")) {
+      servers.push({ name: "python selectors", argv: ["python3", "bench/python_server.py", "0"] });
+    }
+    servers.push({ name: "C epoll", argv: [epoll, "0"] });
+
+    const s = args.seconds;
+    const scenarios = [
+      {
+        name: "ping-pong, 64 clients (replies/s)",
+        run: (p: number) => loadgen(gen, "pingpong", "127.0.0.1", p, 64, s, 64),
+        key: "replies_per_s",
+        higher: true,
+      },
+      {
+        name: "one client, median round trip (µs)",
+        run: (p: number) => loadgen(gen, "pingpong", "127.0.0.1", p, 1, s, 64),
+        key: "median_rtt_us",
+        higher: false,
+      },
+      {
+        name: "pipelined 64-byte lines (MB/s)",
+        run: (p: number) => loadgen(gen, "pipeline", "127.0.0.1", p, s, 64),
+        key: "mb_per_s",
+        higher: true,
+      },
+      {
+        name: "pipelined 1 KiB lines (MB/s)",
+        run: (p: number) => loadgen(gen, "pipeline", "127.0.0.1", p, s, 1024),
+        key: "mb_per_s",
+        higher: true,
+      },
+    ];
+    const results = new Map<string, Map<string, number[]>>();
+    console.log(
+      `${servers.length} servers, ${args.rounds} round(s) of ${s} s, alternating; medians below.`,
+    );
+    for (const server of servers) await start(server);
+    try {
+      for (let round = 0; round < args.rounds; round++) {
+        for (const scenario of scenarios) {
+          // Alternate the order each round so no server always goes first.
+          const order = round % 2 === 0 ? servers : [...servers].reverse();
+          for (const server of order) {
+            const value = (await scenario.run(server.port!))[scenario.key];
+            const row = results.get(scenario.name) ?? new Map();
+            row.set(server.name, [...(row.get(server.name) ?? []), value]);
+            results.set(scenario.name, row);
+          }
+        }
+        console.log(`round ${round + 1}/${args.rounds} done`);
+      }
+    } finally {
+      for (const server of servers) await server.process?.stop();
+    }
+
+    // Memory: RSS growth per idle client, each server started fresh.
+    const memory = new Map<string, number>();
+    if (args.idle > 0) {
+      for (const server of servers) {
+        await start(server);
+        try {
+          const before = await rssKiB(server.process!.pid);
+          const child = new Deno.Command(gen, {
+            args: ["idle", "127.0.0.1", String(server.port), String(args.idle)],
+            stdin: "piped",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn();
+          const out = new Output(child.stdout);
+          await out.waitFor("ready", 120_000);
+          const after = await rssKiB(server.process!.pid);
+          await child.stdin.close();
+          const status = await child.status;
+          await out.done;
+          await child.stderr.cancel();
+          if (!status.success) {
+            throw new Error(`${server.name}: not every idle client was answered`);
+          }
+          memory.set(server.name, (after - before) / args.idle);
+        } finally {
+          await server.process?.stop();
+        }
+      }
+    }
+
+    printTable(servers.map((x) => x.name), scenarios, results, memory);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function printTable(
+  names: string[],
+  scenarios: { name: string; higher: boolean }[],
+  results: Map<string, Map<string, number[]>>,
+  memory: Map<string, number>,
+) {
+  const fmt = (x: number | undefined) =>
+    x === undefined ? "-" : x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
+  const width = 36;
+  const cols = names.map((n) => n.padStart(16)).join("");
+  console.log(`\n${"".padEnd(width)}${cols}`);
+  const medians = new Map<string, Map<string, number>>();
+  for (const sc of scenarios) {
+    const row = new Map([...results.get(sc.name)!].map(([k, v]) => [k, median(v)]));
+    medians.set(sc.name, row);
+    console.log(
+      `${sc.name.padEnd(width)}${names.map((n) => fmt(row.get(n)).padStart(16)).join("")}`,
+    );
+  }
+  if (memory.size) {
+    console.log(
+      `${`idle client, resident KiB each (${args.idle})`.padEnd(width)}${
+        names.map((n) => fmt(memory.get(n)).padStart(16)).join("")
+      }`,
+    );
+  }
+
+  console.log("\nRatios (ours / peer; for round trip and memory, lower is better):");
+  const ratio = (sc: string, a: string, b: string) => {
+    const x = medians.get(sc)?.get(a), y = medians.get(sc)?.get(b);
+    return x === undefined || y === undefined ? undefined : x / y;
+  };
+  const targets: [string, string, string, number, boolean][] = [
+    ["ping-pong, 64 clients (replies/s)", "deno select", "node net", 1.2, true],
+    ["ping-pong, 64 clients (replies/s)", "deno threads", "deno select", 1.2, true],
+    ["pipelined 64-byte lines (MB/s)", "deno select", "node net", 1.5, true],
+    ["pipelined 1 KiB lines (MB/s)", "deno select", "node net", 1.2, true],
+    ["one client, median round trip (µs)", "deno select", "node net", 1.1, false],
+  ];
+  for (const [sc, a, b, target, higher] of targets) {
+    const r = ratio(sc, a, b);
+    if (r === undefined) continue;
+    const met = higher ? r >= target : r <= target;
+    console.log(
+      `  ${sc}: ${a} / ${b} = ${r.toFixed(2)}× (target ${higher ? "≥" : "≤"} ${target}×) ${
+        met ? "met" : "NOT met"
+      }`,
+    );
+  }
+  for (const sc of scenarios) {
+    for (const peer of ["python selectors", "C epoll"]) {
+      const r = ratio(sc.name, "deno select", peer);
+      if (r !== undefined) console.log(`  ${sc.name}: deno select / ${peer} = ${r.toFixed(2)}×`);
+    }
+  }
+  const mem = memory.get("deno select");
+  if (mem !== undefined) {
+    console.log(
+      `  idle memory: deno select ${mem.toFixed(1)} KiB per client (target ≤ 8 KiB) ${
+        mem <= 8 ? "met" : "NOT met"
+      }`,
+    );
+  }
+}
