@@ -169,6 +169,10 @@ await runMain(async () => {
     );
     for (const server of servers) await start(server);
     try {
+      // Warm up every server (JIT, buffers) before anything is measured.
+      for (const server of servers) {
+        for (const scenario of scenarios) await scenario.run(server.port!);
+      }
       for (let round = 0; round < args.rounds; round++) {
         for (const scenario of scenarios) {
           // Alternate the order each round so no server always goes first.
@@ -231,7 +235,7 @@ function printTable(
   const fmt = (x: number | undefined) =>
     x === undefined ? "-" : x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
   const width = 36;
-  const cols = names.map((n) => n.padStart(16)).join("");
+  const cols = names.map((n) => n.padStart(18)).join("");
   console.log(`\n${"".padEnd(width)}${cols}`);
   const medians = new Map<string, Map<string, number>>();
   for (const sc of scenarios) {
@@ -244,7 +248,7 @@ function printTable(
   if (memory.size) {
     console.log(
       `${`idle client, resident KiB each (${args.idle})`.padEnd(width)}${
-        names.map((n) => fmt(memory.get(n)).padStart(16)).join("")
+        names.map((n) => fmt(memory.get(n)).padStart(18)).join("")
       }`,
     );
   }

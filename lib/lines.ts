@@ -57,6 +57,53 @@ const SMALL_BUFFER = 1024;
 const LARGE_BUFFER = 64 * 1024;
 
 /**
+ * Idle timeouts: one sweep timer for every reader waiting with a `timeoutMs`,
+ * not a timer per read (that would cost more than the read itself on a busy
+ * connection) nor one per reader (about 1 KiB each on an idle connection).
+ * A read is timed out within a quarter of its timeout after it expires.
+ */
+const watched = new Map<
+  object,
+  { since: number; timeoutMs: number; expire: () => Waiter | undefined }
+>();
+let sweeper: ReturnType<typeof setInterval> | undefined;
+let sweepEvery = Infinity;
+
+function watch(reader: object, timeoutMs: number, expire: () => Waiter | undefined): void {
+  watched.set(reader, { since: performance.now(), timeoutMs, expire });
+  const every = Math.max(10, Math.min(1000, timeoutMs / 4));
+  if (sweeper !== undefined && every >= sweepEvery) return;
+  clearInterval(sweeper);
+  sweepEvery = every;
+  sweeper = setInterval(sweep, every);
+  Deno.unrefTimer(sweeper as unknown as number); // a sweep alone must not keep a program alive
+}
+
+/** Stops watching `reader`; the sweep timer stops once nothing is watched. */
+function unwatch(reader: object, now: boolean): void {
+  watched.delete(reader);
+  // After each read this is lazy (the next sweep stops the timer), so that a
+  // lone busy connection does not start and stop a timer for every read.
+  if (now && watched.size === 0) stopSweeping();
+}
+
+function stopSweeping(): void {
+  clearInterval(sweeper);
+  sweeper = undefined;
+  sweepEvery = Infinity;
+}
+
+function sweep(): void {
+  const now = performance.now();
+  for (const [reader, w] of watched) {
+    if (now - w.since < w.timeoutMs) continue;
+    watched.delete(reader);
+    w.expire()?.reject(new ReadTimeoutError(w.timeoutMs));
+  }
+  if (watched.size === 0) stopSweeping();
+}
+
+/**
  * A line grew past the limit before its `\n` arrived. The reader does not
  * buffer more than the limit, so memory stays bounded whatever the peer sends.
  *
@@ -124,11 +171,7 @@ export class LineReader {
   #eof = false;
   #pending: Promise<number | null> | undefined;
   #lastRead = 0;
-  // The idle timeout is one watchdog timer per reader, not one per read: a
-  // timer per read would cost more than the read itself on a busy connection.
   #waiter: Waiter | undefined;
-  #readStarted = 0;
-  #watchdog: ReturnType<typeof setTimeout> | undefined;
   #abortHooked = false;
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
@@ -156,22 +199,29 @@ export class LineReader {
    *   reader stays usable: call `readLine()` again to keep waiting, and bytes
    *   that arrive late are not lost.
    */
-  async readLine(): Promise<Uint8Array | null> {
-    while (true) {
-      const line = this.readBufferedLine();
-      if (line !== null) return line;
-      // No newline yet: `\r` may still come, so allow one byte for it.
-      if (this.#end - this.#start > this.#maxLine + 1) {
-        throw new LineTooLongError(this.#maxLine);
-      }
-      if (this.#eof) {
-        if (this.#start === this.#end) return null;
-        const last = this.#buf.subarray(this.#start, this.#end);
-        this.#start = this.#scanned = this.#end;
-        return last;
-      }
-      await this.#fill();
+  readLine(): Promise<Uint8Array | null> {
+    // Not an `async` function, on purpose: an idle connection waits here, and
+    // every suspended async frame would cost it about 1 KiB of memory.
+    try {
+      const line = this.#takeLine();
+      if (line !== undefined) return Promise.resolve(line);
+    } catch (err) {
+      return Promise.reject(err);
     }
+    return this.#fill().then(() => this.readLine());
+  }
+
+  /** A line, `null` at end of stream, or `undefined` when more bytes are needed. */
+  #takeLine(): Uint8Array | null | undefined {
+    const line = this.readBufferedLine();
+    if (line !== null) return line;
+    // No newline yet: `\r` may still come, so allow one byte for it.
+    if (this.#end - this.#start > this.#maxLine + 1) throw new LineTooLongError(this.#maxLine);
+    if (!this.#eof) return undefined;
+    if (this.#start === this.#end) return null;
+    const last = this.#buf.subarray(this.#start, this.#end);
+    this.#start = this.#scanned = this.#end;
+    return last;
   }
 
   /**
@@ -202,24 +252,30 @@ export class LineReader {
   }
 
   #findNewline(): number {
-    const found = this.#buf.subarray(this.#scanned, this.#end).indexOf(NEWLINE);
-    if (found === -1) {
+    // indexOf on the whole buffer (no subarray to allocate); a hit past #end
+    // is a stale byte from an earlier read, not a newline.
+    const found = this.#buf.indexOf(NEWLINE, this.#scanned);
+    if (found === -1 || found >= this.#end) {
       this.#scanned = this.#end;
       return -1;
     }
-    return this.#scanned + found;
+    return found;
   }
 
-  async #fill(): Promise<void> {
+  #fill(): Promise<void> {
     // A read that outlived an earlier timeout is still filling our buffer:
     // wait for it rather than start another, so no byte is lost or reordered.
     if (this.#pending === undefined) {
       this.#makeRoom();
       this.#pending = this.#reader.read(this.#buf.subarray(this.#end));
     }
-    const n = this.#options.timeoutMs === undefined && this.#options.signal === undefined
-      ? await this.#pending
-      : await this.#waitForRead(this.#pending);
+    const read = this.#options.timeoutMs === undefined && this.#options.signal === undefined
+      ? this.#pending
+      : this.#waitForRead(this.#pending);
+    return read.then((n) => this.#filled(n));
+  }
+
+  #filled(n: number | null): void {
     this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
@@ -236,12 +292,12 @@ export class LineReader {
   }
 
   /**
-   * Stops the idle-timeout timer. Call it when done with a reader that has a
-   * `timeoutMs` before reaching end of stream (end of stream stops it too).
+   * Stops watching this reader for the idle timeout. Call it when done with a
+   * reader that has a `timeoutMs` before reaching end of stream (end of
+   * stream and errors do it too).
    */
   close(): void {
-    clearTimeout(this.#watchdog);
-    this.#watchdog = undefined;
+    unwatch(this, true);
   }
 
   /** Waits for `read`, or the idle timeout, or the abort signal, whichever is first. */
@@ -250,42 +306,30 @@ export class LineReader {
     if (signal?.aborted) return Promise.resolve(null);
     return new Promise<number | null>((resolve, reject) => {
       this.#waiter = { resolve, reject };
-      this.#readStarted = performance.now();
-      const settle = (fn: (w: Waiter) => void) => {
-        const waiter = this.#waiter;
-        this.#waiter = undefined;
-        if (waiter) fn(waiter);
-      };
       read.then((n) => {
         if (n === null) this.close();
-        settle((w) => w.resolve(n));
+        else unwatch(this, false);
+        this.#settle()?.resolve(n);
       }, (err) => {
         this.close();
-        settle((w) => w.reject(err));
+        this.#settle()?.reject(err);
       });
       if (signal && !this.#abortHooked) {
         this.#abortHooked = true;
         signal.addEventListener("abort", () => {
           this.close();
-          settle((w) => w.resolve(null));
+          this.#settle()?.resolve(null);
         }, { once: true });
       }
-      if (timeoutMs !== undefined && this.#watchdog === undefined) this.#arm(timeoutMs, timeoutMs);
+      if (timeoutMs !== undefined) watch(this, timeoutMs, () => this.#settle());
     });
   }
 
-  #arm(delay: number, timeoutMs: number): void {
-    this.#watchdog = setTimeout(() => {
-      this.#watchdog = undefined;
-      if (this.#waiter === undefined) return; // not reading now: re-armed by the next read
-      const waited = performance.now() - this.#readStarted;
-      if (waited < timeoutMs) return this.#arm(timeoutMs - waited, timeoutMs);
-      const waiter = this.#waiter;
-      this.#waiter = undefined;
-      waiter.reject(new ReadTimeoutError(timeoutMs));
-    }, delay);
-    // The watchdog alone must not keep a program alive.
-    Deno.unrefTimer(this.#watchdog as unknown as number);
+  /** Takes the waiter, so that exactly one outcome reaches it. */
+  #settle(): Waiter | undefined {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    return waiter;
   }
 
   /** Ensures free space after #end, keeping the buffer no bigger than needed. */
@@ -359,11 +403,19 @@ export async function serveLines(
 ): Promise<void> {
   const lines = new LineReader(conn, options);
   const batch: Uint8Array[] = [];
+  // One write may be in flight while the next lines are read: the kernel
+  // keeps receiving while we send. Before the next write starts, the previous
+  // one must finish, which keeps replies in order and memory bounded when the
+  // client reads slowly.
+  let writing: Promise<void> | undefined;
   const flush = async () => {
+    await writing;
+    writing = undefined;
     if (batch.length === 0) return;
-    const bytes = batch.length === 1 ? batch[0] : concatBytes(batch);
+    const bytes = concatBytes(batch); // a copy: the reader's buffer is about to be reused
     batch.length = 0;
-    await writeAll(conn, bytes);
+    writing = writeAll(conn, bytes);
+    writing.catch(() => {}); // awaited by the next flush; don't let it go unhandled meanwhile
   };
   try {
     while (true) {
@@ -376,10 +428,13 @@ export async function serveLines(
       }
       await flush();
     }
+    await flush();
+    await writing;
   } catch (err) {
     if (err instanceof LineTooLongError) {
       batch.push(LINE_TOO_LONG);
       await flush();
+      await writing;
     }
     throw err;
   } finally {

@@ -145,7 +145,12 @@ async function startBackground(
 ): Promise<{ out: Output; stop: () => Promise<void>; port?: number }> {
   if (command.startsWith("deno ")) {
     const server = new Running(denoArgv(command));
-    const m = await server.stdout.waitFor(/listening on \S+:(\d+)/);
+    const m = await server.stdout.waitFor(/listening on \S+:(\d+)/).catch(async (err) => {
+      server.kill("SIGKILL");
+      throw new Error(
+        `'${command}' did not start: ${(await server.finished()).stderr || err.message}`,
+      );
+    });
     return { out: server.stdout, port: Number(m[1]), stop: async () => void (await server.stop()) };
   }
   const child = new Deno.Command("sh", {
