@@ -97,6 +97,52 @@ export class CliError extends Error {
 const NUMERIC: readonly OptionKind[] = ["port", "integer", "seconds"];
 
 /**
+ * The flags every line server shares: `--host`, `--port`, `--idle-timeout`
+ * and `--max-line` (64 KiB), with the script's own default port and timeout.
+ *
+ * @example
+ * ```ts
+ * import { lineServerFlags, parseCli } from "./cli.ts";
+ * const args = parseCli({
+ *   name: "demo",
+ *   summary: "A line server.",
+ *   options: lineServerFlags(8888, 60),
+ *   args: ["--idle-timeout", "5"],
+ * });
+ * console.log(args.port, args["idle-timeout"], args["max-line"]); // 8888 5 65536
+ * ```
+ */
+export function lineServerFlags(port: number, idleTimeout: number): LineServerFlags {
+  return {
+    host: {
+      kind: "host",
+      default: "127.0.0.1",
+      help: "address to listen on (0.0.0.0 or :: to expose it)",
+    },
+    port: { kind: "port", short: "p", default: port, help: "TCP port, 0 for any free one" },
+    "idle-timeout": {
+      kind: "seconds",
+      default: idleTimeout,
+      help: "drop a client silent this long (0: never)",
+    },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      default: 64 * 1024,
+      help: "longest line in bytes; longer gets 'ERR line too long'",
+    },
+  };
+}
+
+/** The flag specs returned by {@linkcode lineServerFlags}. */
+export type LineServerFlags = {
+  host: { kind: "host"; default: string; help: string };
+  port: { kind: "port"; short: string; default: number; help: string };
+  "idle-timeout": { kind: "seconds"; default: number; help: string };
+  "max-line": { kind: "integer"; min: number; default: number; help: string };
+};
+
+/**
  * Parses the flags of a script, or prints help (exit 0) or a usage error
  * (exit 2).
  *
@@ -229,7 +275,7 @@ function helpText(name: string, summary: string, options: Record<string, OptionS
     const left = `${o.short ? `-${o.short}, ` : "    "}--${flag}${value}`;
     const shown = Array.isArray(o.default) ? undefined : o.default;
     const def = shown === undefined || shown === false ? "" : ` (default ${shown})`;
-    return `  ${left.padEnd(24)} ${o.help}${def}`;
+    return `  ${left.padEnd(27)} ${o.help}${def}`;
   });
   return `${summary}\n\nUsage: deno task ${name} [options]\n\nOptions:\n${rows.join("\n")}`;
 }

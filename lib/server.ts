@@ -27,7 +27,7 @@
 
 import { CliError, paint } from "./cli.ts";
 import { writeAll } from "./io.ts";
-import { LineTooLongError } from "./lines.ts";
+import { type LineReaderOptions, LineTooLongError } from "./lines.ts";
 import { ReadTimeoutError } from "./io.ts";
 
 /** How long shutdown waits for replies in flight before closing connections. */
@@ -252,6 +252,26 @@ export class TcpServer {
 }
 
 const BUSY = new TextEncoder().encode("ERR server busy\n");
+
+/**
+ * The limits a line server puts on each client, from its `--max-line` and
+ * `--idle-timeout` flags (0 means no timeout), plus the shutdown signal so
+ * that a client waiting for its next line is let go on Ctrl+C.
+ *
+ * @example
+ * ```ts
+ * import { lineLimits } from "./server.ts";
+ * const limits = lineLimits({ "max-line": 1024, "idle-timeout": 30 }, new AbortController().signal);
+ * console.log(limits.maxLine, limits.timeoutMs); // 1024 30000
+ * ```
+ */
+export function lineLimits(
+  flags: { "max-line": number; "idle-timeout": number },
+  signal: AbortSignal,
+): LineReaderOptions {
+  const idle = flags["idle-timeout"];
+  return { maxLine: flags["max-line"], timeoutMs: idle > 0 ? idle * 1000 : undefined, signal };
+}
 
 /**
  * Says in a few words why a client's connection ended badly.

@@ -31,28 +31,16 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
-import { listen, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { serveLines } from "../lib/lines.ts";
+import { lineLimits, listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
   name: "sensor_server",
   summary: "Answers every line from every client with 'pong'; many clients at once.",
   options: {
-    host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
-    port: { kind: "port", short: "p", default: 8889, help: "TCP port, 0 for any free one" },
+    ...lineServerFlags(8889, 60),
     "max-conns": { kind: "integer", min: 1, default: 1000, help: "clients served at once" },
-    "idle-timeout": {
-      kind: "seconds",
-      default: 60,
-      help: "drop a client silent this long (0: never)",
-    },
-    "max-line": {
-      kind: "integer",
-      min: 1,
-      default: DEFAULT_MAX_LINE,
-      help: "longest line in bytes",
-    },
     quiet: { kind: "boolean", help: "do not print each message" },
   },
 });
@@ -73,11 +61,7 @@ await runMain(async () => {
       await serveLines(conn, (line) => {
         if (!args.quiet) console.log(`Received: ${decoder.decode(line)}`);
         return [PONG];
-      }, {
-        maxLine: args["max-line"],
-        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
-        signal: server.signal,
-      });
+      }, lineLimits(args, server.signal));
       console.log(`${peer} disconnected`);
     });
   }

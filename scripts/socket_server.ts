@@ -27,32 +27,14 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
-import { listen, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { serveLines } from "../lib/lines.ts";
+import { lineLimits, listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
   name: "socket_server",
   summary: "One client at a time; answers every line with 'OK ... <line>'.",
-  options: {
-    host: {
-      kind: "host",
-      default: "127.0.0.1",
-      help: "address to listen on (0.0.0.0 or :: to expose it)",
-    },
-    port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
-    "max-line": {
-      kind: "integer",
-      min: 1,
-      default: DEFAULT_MAX_LINE,
-      help: "longest line in bytes",
-    },
-    "idle-timeout": {
-      kind: "seconds",
-      default: 60,
-      help: "drop a client silent this long (0: never)",
-    },
-  },
+  options: lineServerFlags(8888, 60),
 });
 
 const OK = new TextEncoder().encode("OK ... ");
@@ -65,11 +47,8 @@ await runMain(async () => {
     conn.setNoDelay(true); // replies are small; don't let Nagle hold them back
     await server.handle(conn, async (conn, peer) => {
       console.log(`${peer} connected`);
-      await serveLines(conn, (line) => [OK, line, NEWLINE], {
-        maxLine: args["max-line"],
-        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
-        signal: server.signal, // on Ctrl+C, stop waiting for the next line
-      });
+      // Limits from --max-line and --idle-timeout; on Ctrl+C, stop waiting for the next line.
+      await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(args, server.signal));
       console.log(`${peer} disconnected`);
     });
   }

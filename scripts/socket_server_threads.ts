@@ -39,9 +39,9 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
-import { formatAddress, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { serveLines } from "../lib/lines.ts";
+import { formatAddress, lineLimits, TcpServer } from "../lib/server.ts";
 
 /** What the supervisor tells a worker when it starts it. */
 interface WorkerSettings {
@@ -50,8 +50,7 @@ interface WorkerSettings {
   port: number;
   reusePort: boolean;
   maxConns: number;
-  idleTimeout: number;
-  maxLine: number;
+  limits: { "max-line": number; "idle-timeout": number };
   quiet: boolean;
   maxClients: number;
 }
@@ -118,11 +117,7 @@ async function serveInWorker(s: WorkerSettings) {
     conn.setNoDelay(true);
     server.handle(conn, async (conn, peer) => {
       log(`Client (${peer}) connected`);
-      await serveLines(conn, (line) => [OK, line, NEWLINE], {
-        maxLine: s.maxLine,
-        timeoutMs: s.idleTimeout > 0 ? s.idleTimeout * 1000 : undefined,
-        signal: server.signal,
-      });
+      await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(s.limits, server.signal));
       log(`Client (${peer}) is offline`);
     });
     if (s.maxClients > 0 && ++served === s.maxClients) report({ type: "retiring" });
@@ -154,34 +149,18 @@ async function supervise() {
     summary:
       "Many clients at once on a pool of worker threads; answers every line with 'OK ... <line>'.",
     options: {
-      host: {
-        kind: "host",
-        default: "127.0.0.1",
-        help: "address to listen on (0.0.0.0 or :: to expose it)",
-      },
-      port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
+      ...lineServerFlags(8888, 300),
       workers: {
         kind: "integer",
         min: 1,
         default: navigator.hardwareConcurrency,
-        help: "worker threads (default: number of CPUs)",
+        help: "worker threads (default: one per CPU)",
       },
       "max-conns": {
         kind: "integer",
         min: 1,
         default: 10_000,
         help: "clients served at once, per worker",
-      },
-      "idle-timeout": {
-        kind: "seconds",
-        default: 300,
-        help: "drop a client silent this long (0: never)",
-      },
-      "max-line": {
-        kind: "integer",
-        min: 1,
-        default: DEFAULT_MAX_LINE,
-        help: "longest line in bytes",
       },
       "recycle-after": {
         kind: "integer",
@@ -205,8 +184,7 @@ async function supervise() {
       port,
       reusePort: linux,
       maxConns: args["max-conns"],
-      idleTimeout: args["idle-timeout"],
-      maxLine: args["max-line"],
+      limits: { "max-line": args["max-line"], "idle-timeout": args["idle-timeout"] },
       quiet: args.quiet,
       maxClients: args["recycle-after"],
     });

@@ -35,32 +35,16 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { DEFAULT_MAX_LINE, serveLines } from "../lib/lines.ts";
-import { listen, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { serveLines } from "../lib/lines.ts";
+import { lineLimits, listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
   name: "socket_server_with_select",
   summary: "Many clients at once on one thread; answers every line with 'OK ... <line>'.",
   options: {
-    host: {
-      kind: "host",
-      default: "127.0.0.1",
-      help: "address to listen on (0.0.0.0 or :: to expose it)",
-    },
-    port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
+    ...lineServerFlags(8888, 300),
     "max-conns": { kind: "integer", min: 1, default: 10_000, help: "clients served at once" },
-    "idle-timeout": {
-      kind: "seconds",
-      default: 300,
-      help: "drop a client silent this long (0: never)",
-    },
-    "max-line": {
-      kind: "integer",
-      min: 1,
-      default: DEFAULT_MAX_LINE,
-      help: "longest line in bytes",
-    },
     quiet: { kind: "boolean", help: "do not log clients connecting and going offline" },
   },
 });
@@ -79,11 +63,7 @@ await runMain(async () => {
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async (conn, peer) => {
       log(`Client (${peer}) connected`);
-      await serveLines(conn, (line) => [OK, line, NEWLINE], {
-        maxLine: args["max-line"],
-        timeoutMs: args["idle-timeout"] > 0 ? args["idle-timeout"] * 1000 : undefined,
-        signal: server.signal,
-      });
+      await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(args, server.signal));
       log(`Client (${peer}) is offline`);
     });
   }
