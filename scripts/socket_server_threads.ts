@@ -12,8 +12,9 @@
  * the workers; each worker then serves its clients exactly as
  * socket_server_with_select.ts does, on its own thread and CPU core. The main
  * thread only supervises: it starts `--workers` workers (default: the number
- * of CPUs), replaces one that crashes (and says so), and on Ctrl+C tells them
- * all to drain and stop.
+ * of CPUs), replaces one that crashes (and says so: try `--crash-after 1`),
+ * recycles them if asked (`--recycle-after N`, the successor listens before
+ * the old one stops), and on Ctrl+C tells them all to drain and stop.
  *
  * `reusePort` is Linux-only and needs `--unstable-net`; elsewhere the pool
  * falls back to a single worker and says so. Workers share nothing with the
@@ -53,6 +54,7 @@ interface WorkerSettings {
   limits: { "max-line": number; "idle-timeout": number };
   quiet: boolean;
   maxClients: number;
+  crashAfter: number;
 }
 
 /** What a worker tells the supervisor. */
@@ -61,6 +63,7 @@ type WorkerReport =
   | { type: "failed"; message: string }
   | { type: "retiring" } // accepted its quota: start my successor, then tell me "retire"
   | { type: "handed-over" } // no longer accepting
+  | { type: "crashed"; message: string } // an uncaught error: this worker is ending
   | { type: "stopped" };
 
 // WorkerGlobalScope exists only inside a worker: that is how this file knows its role.
@@ -74,6 +77,20 @@ const workerScope = globalThis as unknown as {
 };
 
 if (IS_WORKER) {
+  // An uncaught error ends this worker: tell the supervisor in one line (no
+  // stack trace on the terminal) and exit; the supervisor starts a new one.
+  const crash = (message: string) => {
+    report({ type: "crashed", message });
+    workerScope.close();
+  };
+  addEventListener("error", (e) => {
+    e.preventDefault();
+    crash(e.message);
+  });
+  addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    crash(String(e.reason?.message ?? e.reason));
+  });
   workerScope.onmessage = (e) => {
     if (e.data === "stop") stopWorker();
     else if (e.data === "retire") retireWorker();
@@ -115,12 +132,21 @@ async function serveInWorker(s: WorkerSettings) {
   let served = 0;
   for await (const conn of server.accept()) {
     conn.setNoDelay(true);
-    server.handle(conn, async (conn, peer) => {
+    const done = server.handle(conn, async (conn, peer) => {
       log(`Client (${peer}) connected`);
       await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(s.limits, server.signal));
       log(`Client (${peer}) is offline`);
     });
-    if (s.maxClients > 0 && ++served === s.maxClients) report({ type: "retiring" });
+    served++;
+    if (served === s.maxClients) report({ type: "retiring" });
+    if (served === s.crashAfter) {
+      // --crash-after: a real uncaught error, to show the supervisor at work.
+      done.then(() =>
+        setTimeout(() => {
+          throw new Error(`deliberate crash after ${s.crashAfter} client(s)`);
+        })
+      );
+    }
   }
   acceptLoopEnded();
 }
@@ -168,6 +194,12 @@ async function supervise() {
         default: 0,
         help: "replace a worker after it accepted N clients (0: never)",
       },
+      "crash-after": {
+        kind: "integer",
+        min: 0,
+        default: 0,
+        help: "demonstration: a worker crashes after serving N clients (0: never)",
+      },
       quiet: { kind: "boolean", help: "do not log clients connecting and going offline" },
     },
   });
@@ -187,6 +219,7 @@ async function supervise() {
       limits: { "max-line": args["max-line"], "idle-timeout": args["idle-timeout"] },
       quiet: args.quiet,
       maxClients: args["recycle-after"],
+      crashAfter: args["crash-after"],
     });
 
     const workers = new Map<number, Worker>();
@@ -213,19 +246,26 @@ async function supervise() {
             retire(id, worker);
           } else if (m.type === "stopped") {
             workers.delete(id);
+          } else if (m.type === "crashed") {
+            crashed(m.message);
           }
         };
+        // A crash the worker could not report itself (it should not happen).
         worker.onerror = (e: ErrorEvent) => {
           e.preventDefault(); // contain it: one worker's crash must not end the server
+          crashed(e.message);
+        };
+        const crashed = (message: string) => {
           worker.terminate();
           // Replace a worker that was serving; one that never listened would fail again.
           if (workers.delete(id) && listening && !stopping) {
-            console.log(`worker ${id} crashed (${e.message}); starting a new one`);
-            startWorker().catch((err) =>
-              console.log(`could not replace worker ${id}: ${err.message}`)
+            console.log(`worker ${id} crashed (${message}); starting a new one`);
+            startWorker().then(
+              (next) => console.log(`worker ${next.id} replaced worker ${id}`),
+              (err) => console.log(`could not replace worker ${id}: ${err.message}`),
             );
           }
-          reject(new Error(e.message));
+          reject(new Error(message));
         };
         worker.postMessage(settings(id, port));
       });

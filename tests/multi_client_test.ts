@@ -251,6 +251,32 @@ Deno.test("socket_server_threads replaces a worker that retires and keeps servin
   }
 });
 
+Deno.test("socket_server_threads: a worker that crashes is reported and replaced", async () => {
+  const server = await startServer("socket_server_threads", [
+    "--port",
+    "0",
+    "--workers",
+    "1",
+    "--crash-after",
+    "1",
+  ]);
+  try {
+    const first = await LineClient.connect(server.port);
+    assert.equal(await first.ask("before the crash"), "OK ... before the crash");
+    first.close();
+    await server.stdout.waitFor(
+      /worker 1 crashed \(.*deliberate crash after 1 client\(s\)\); starting a new one/,
+    );
+    await server.stdout.waitFor("worker 2 replaced worker 1");
+    const after = await LineClient.connect(server.port);
+    assert.equal(await after.ask("after the crash"), "OK ... after the crash");
+    after.close();
+  } finally {
+    const done = await server.stop();
+    assert.equal(done.code, 0, done.stderr);
+  }
+});
+
 Deno.test("socket_server_threads: port in use is one error line and exit 1", async () => {
   const first = await startServer("socket_server_with_select");
   try {
