@@ -124,23 +124,10 @@ export function readSome(
   return raceRead(reader.read(buf), options);
 }
 
-/**
- * Waits for a read already started, but no longer than `timeoutMs` and no
- * longer than `signal` allows (then resolves `null`). The read itself goes on;
- * if it later fails, that failure is swallowed so it cannot crash the process.
- *
- * @example
- * ```ts
- * import { raceRead, ReadTimeoutError } from "./io.ts";
- * const never = new Promise<number | null>(() => {});
- * try {
- *   await raceRead(never, { timeoutMs: 10 });
- * } catch (err) {
- *   console.log(err instanceof ReadTimeoutError); // true
- * }
- * ```
- */
-export function raceRead(
+// Waits for a read already started, but no longer than `timeoutMs` and no
+// longer than `signal` allows (then resolves `null`). The read itself goes on;
+// if it later fails, that failure is swallowed so it cannot crash the process.
+function raceRead(
   read: Promise<number | null>,
   options: ReadOptions,
 ): Promise<number | null> {

@@ -182,15 +182,6 @@ export class LineReader {
   }
 
   /**
-   * True when {@linkcode LineReader.readLine} can return a line from bytes
-   * already read, without waiting on the network. A server uses it to send
-   * the replies to a whole batch of lines in one write.
-   */
-  hasBufferedLine(): boolean {
-    return this.#findNewline() !== -1 || (this.#eof && this.#start < this.#end);
-  }
-
-  /**
    * The next line, without its `\n` (and `\r\n`), or `null` at end of stream
    * (or when the `signal` option aborts).
    *

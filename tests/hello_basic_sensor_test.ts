@@ -275,18 +275,11 @@ Deno.test("sensor_client counts a late reply as lost and does not mistake it for
 Deno.test("sensor_client against a server that never answers: all lost, summary, exit 0", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const accepted = listener.accept();
-  const r = await runTask("sensor_client", [
-    ...[
-      "--port",
-      String(listener.addr.port),
-      "--count",
-      "2",
-      "--interval",
-      "0.01",
-      "--timeout",
-      "0.2",
-    ],
-  ]);
+  const port = String(listener.addr.port);
+  const r = await runTask(
+    "sensor_client",
+    ["--port", port, "--count", "2", "--interval", "0.01", "--timeout", "0.2"],
+  );
   (await accepted).close();
   listener.close();
   assert.equal(r.code, 0, r.stderr);

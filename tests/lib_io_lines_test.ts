@@ -108,17 +108,17 @@ Deno.test("LineReader stops an endless line without buffering without bound", as
   assert.ok(source.consumed <= maxLine + 2, `consumed ${source.consumed}`);
 });
 
-Deno.test("LineReader.hasBufferedLine tells when a line is ready without a read", async () => {
+Deno.test("LineReader.readBufferedLine takes only lines already read, never reads", async () => {
   const source = chunked(enc.encode("a\nb\nc"), [100]);
   const reader = new LineReader(source);
-  assert.equal(reader.hasBufferedLine(), false);
-  await reader.readLine();
-  assert.equal(reader.hasBufferedLine(), true); // "b\n" is buffered
-  await reader.readLine();
-  assert.equal(reader.hasBufferedLine(), false); // "c" has no newline yet
-  const reads = source.reads;
-  assert.equal(dec.decode((await reader.readLine())!), "c");
-  assert.equal(source.reads, reads + 1); // one read, which found EOF
+  assert.equal(reader.readBufferedLine(), null); // nothing read yet
+  assert.equal(source.reads, 0);
+  assert.equal(dec.decode((await reader.readLine())!), "a");
+  assert.equal(dec.decode(reader.readBufferedLine()!), "b"); // came in the same read
+  assert.equal(reader.readBufferedLine(), null); // "c" has no newline yet
+  assert.equal(source.reads, 1);
+  assert.equal(dec.decode((await reader.readLine())!), "c"); // end of stream: the rest
+  assert.equal(source.reads, 2);
 });
 
 Deno.test("readExact reads exactly N bytes however they are split", async () => {
