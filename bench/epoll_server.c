@@ -1,7 +1,10 @@
 /*
  * epoll_server.c: a C epoll line server, the ceiling of this machine: answers
  * every line with "OK ... <line>". It shows that loadgen can drive a server
- * faster than ours. Usage: epoll_server PORT (prints "listening on 127.0.0.1:PORT")
+ * faster than ours. With THREADS > 1, each thread has its own SO_REUSEPORT
+ * listener and epoll loop (as socket_server_threads.ts does with workers): it
+ * shows how much a second thread can gain on this machine at all.
+ * Usage: epoll_server PORT [THREADS] (prints "listening on 127.0.0.1:PORT")
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -9,6 +12,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,20 +36,22 @@ static void write_all(int fd, const char *p, size_t n) {
   }
 }
 
-int main(int argc, char **argv) {
+static int listen_on(int port) {
   int srv = socket(AF_INET, SOCK_STREAM, 0), one = 1;
   setsockopt(srv, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(argc > 1 ? atoi(argv[1]) : 0)};
+  setsockopt(srv, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  if (bind(srv, (struct sockaddr *)&a, sizeof a) || listen(srv, 4096)) { perror("listen"); return 1; }
-  socklen_t len = sizeof a;
-  getsockname(srv, (struct sockaddr *)&a, &len);
-  printf("listening on 127.0.0.1:%d\n", ntohs(a.sin_port));
-  fflush(stdout);
+  if (bind(srv, (struct sockaddr *)&a, sizeof a) || listen(srv, 4096)) { perror("listen"); exit(1); }
+  return srv;
+}
+
+static void *serve(void *arg) {
+  int srv = (int)(long)arg, one = 1;
   int ep = epoll_create1(0);
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
   epoll_ctl(ep, EPOLL_CTL_ADD, srv, &ev);
-  static char out[BUF * 8];
+  char *out = malloc(BUF * 8);
   struct epoll_event events[256];
   for (;;) {
     int n = epoll_wait(ep, events, 256, -1);
@@ -82,4 +88,21 @@ int main(int argc, char **argv) {
       if (c->len == BUF) c->len = 0; /* a line longer than the buffer: drop it */
     }
   }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  int threads = argc > 2 ? atoi(argv[2]) : 1;
+  int srv = listen_on(argc > 1 ? atoi(argv[1]) : 0);
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  getsockname(srv, (struct sockaddr *)&a, &len);
+  int port = ntohs(a.sin_port);
+  for (int i = 1; i < threads; i++) {
+    pthread_t t;
+    pthread_create(&t, NULL, serve, (void *)(long)listen_on(port));
+  }
+  printf("listening on 127.0.0.1:%d\n", port);
+  fflush(stdout);
+  serve((void *)(long)srv);
 }

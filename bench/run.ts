@@ -5,7 +5,9 @@
  * Servers: socket_server_with_select.ts and socket_server_threads.ts (ours),
  * a Node `net` line server and a Python `selectors` line server (the peers),
  * and a C epoll server (the ceiling: it shows the load generator is not the
- * bottleneck). The load generator and the C server are compiled here with
+ * bottleneck), also run with 2 threads on SO_REUSEPORT listeners (what a
+ * second thread can gain on this machine, where the load generator shares
+ * the cores). The load generator and the C server are compiled here with
  * `cc -O2` (bench/loadgen.c, bench/epoll_server.c). Peers that are not
  * installed are skipped.
  *
@@ -47,8 +49,9 @@ const has = (cmd: string) =>
 
 async function compile(dir: string, name: string): Promise<string> {
   const out = `${dir}/${name}`;
-  const r = await new Deno.Command("cc", { args: ["-O2", "-o", out, `${ROOT}/bench/${name}.c`] })
-    .output();
+  const r = await new Deno.Command("cc", {
+    args: ["-O2", "-pthread", "-o", out, `${ROOT}/bench/${name}.c`],
+  }).output();
   if (!r.success) {
     throw new Error(`cc failed for bench/${name}.c: ${new TextDecoder().decode(r.stderr)}`);
   }
@@ -135,6 +138,8 @@ await runMain(async () => {
       servers.push({ name: "python selectors", argv: ["python3", "bench/python_server.py", "0"] });
     }
     servers.push({ name: "C epoll", argv: [epoll, "0"] });
+    // What a second thread can gain on this machine at all (the threads target).
+    servers.push({ name: "C epoll 2 threads", argv: [epoll, "0", "2"] });
 
     const s = args.seconds;
     const scenarios = [
@@ -235,20 +240,20 @@ function printTable(
   const fmt = (x: number | undefined) =>
     x === undefined ? "-" : x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
   const width = 36;
-  const cols = names.map((n) => n.padStart(18)).join("");
+  const cols = names.map((n) => n.padStart(19)).join("");
   console.log(`\n${"".padEnd(width)}${cols}`);
   const medians = new Map<string, Map<string, number>>();
   for (const sc of scenarios) {
     const row = new Map([...results.get(sc.name)!].map(([k, v]) => [k, median(v)]));
     medians.set(sc.name, row);
     console.log(
-      `${sc.name.padEnd(width)}${names.map((n) => fmt(row.get(n)).padStart(16)).join("")}`,
+      `${sc.name.padEnd(width)}${names.map((n) => fmt(row.get(n)).padStart(19)).join("")}`,
     );
   }
   if (memory.size) {
     console.log(
       `${`idle client, resident KiB each (${args.idle})`.padEnd(width)}${
-        names.map((n) => fmt(memory.get(n)).padStart(18)).join("")
+        names.map((n) => fmt(memory.get(n)).padStart(19)).join("")
       }`,
     );
   }
@@ -273,6 +278,14 @@ function printTable(
       `  ${sc}: ${a} / ${b} = ${r.toFixed(2)}× (target ${higher ? "≥" : "≤"} ${target}×) ${
         met ? "met" : "NOT met"
       }`,
+    );
+  }
+  const c2 = ratio("ping-pong, 64 clients (replies/s)", "C epoll 2 threads", "C epoll");
+  if (c2 !== undefined) {
+    console.log(
+      `  ping-pong, 64 clients (replies/s): C epoll 2 threads / C epoll = ${
+        c2.toFixed(2)
+      }× (what a second thread gains here)`,
     );
   }
   for (const sc of scenarios) {
