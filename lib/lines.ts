@@ -369,6 +369,14 @@ export class LineReader {
 const LINE_TOO_LONG = new TextEncoder().encode("ERR line too long\n");
 /** Reply batches this big (a busy stream) are built in a buffer kept between writes. */
 const KEEP_OUTPUT_FROM = 4096;
+const NO_BYTES = new Uint8Array(0);
+
+/** A copy of `bytes[0, used)` in a buffer of at least `needed` bytes (doubling). */
+function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
+  const bigger = new Uint8Array(Math.max(needed, bytes.length * 2, 256));
+  bigger.set(bytes.subarray(0, used));
+  return bigger;
+}
 
 /**
  * Answers every line of a connection with `reply(line)` until the peer is done.
@@ -377,8 +385,8 @@ const KEEP_OUTPUT_FROM = 4096;
  * what makes pipelined clients fast. A line over `maxLine` is answered with
  * `ERR line too long` and {@linkcode LineTooLongError} is thrown, so the
  * caller closes the connection. The line given to `reply` is a view into the
- * reader's buffer that stays valid until the batch is written; `reply` may
- * return it inside its parts without copying.
+ * reader's buffer, valid until `reply` returns; `reply` may return it inside
+ * its parts without copying (the parts are copied into the batch at once).
  *
  * @example An `OK ... <line>` server for one client
  * ```ts
@@ -405,52 +413,53 @@ export async function serveLines(
   options: LineReaderOptions = {},
 ): Promise<void> {
   const lines = new LineReader(conn, options);
-  const batch: Uint8Array[] = [];
-  // One write may be in flight while the next lines are read: the kernel
-  // keeps receiving while we send. Before the next write starts, the previous
-  // one must finish, which keeps replies in order and memory bounded when the
-  // client reads slowly.
+  // Replies are copied into `out` as they are made (the reader's buffer is
+  // reused by the next read) and sent with one write per batch of lines. One
+  // write may be in flight while the next lines are read: the kernel keeps
+  // receiving while we send. Before `out` is filled again, that write must
+  // finish, which keeps replies in order and memory bounded when the client
+  // reads slowly.
+  let out: Uint8Array = NO_BYTES;
+  let size = 0;
   let writing: Promise<void> | undefined;
-  // Replies are copied out of the reader's buffer, which the next read reuses.
-  // A busy stream copies into one kept buffer: a fresh 64 KiB array per batch
-  // costs more than the copy (zero-filling, page faults). Small batches get a
-  // fresh array, so an idle connection keeps nothing.
-  let out = new Uint8Array(0);
-  const flush = async () => {
-    await writing; // only now is `out` free again
-    writing = undefined;
-    if (batch.length === 0) return;
-    let size = 0;
-    for (const part of batch) size += part.length;
-    if (size < KEEP_OUTPUT_FROM) out = new Uint8Array(0);
-    else if (out.length < size) out = new Uint8Array(Math.max(size, out.length * 2));
-    const bytes = size < KEEP_OUTPUT_FROM ? new Uint8Array(size) : out.subarray(0, size);
-    let offset = 0;
-    for (const part of batch) {
-      bytes.set(part, offset);
-      offset += part.length;
+  const append = (parts: Uint8Array[]) => {
+    for (let p = 0; p < parts.length; p++) {
+      const part = parts[p];
+      const n = part.length;
+      if (size + n > out.length) out = grow(out, size, size + n);
+      // Tiny parts (a prefix, a newline) are copied faster by hand than by set().
+      if (n > 16) out.set(part, size);
+      else for (let i = 0; i < n; i++) out[size + i] = part[i];
+      size += n;
     }
-    batch.length = 0;
-    writing = writeAll(conn, bytes);
-    writing.catch(() => {}); // awaited by the next flush; don't let it go unhandled meanwhile
+  };
+  const send = () => {
+    writing = writeAll(conn, out.subarray(0, size));
+    writing.catch(() => {}); // awaited before the next batch; not unhandled meanwhile
+    // A busy stream keeps its buffer: a fresh 64 KiB array per batch costs
+    // more (zero-filling, page faults) than the copy. After a small batch it
+    // is let go, so that an idle connection holds no output buffer.
+    if (size < KEEP_OUTPUT_FROM) out = NO_BYTES;
+    size = 0;
   };
   try {
     while (true) {
       const first = await lines.readLine();
       if (first === null) break;
-      for (const part of reply(first)) batch.push(part);
+      await writing; // `out` is free again
+      append(reply(first));
       // Every other line that came in the same read: answered without awaiting.
       for (let line = lines.readBufferedLine(); line !== null; line = lines.readBufferedLine()) {
-        for (const part of reply(line)) batch.push(part);
+        append(reply(line));
       }
-      await flush();
+      send();
     }
-    await flush();
     await writing;
   } catch (err) {
     if (err instanceof LineTooLongError) {
-      batch.push(LINE_TOO_LONG);
-      await flush();
+      await writing;
+      append([LINE_TOO_LONG]); // after the replies to the lines before it
+      send();
       await writing;
     }
     throw err;
