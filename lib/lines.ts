@@ -46,7 +46,7 @@ type Waiter = { resolve: (n: number | null) => void; reject: (e: unknown) => voi
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
 /** An idle connection costs this much buffer; it grows only for long lines or bursts. */
-const SMALL_BUFFER = 1024;
+const SMALL_BUFFER = 256;
 const LARGE_BUFFER = 64 * 1024;
 
 /**
@@ -67,53 +67,6 @@ function findNewline(bytes: Uint8Array, words: Uint32Array, from: number, to: nu
   }
   for (; i < to; i++) if (bytes[i] === NEWLINE) return i;
   return -1;
-}
-
-/**
- * Idle timeouts: one sweep timer for every reader waiting with a `timeoutMs`,
- * not a timer per read (that would cost more than the read itself on a busy
- * connection) nor one per reader (about 1 KiB each on an idle connection).
- * A read is timed out within a quarter of its timeout after it expires.
- */
-const watched = new Map<
-  object,
-  { since: number; timeoutMs: number; expire: () => Waiter | undefined }
->();
-let sweeper: ReturnType<typeof setInterval> | undefined;
-let sweepEvery = Infinity;
-
-function watch(reader: object, timeoutMs: number, expire: () => Waiter | undefined): void {
-  watched.set(reader, { since: performance.now(), timeoutMs, expire });
-  const every = Math.max(10, Math.min(1000, timeoutMs / 4));
-  if (sweeper !== undefined && every >= sweepEvery) return;
-  clearInterval(sweeper);
-  sweepEvery = every;
-  sweeper = setInterval(sweep, every);
-  Deno.unrefTimer(sweeper as unknown as number); // a sweep alone must not keep a program alive
-}
-
-/** Stops watching `reader`; the sweep timer stops once nothing is watched. */
-function unwatch(reader: object, now: boolean): void {
-  watched.delete(reader);
-  // After each read this is lazy (the next sweep stops the timer), so that a
-  // lone busy connection does not start and stop a timer for every read.
-  if (now && watched.size === 0) stopSweeping();
-}
-
-function stopSweeping(): void {
-  clearInterval(sweeper);
-  sweeper = undefined;
-  sweepEvery = Infinity;
-}
-
-function sweep(): void {
-  const now = performance.now();
-  for (const [reader, w] of watched) {
-    if (now - w.since < w.timeoutMs) continue;
-    watched.delete(reader);
-    w.expire()?.reject(new ReadTimeoutError(w.timeoutMs));
-  }
-  if (watched.size === 0) stopSweeping();
 }
 
 /**
@@ -175,10 +128,11 @@ export interface LineReaderOptions extends ReadOptions {
  */
 export class LineReader {
   readonly #reader: Reader;
-  readonly #options: ReadOptions;
+  readonly #timeoutMs: number | undefined;
+  readonly #signal: AbortSignal | undefined;
   readonly #maxLine: number;
   #buf = new Uint8Array(SMALL_BUFFER);
-  #words = new Uint32Array(this.#buf.buffer); // the same bytes, for findNewline
+  #words: Uint32Array | undefined; // the same bytes, for findNewline, once the buffer grows
   #start = 0; // first byte not yet handed out
   #end = 0; // one past the last byte read
   #scanned = 0; // [#start, #scanned) is known to hold no newline
@@ -186,13 +140,86 @@ export class LineReader {
   #pending: Promise<number | null> | undefined;
   #lastRead = 0;
   #waiter: Waiter | undefined;
-  #abortHooked = false;
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
   constructor(reader: Reader, options: LineReaderOptions = {}) {
     this.#reader = reader;
     this.#maxLine = options.maxLine ?? DEFAULT_MAX_LINE;
-    this.#options = { timeoutMs: options.timeoutMs, signal: options.signal };
+    this.#timeoutMs = options.timeoutMs;
+    this.#signal = options.signal;
+  }
+
+  /**
+   * Idle timeouts: one sweep timer for every reader waiting with a
+   * `timeoutMs`, not a timer per read (that would cost more than the read
+   * itself on a busy connection) nor one per reader (about 1 KiB each on an
+   * idle connection). A read times out within a quarter of its timeout after
+   * it expires. The map holds when each reader started waiting.
+   */
+  static #watched = new Map<LineReader, number>();
+  static #sweeper: ReturnType<typeof setInterval> | undefined;
+  static #sweepEvery = Infinity;
+
+  static #watch(reader: LineReader, timeoutMs: number): void {
+    LineReader.#watched.set(reader, performance.now());
+    const every = Math.max(10, Math.min(1000, timeoutMs / 4));
+    if (LineReader.#sweeper !== undefined && every >= LineReader.#sweepEvery) return;
+    clearInterval(LineReader.#sweeper);
+    LineReader.#sweepEvery = every;
+    LineReader.#sweeper = setInterval(LineReader.#sweep, every);
+    Deno.unrefTimer(LineReader.#sweeper as unknown as number); // a sweep alone must not keep a program alive
+  }
+
+  /** Stops watching `reader`; the sweep timer stops once nothing is watched. */
+  static #unwatch(reader: LineReader, now: boolean): void {
+    LineReader.#watched.delete(reader);
+    // After each read this is lazy (the next sweep stops the timer), so that a
+    // lone busy connection does not start and stop a timer for every read.
+    if (now && LineReader.#watched.size === 0) LineReader.#stopSweeping();
+  }
+
+  static #stopSweeping(): void {
+    clearInterval(LineReader.#sweeper);
+    LineReader.#sweeper = undefined;
+    LineReader.#sweepEvery = Infinity;
+  }
+
+  /**
+   * Readers waiting on each abort signal. One listener per signal, not one
+   * per reader: a listener would outlive its reader (and keep its buffer)
+   * for as long as the signal lives, which for a server's shutdown signal is
+   * forever.
+   */
+  static #aborting = new WeakMap<AbortSignal, Set<LineReader>>();
+
+  static #hookAbort(reader: LineReader, signal: AbortSignal): void {
+    let readers = LineReader.#aborting.get(signal);
+    if (readers === undefined) {
+      const waiting = readers = new Set();
+      LineReader.#aborting.set(signal, waiting);
+      signal.addEventListener("abort", () => {
+        for (const r of waiting) {
+          LineReader.#unwatch(r, true);
+          r.#settle()?.resolve(null);
+        }
+        waiting.clear();
+      }, { once: true });
+    }
+    readers.add(reader);
+  }
+
+  static #sweep(): void {
+    const now = performance.now();
+    // forEach rather than for-of: no [key, value] array per reader, so that a
+    // sweep over thousands of idle readers allocates nothing, and V8 sees the
+    // process as idle and gives memory back (its memory reducer).
+    LineReader.#watched.forEach((since, reader) => {
+      const timeoutMs = reader.#timeoutMs!;
+      if (now - since < timeoutMs) return;
+      LineReader.#watched.delete(reader);
+      reader.#settle()?.reject(new ReadTimeoutError(timeoutMs));
+    });
+    if (LineReader.#watched.size === 0) LineReader.#stopSweeping();
   }
 
   /**
@@ -257,8 +284,15 @@ export class LineReader {
   }
 
   #findNewline(): number {
-    const found = findNewline(this.#buf, this.#words, this.#scanned, this.#end);
-    if (found === -1) this.#scanned = this.#end;
+    // The small buffer of a quiet connection holds short lines: indexOf will
+    // do, and the connection is spared a second view of its buffer.
+    const found = this.#words === undefined
+      ? this.#buf.indexOf(NEWLINE, this.#scanned)
+      : findNewline(this.#buf, this.#words, this.#scanned, this.#end);
+    if (found === -1 || found >= this.#end) {
+      this.#scanned = this.#end; // (a hit past #end is a stale byte from an earlier read)
+      return -1;
+    }
     return found;
   }
 
@@ -269,7 +303,7 @@ export class LineReader {
       this.#makeRoom();
       this.#pending = this.#reader.read(this.#buf.subarray(this.#end));
     }
-    const read = this.#options.timeoutMs === undefined && this.#options.signal === undefined
+    const read = this.#timeoutMs === undefined && this.#signal === undefined
       ? this.#pending
       : this.#waitForRead(this.#pending);
     return read.then((n) => this.#filled(n));
@@ -280,7 +314,7 @@ export class LineReader {
     if (n === null) {
       this.#eof = true;
       // Stopped by the signal, not by the peer: a half-received line is not a line.
-      if (this.#options.signal?.aborted) this.#start = this.#scanned = this.#end;
+      if (this.#signal?.aborted) this.#start = this.#scanned = this.#end;
       return;
     }
     this.#end += n;
@@ -292,36 +326,31 @@ export class LineReader {
   }
 
   /**
-   * Stops watching this reader for the idle timeout. Call it when done with a
-   * reader that has a `timeoutMs` before reaching end of stream (end of
-   * stream and errors do it too).
+   * Stops watching this reader for its idle timeout and abort signal. Call it
+   * when done with a reader that has a `timeoutMs` or a `signal` before it
+   * reaches end of stream (end of stream and errors do it too).
    */
   close(): void {
-    unwatch(this, true);
+    LineReader.#unwatch(this, true);
+    if (this.#signal) LineReader.#aborting.get(this.#signal)?.delete(this);
   }
 
   /** Waits for `read`, or the idle timeout, or the abort signal, whichever is first. */
   #waitForRead(read: Promise<number | null>): Promise<number | null> {
-    const { timeoutMs, signal } = this.#options;
+    const timeoutMs = this.#timeoutMs, signal = this.#signal;
     if (signal?.aborted) return Promise.resolve(null);
     return new Promise<number | null>((resolve, reject) => {
       this.#waiter = { resolve, reject };
       read.then((n) => {
         if (n === null) this.close();
-        else unwatch(this, false);
+        else LineReader.#unwatch(this, false);
         this.#settle()?.resolve(n);
       }, (err) => {
         this.close();
         this.#settle()?.reject(err);
       });
-      if (signal && !this.#abortHooked) {
-        this.#abortHooked = true;
-        signal.addEventListener("abort", () => {
-          this.close();
-          this.#settle()?.resolve(null);
-        }, { once: true });
-      }
-      if (timeoutMs !== undefined) watch(this, timeoutMs, () => this.#settle());
+      if (signal) LineReader.#hookAbort(this, signal);
+      if (timeoutMs !== undefined) LineReader.#watch(this, timeoutMs);
     });
   }
 
@@ -362,7 +391,7 @@ export class LineReader {
     this.#end = pending.length;
     this.#start = 0;
     this.#buf = next;
-    this.#words = new Uint32Array(next.buffer);
+    this.#words = size > SMALL_BUFFER ? new Uint32Array(next.buffer) : undefined;
   }
 }
 

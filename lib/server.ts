@@ -194,17 +194,21 @@ export class TcpServer {
     this.#conns.add(conn);
     // A promise chain rather than an async function: an idle connection waits
     // inside `serve`, and each suspended async frame would cost it ~1 KiB.
-    const task = Promise.resolve()
-      .then(() => serve(conn, peer))
-      .catch((err) => {
-        if (!this.signal.aborted) this.#log(`${peer}: ${explainClientError(err)}`);
-      })
-      .finally(() => {
-        this.#conns.delete(conn);
-        closeQuietly(conn);
-      });
+    // (The fewer promises and closures per connection, the more fit in memory.)
+    let served: Promise<void>;
+    try {
+      served = serve(conn, peer);
+    } catch (err) {
+      served = Promise.reject(err);
+    }
+    const task: Promise<void> = served.then(undefined, (err) => {
+      if (!this.signal.aborted) this.#log(`${peer}: ${explainClientError(err)}`);
+    }).then(() => {
+      this.#conns.delete(conn);
+      this.#tasks.delete(task);
+      closeQuietly(conn);
+    });
     this.#tasks.add(task);
-    task.then(() => this.#tasks.delete(task));
     return task;
   }
 

@@ -8,8 +8,9 @@
  * every `await conn.read()` below registers interest in one socket, and the
  * loop resumes whichever connection has bytes. So each client is just an async
  * function, written as if it were alone, and `accept()` keeps running beside
- * them. Nothing here blocks: a silent client costs a pending read and a 1 KiB
- * buffer (grown only for long lines or bursts), so thousands can wait at once.
+ * them. Nothing here blocks: a silent client costs a pending read and a
+ * 256-byte buffer (grown only for long lines or bursts), so thousands can wait
+ * at once.
  *
  * What the seed got wrong is handled: one `recv()` is not one message
  * (lines are framed by `serveLines`), a reset client is logged and forgotten

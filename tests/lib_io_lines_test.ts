@@ -276,3 +276,17 @@ Deno.test("LineReader stopped by its signal drops a half-received line", async (
     listener.close();
   }
 });
+
+Deno.test("LineReader: one abort signal stops every reader waiting on it", async () => {
+  const silent = { read: () => new Promise<number | null>(() => {}) };
+  const stop = new AbortController();
+  const readers = [1, 2, 3].map(() =>
+    new LineReader(silent, { signal: stop.signal, timeoutMs: 60_000 })
+  );
+  const finished = new LineReader(chunked(enc.encode("x\n"), [2]), { signal: stop.signal });
+  assert.deepEqual(await allLines(finished), ["x"]); // done before the abort: left alone
+  const waits = readers.map((r) => r.readLine());
+  stop.abort();
+  // All three return; the idle-timeout sweep timer is stopped too (the op sanitizer checks).
+  assert.deepEqual(await Promise.all(waits), [null, null, null]);
+});
