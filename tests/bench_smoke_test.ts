@@ -11,11 +11,12 @@ Deno.test({
   async fn() {
     const r = await new Running([
       ...taskCommand("bench"),
-      ...["--rounds", "1", "--seconds", "0.2", "--idle", "100"],
+      ...["--rounds", "1", "--seconds", "0.2", "--idle", "100", "--hold", "0.1"],
     ]).finished(120_000);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /ping-pong, 64 clients \(replies\/s\)\s+[\d,]+\s+[\d,]+/);
-    assert.match(r.stdout, /idle client, resident KiB each \(100\)/);
+    assert.match(r.stdout, /idle client KiB \(100\), connected\s+[\d.]+/);
+    assert.match(r.stdout, /idle client KiB \(100\), held 0.1 s\s+[\d.]+/);
     assert.match(r.stdout, /deno select \/ C epoll = [\d.]+×/);
   },
 });
