@@ -40,8 +40,8 @@ import { type Reader, type ReadOptions, ReadTimeoutError, writeAll, type Writer 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
 
-/** Whoever waits for the read in flight. */
-type Waiter = { resolve: (n: number | null) => void; reject: (e: unknown) => void };
+/** Whoever waits for the next line (the caller of readLine()). */
+type Waiter = { resolve: (line: Uint8Array | null) => void; reject: (e: unknown) => void };
 
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
@@ -137,7 +137,8 @@ export class LineReader {
   #end = 0; // one past the last byte read
   #scanned = 0; // [#start, #scanned) is known to hold no newline
   #eof = false;
-  #pending: Promise<number | null> | undefined;
+  #reading = false; // a read is in flight
+  #error: unknown; // the read error, once one happened
   #lastRead = 0;
   #waiter: Waiter | undefined;
 
@@ -200,6 +201,7 @@ export class LineReader {
       signal.addEventListener("abort", () => {
         for (const r of waiting) {
           LineReader.#unwatch(r, true);
+          r.#stop();
           r.#settle()?.resolve(null);
         }
         waiting.clear();
@@ -233,14 +235,22 @@ export class LineReader {
    */
   readLine(): Promise<Uint8Array | null> {
     // Not an `async` function, on purpose: an idle connection waits here, and
-    // every suspended async frame would cost it about 1 KiB of memory.
+    // every suspended async frame (or chained promise) costs it memory.
     try {
       const line = this.#takeLine();
       if (line !== undefined) return Promise.resolve(line);
     } catch (err) {
       return Promise.reject(err);
     }
-    return this.#fill().then(() => this.readLine());
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#signal?.aborted) {
+      this.#stop();
+      return Promise.resolve(null);
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve, reject };
+      this.#read();
+    });
   }
 
   /** A line, `null` at end of stream, or `undefined` when more bytes are needed. */
@@ -296,25 +306,56 @@ export class LineReader {
     return found;
   }
 
-  #fill(): Promise<void> {
+  /** Starts a read (unless one is in flight) for the waiter, and watches its timeout and signal. */
+  #read(): void {
     // A read that outlived an earlier timeout is still filling our buffer:
     // wait for it rather than start another, so no byte is lost or reordered.
-    if (this.#pending === undefined) {
+    if (!this.#reading) {
       this.#makeRoom();
-      this.#pending = this.#reader.read(this.#buf.subarray(this.#end));
+      this.#reading = true;
+      this.#reader.read(this.#buf.subarray(this.#end)).then(this.#onRead, this.#onReadError);
     }
-    const read = this.#timeoutMs === undefined && this.#signal === undefined
-      ? this.#pending
-      : this.#waitForRead(this.#pending);
-    return read.then((n) => this.#filled(n));
+    if (this.#signal !== undefined) LineReader.#hookAbort(this, this.#signal);
+    if (this.#timeoutMs !== undefined) LineReader.#watch(this, this.#timeoutMs);
+  }
+
+  // Made once per reader, not per read, and passed to then(): no closure,
+  // no chained promise per read.
+  #onRead = (n: number | null): void => {
+    this.#reading = false;
+    if (n === null) this.close();
+    else LineReader.#unwatch(this, false);
+    if (this.#eof) return; // stopped by the signal meanwhile: these bytes are not wanted
+    this.#filled(n);
+    const waiter = this.#waiter;
+    if (waiter === undefined) return; // it timed out: the bytes wait for the next readLine()
+    let line: Uint8Array | null | undefined;
+    try {
+      line = this.#takeLine();
+    } catch (err) {
+      this.#settle()?.reject(err);
+      return;
+    }
+    if (line === undefined) this.#read(); // no whole line yet
+    else this.#settle()?.resolve(line);
+  };
+
+  #onReadError = (err: unknown): void => {
+    this.#reading = false;
+    this.#error = err; // every later readLine() fails the same way
+    this.close();
+    this.#settle()?.reject(err);
+  };
+
+  /** Stopped by the signal, not by the peer: a half-received line is not a line. */
+  #stop(): void {
+    this.#eof = true;
+    this.#start = this.#scanned = this.#end;
   }
 
   #filled(n: number | null): void {
-    this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
-      // Stopped by the signal, not by the peer: a half-received line is not a line.
-      if (this.#signal?.aborted) this.#start = this.#scanned = this.#end;
       return;
     }
     this.#end += n;
@@ -333,25 +374,6 @@ export class LineReader {
   close(): void {
     LineReader.#unwatch(this, true);
     if (this.#signal) LineReader.#aborting.get(this.#signal)?.delete(this);
-  }
-
-  /** Waits for `read`, or the idle timeout, or the abort signal, whichever is first. */
-  #waitForRead(read: Promise<number | null>): Promise<number | null> {
-    const timeoutMs = this.#timeoutMs, signal = this.#signal;
-    if (signal?.aborted) return Promise.resolve(null);
-    return new Promise<number | null>((resolve, reject) => {
-      this.#waiter = { resolve, reject };
-      read.then((n) => {
-        if (n === null) this.close();
-        else LineReader.#unwatch(this, false);
-        this.#settle()?.resolve(n);
-      }, (err) => {
-        this.close();
-        this.#settle()?.reject(err);
-      });
-      if (signal) LineReader.#hookAbort(this, signal);
-      if (timeoutMs !== undefined) LineReader.#watch(this, timeoutMs);
-    });
   }
 
   /** Takes the waiter, so that exactly one outcome reaches it. */
