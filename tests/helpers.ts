@@ -121,6 +121,40 @@ export async function exchange(
   }
 }
 
+/**
+ * Sends `bytes` to a server that may stop reading and close midway (a flood
+ * it refuses), and returns what it replied before closing. Closing with
+ * unread input makes the kernel reset the connection, which can fail our
+ * writes; the reply sent before the reset can still be read.
+ */
+export async function floodAndRead(port: number, bytes: Uint8Array): Promise<Uint8Array> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const chunks: Uint8Array[] = [];
+  const reading = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    const deadline = Date.now() + WAIT_MS;
+    while (Date.now() < deadline) {
+      const n = await withTimeout(conn.read(buf), deadline - Date.now(), "floodAndRead");
+      if (n === null) return;
+      chunks.push(buf.slice(0, n));
+    }
+    throw new Error("floodAndRead timed out");
+  })().catch((err) => {
+    if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
+  });
+  try {
+    await writeAll(conn, bytes).then(() => conn.closeWrite()).catch((err) => {
+      const reset = err instanceof Deno.errors.ConnectionReset ||
+        err instanceof Deno.errors.BrokenPipe || err instanceof Deno.errors.NotConnected;
+      if (!reset) throw err;
+    });
+    await reading;
+  } finally {
+    conn.close();
+  }
+  return new Uint8Array(chunks.flatMap((c) => [...c]));
+}
+
 /** A client that reads replies line by line. */
 export class LineClient {
   readonly conn: Deno.TcpConn;

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import {
   decoder,
   encoder,
-  exchange,
+  floodAndRead,
   LineClient,
   readAll,
   runTask,
@@ -150,7 +150,7 @@ for (const name of SERVERS) {
     const server = await start("--max-line", "4096");
     try {
       const steady = await LineClient.connect(server.port);
-      const flood = await exchange(server.port, new Uint8Array(100_000).fill(0x61));
+      const flood = await floodAndRead(server.port, new Uint8Array(100_000).fill(0x61));
       assert.equal(decoder.decode(flood), "ERR line too long\n");
       assert.equal(await steady.ask("fine"), "OK ... fine");
       steady.close();
