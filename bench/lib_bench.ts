@@ -10,7 +10,7 @@
  * @module
  */
 
-import { LineReader } from "../lib/lines.ts";
+import { LineReader, serveLines } from "../lib/lines.ts";
 import { readExact } from "../lib/io.ts";
 
 const LINE = new TextEncoder().encode("a".repeat(63) + "\n");
@@ -77,6 +77,65 @@ Deno.bench("hand-inlined: indexOf over a 64 KiB buffer", { group: "lines" }, asy
   }
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
+
+/** The stream above, plus a write side that counts what it is given. */
+function duplex() {
+  return Object.assign(stream(), {
+    written: 0,
+    write(p: Uint8Array): Promise<number> {
+      this.written += p.length;
+      return Promise.resolve(p.length);
+    },
+  });
+}
+
+const OK = new TextEncoder().encode("OK ... ");
+const NL = new TextEncoder().encode("\n");
+const REPLIES = 65_536 * (OK.length + LINE.length);
+
+Deno.bench(
+  "serveLines: OK ... <line> for each line",
+  { group: "serve", baseline: true },
+  async () => {
+    const conn = duplex();
+    await serveLines(conn, (line) => [OK, line, NL]);
+    if (conn.written !== REPLIES) throw new Error(`wrote ${conn.written}`);
+  },
+);
+
+Deno.bench(
+  "hand-inlined: indexOf, parts, one concat and write per read",
+  { group: "serve" },
+  async () => {
+    const conn = duplex();
+    const buf = new Uint8Array(64 * 1024);
+    let start = 0;
+    let end = 0;
+    while (true) {
+      if (start > 0) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      const n = await conn.read(buf.subarray(end));
+      if (n === null) break;
+      end += n;
+      const parts: Uint8Array[] = [];
+      for (let i = buf.indexOf(10, start); i !== -1 && i < end; i = buf.indexOf(10, start)) {
+        parts.push(OK, buf.subarray(start, i), NL);
+        start = i + 1;
+      }
+      const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      for (let off = 0; off < out.length;) off += await conn.write(out.subarray(off));
+    }
+    if (conn.written !== REPLIES) throw new Error(`wrote ${conn.written}`);
+  },
+);
 
 Deno.bench("readExact(32) x 4096", { group: "exact", baseline: true }, async () => {
   const source = stream();
