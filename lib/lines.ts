@@ -386,9 +386,14 @@ export class LineReader {
   /** Ensures free space after #end, keeping the buffer no bigger than needed. */
   #makeRoom(): void {
     const pending = this.#end - this.#start;
-    if (pending === 0 && this.#buf.length > SMALL_BUFFER && this.#lastRead < SMALL_BUFFER) {
+    if (pending === 0) {
+      // Every byte was handed out: read into the front again (else each read
+      // would get less room, split lines, and grow the buffer for nothing).
+      this.#start = this.#end = this.#scanned = 0;
       // Caught up with light traffic: an idle connection should cost little memory.
-      this.#resize(SMALL_BUFFER);
+      if (this.#buf.length > SMALL_BUFFER && this.#lastRead < SMALL_BUFFER) {
+        this.#resize(SMALL_BUFFER);
+      }
       return;
     }
     if (this.#end < this.#buf.length) return;
@@ -421,9 +426,21 @@ const LINE_TOO_LONG = new TextEncoder().encode("ERR line too long\n");
 /** Reply batches this big (a busy stream) are built in a buffer kept between writes. */
 const KEEP_OUTPUT_FROM = 4096;
 const NO_BYTES = new Uint8Array(0);
+/**
+ * Small reply batches (the ping-pong case) are built in 256-byte buffers
+ * shared by all connections: a buffer goes back to `spare` once its write is
+ * done. Allocating a fresh ArrayBuffer per reply cost as much JavaScript time
+ * as everything else a round trip does, and keeping one per connection would
+ * cost every idle client its size.
+ */
+const SMALL_REPLY = 256;
+const MAX_SPARE = 1024;
+const spare: Uint8Array[] = [];
 
 /** A copy of `bytes[0, used)` in a buffer of at least `needed` bytes (doubling). */
 function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
+  // A new batch that fits in a small buffer: reuse a spare one.
+  if (used === 0 && needed <= SMALL_REPLY) return spare.pop() ?? new Uint8Array(SMALL_REPLY);
   const bigger = new Uint8Array(Math.max(needed, bytes.length * 2, 256));
   bigger.set(bytes.subarray(0, used));
   return bigger;
@@ -486,6 +503,11 @@ export async function serveLines(
   };
   const send = () => {
     writing = writeAll(conn, out.subarray(0, size));
+    if (out.length === SMALL_REPLY) {
+      const small = out;
+      out = NO_BYTES;
+      writing = writing.then(() => void (spare.length < MAX_SPARE && spare.push(small)));
+    }
     writing.catch(() => {}); // awaited before the next batch; not unhandled meanwhile
     // A busy stream keeps its buffer: a fresh 64 KiB array per batch costs
     // more (zero-filling, page faults) than the copy. After a small batch it
