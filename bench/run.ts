@@ -109,6 +109,31 @@ async function loadgen(bin: string, ...argv: (string | number)[]): Promise<Recor
   );
 }
 
+/** CPU time (user + system, all threads) a process has used; NaN where /proc is missing. */
+async function cpuSeconds(pid: number): Promise<number> {
+  try {
+    // Read with cat: Deno grants /proc only with --allow-all.
+    const r = await new Deno.Command("cat", {
+      args: [`/proc/${pid}/stat`],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    if (!r.success) return NaN;
+    const stat = new TextDecoder().decode(r.stdout);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+  } catch {
+    return NaN;
+  }
+}
+
+function record(into: Map<string, Map<string, number[]>>, row: string, col: string, x: number) {
+  const cells = into.get(row) ?? new Map<string, number[]>();
+  cells.set(col, [...(cells.get(col) ?? []), x]);
+  into.set(row, cells);
+}
+
 async function rssKiB(pid: number): Promise<number> {
   const r = await new Deno.Command("ps", {
     args: ["-o", "rss=", "-p", String(pid)],
@@ -153,6 +178,7 @@ await runMain(async () => {
         run: (p: number) => loadgen(gen, "pingpong", "127.0.0.1", p, 64, s, 64),
         key: "replies_per_s",
         higher: true,
+        replies: (r: Record<string, number>) => r.replies_per_s * s,
       },
       {
         name: "one client, median round trip (µs)",
@@ -165,15 +191,20 @@ await runMain(async () => {
         run: (p: number) => loadgen(gen, "pipeline", "127.0.0.1", p, s, 64),
         key: "mb_per_s",
         higher: true,
+        replies: (r: Record<string, number>) => r.replies,
       },
       {
         name: "pipelined 1 KiB lines (MB/s)",
         run: (p: number) => loadgen(gen, "pipeline", "127.0.0.1", p, s, 1024),
         key: "mb_per_s",
         higher: true,
+        replies: (r: Record<string, number>) => r.replies,
       },
     ];
     const results = new Map<string, Map<string, number[]>>();
+    // Server CPU time per reply: steadier than throughput on a shared machine,
+    // where other tenants take the CPU in bursts.
+    const cpuCost = new Map<string, Map<string, number[]>>();
     console.log(
       `${servers.length} servers, ${args.rounds} round(s) of ${s} s, alternating; medians below.`,
     );
@@ -188,10 +219,13 @@ await runMain(async () => {
           // Alternate the order each round so no server always goes first.
           const order = round % 2 === 0 ? servers : [...servers].reverse();
           for (const server of order) {
-            const value = (await scenario.run(server.port!))[scenario.key];
-            const row = results.get(scenario.name) ?? new Map();
-            row.set(server.name, [...(row.get(server.name) ?? []), value]);
-            results.set(scenario.name, row);
+            const cpuBefore = await cpuSeconds(server.process!.pid);
+            const r = await scenario.run(server.port!);
+            const cpu = (await cpuSeconds(server.process!.pid)) - cpuBefore;
+            record(results, scenario.name, server.name, r[scenario.key]);
+            if (scenario.replies && !Number.isNaN(cpu)) {
+              record(cpuCost, scenario.name, server.name, (cpu * 1e6) / scenario.replies(r));
+            }
           }
         }
         console.log(`round ${round + 1}/${args.rounds} done`);
@@ -251,7 +285,7 @@ await runMain(async () => {
       }
     }
 
-    printTable(servers.map((x) => x.name), scenarios, results, memory);
+    printTable(servers.map((x) => x.name), scenarios, results, memory, cpuCost);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -262,6 +296,7 @@ function printTable(
   scenarios: { name: string; higher: boolean }[],
   results: Map<string, Map<string, number[]>>,
   memory: Map<string, { connected: number; held: number }>,
+  cpuCost: Map<string, Map<string, number[]>>,
 ) {
   const fmt = (x: number | undefined) =>
     x === undefined ? "-" : x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
@@ -283,6 +318,20 @@ function printTable(
       console.log(
         `${`idle client KiB (${args.idle}), ${label}`.padEnd(width)}${
           names.map((n) => fmt(memory.get(n)?.[key]).padStart(19)).join("")
+        }`,
+      );
+    }
+  }
+
+  if (cpuCost.size) {
+    console.log(`\nServer CPU time per reply, µs (lower is better)`);
+    for (const [sc, row] of cpuCost) {
+      console.log(
+        `${sc.replace(/ \(.*\)$/, "").padEnd(width)}${
+          names.map((n) => {
+            const xs = row.get(n);
+            return (xs ? median(xs).toFixed(2) : "-").padStart(19);
+          }).join("")
         }`,
       );
     }

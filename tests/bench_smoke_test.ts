@@ -18,5 +18,6 @@ Deno.test({
     assert.match(r.stdout, /idle client KiB \(100\), connected\s+[\d.]+/);
     assert.match(r.stdout, /idle client KiB \(100\), held 0.1 s\s+[\d.]+/);
     assert.match(r.stdout, /deno select \/ C epoll = [\d.]+×/);
+    if (Deno.build.os === "linux") assert.match(r.stdout, /Server CPU time per reply, µs/);
   },
 });
