@@ -196,7 +196,8 @@ export class LineReader {
   static #hookAbort(reader: LineReader, signal: AbortSignal): void {
     let readers = LineReader.#aborting.get(signal);
     if (readers === undefined) {
-      const waiting = readers = new Set();
+      const waiting = new Set<LineReader>();
+      readers = waiting;
       LineReader.#aborting.set(signal, waiting);
       signal.addEventListener("abort", () => {
         for (const r of waiting) {
@@ -441,7 +442,7 @@ const spare: Uint8Array[] = [];
 function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
   // A new batch that fits in a small buffer: reuse a spare one.
   if (used === 0 && needed <= SMALL_REPLY) return spare.pop() ?? new Uint8Array(SMALL_REPLY);
-  const bigger = new Uint8Array(Math.max(needed, bytes.length * 2, 256));
+  const bigger = new Uint8Array(Math.max(needed, bytes.length * 2, SMALL_REPLY));
   bigger.set(bytes.subarray(0, used));
   return bigger;
 }
@@ -506,7 +507,9 @@ export async function serveLines(
     if (out.length === SMALL_REPLY) {
       const small = out;
       out = NO_BYTES;
-      writing = writing.then(() => void (spare.length < MAX_SPARE && spare.push(small)));
+      writing = writing.then(() => {
+        if (spare.length < MAX_SPARE) spare.push(small); // its write is done: free for reuse
+      });
     }
     writing.catch(() => {}); // awaited before the next batch; not unhandled meanwhile
     // A busy stream keeps its buffer: a fresh 64 KiB array per batch costs

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { readExact, readSome, ReadTimeoutError, UnexpectedEofError, writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, serveLines } from "../lib/lines.ts";
+import { withTimeout } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -288,5 +289,5 @@ Deno.test("LineReader: one abort signal stops every reader waiting on it", async
   const waits = readers.map((r) => r.readLine());
   stop.abort();
   // All three return; the idle-timeout sweep timer is stopped too (the op sanitizer checks).
-  assert.deepEqual(await Promise.all(waits), [null, null, null]);
+  assert.deepEqual(await withTimeout(Promise.all(waits), 5000, "abort"), [null, null, null]);
 });
