@@ -2,9 +2,9 @@
  * The command line every script shares: flags, `--help`, validation, colour,
  * and one-line `error:` messages instead of stack traces.
  *
- * - `--help` prints usage with defaults and exits 0.
- * - A bad value or an unknown flag prints `error: ...` and a usage hint on
- *   stderr and exits 2.
+ * - `--help` prints usage with defaults and maxima and exits 0.
+ * - A bad value, a value past its maximum or an unknown flag prints one line
+ *   `error: ... (see --help)` on stderr and exits 2.
  * - {@linkcode runMain} turns any failure at run time into one `error:` line
  *   and exit code 1.
  *
@@ -51,8 +51,13 @@ export interface OptionSpec {
   default?: string | number | boolean | string[];
   /** One line for `--help`. */
   help: string;
-  /** Smallest accepted number (`integer`, `seconds`). */
+  /** Smallest accepted number (`integer`, `seconds`). Default 0. */
   min?: number;
+  /**
+   * Largest accepted number (`integer`, `seconds`), shown in `--help`.
+   * Default: one day for `seconds`, 1,000,000,000 for `integer`.
+   */
+  max?: number;
   /** Name of the value in `--help`, e.g. `N`. */
   valueName?: string;
 }
@@ -95,6 +100,15 @@ export class CliError extends Error {
 }
 
 const NUMERIC: readonly OptionKind[] = ["port", "integer", "seconds"];
+/** A day: longer timeouts are surely typos, and timers past 2^31 ms (24.8 days) fire at once. */
+const MAX_SECONDS = 86_400;
+const MAX_INTEGER = 1_000_000_000;
+
+function maxOf(o: OptionSpec): number | undefined {
+  if (o.kind === "seconds") return o.max ?? MAX_SECONDS;
+  if (o.kind === "integer") return o.max ?? MAX_INTEGER;
+  return undefined;
+}
 
 /**
  * The flags every line server shares: `--host`, `--port`, `--idle-timeout`
@@ -123,23 +137,28 @@ export function lineServerFlags(port: number, idleTimeout: number): LineServerFl
     "idle-timeout": {
       kind: "seconds",
       default: idleTimeout,
-      help: "drop a client silent this long (0: never)",
+      help: "drop a client that neither completes a line nor takes a byte of its replies " +
+        "for this long (0: never)",
     },
     "max-line": {
       kind: "integer",
       min: 1,
+      max: MAX_LINE_LIMIT,
       default: 64 * 1024,
       help: "longest line in bytes; longer gets 'ERR line too long'",
     },
   };
 }
 
+/** 16 MiB: the largest `--max-line` accepted; a client may make the server buffer this much. */
+export const MAX_LINE_LIMIT = 16 * 1024 * 1024;
+
 /** The flag specs returned by {@linkcode lineServerFlags}. */
 export type LineServerFlags = {
   host: { kind: "host"; default: string; help: string };
   port: { kind: "port"; short: string; default: number; help: string };
   "idle-timeout": { kind: "seconds"; default: number; help: string };
-  "max-line": { kind: "integer"; min: number; default: number; help: string };
+  "max-line": { kind: "integer"; min: number; max: number; default: number; help: string };
 };
 
 /**
@@ -222,9 +241,10 @@ function checkNumber(script: string, name: string, o: OptionSpec, raw: string): 
   const pattern = o.kind === "integer" ? /^-?\d+$/ : /^-?(\d+\.?\d*|\.\d+)$/;
   const value = Number(raw);
   const min = o.min ?? 0;
-  if (!pattern.test(raw.trim()) || !Number.isFinite(value) || value < min) {
+  const max = maxOf(o)!;
+  if (!pattern.test(raw.trim()) || !Number.isFinite(value) || value < min || value > max) {
     const what = o.kind === "integer" ? "a whole number" : "a number of seconds";
-    usageError(script, `invalid --${name} '${raw}': expected ${what} of at least ${min}`);
+    usageError(script, `invalid --${name} '${raw}': expected ${what} from ${min} to ${max}`);
   }
   return value;
 }
@@ -274,10 +294,14 @@ function helpText(name: string, summary: string, options: Record<string, OptionS
     const value = o.kind === "boolean" ? "" : ` ${o.valueName ?? defaultValueName(o.kind)}`;
     const left = `${o.short ? `-${o.short}, ` : "    "}--${flag}${value}`;
     const shown = Array.isArray(o.default) ? undefined : o.default;
-    const def = shown === undefined || shown === false ? "" : ` (default ${shown})`;
-    return `  ${left.padEnd(27)} ${o.help}${def}`;
+    const notes = [
+      ...(shown === undefined || shown === false ? [] : [`default ${shown}`]),
+      ...(maxOf(o) === undefined ? [] : [`max ${maxOf(o)}`]),
+    ];
+    return `  ${left.padEnd(27)} ${o.help}${notes.length ? ` (${notes.join(", ")})` : ""}`;
   });
-  return `${summary}\n\nUsage: deno task ${name} [options]\n\nOptions:\n${rows.join("\n")}`;
+  return `${summary}\n\nUsage: ${name} [options]    (in the project: deno task ${name} [options])` +
+    `\n\nOptions:\n${rows.join("\n")}`;
 }
 
 function defaultValueName(kind: OptionKind): string {
@@ -286,7 +310,7 @@ function defaultValueName(kind: OptionKind): string {
 }
 
 /**
- * Prints `error: message` and the usage hint on stderr, and exits 2.
+ * Prints one line, `error: message (see --help)`, on stderr, and exits 2.
  *
  * @example
  * ```ts ignore
@@ -295,8 +319,7 @@ function defaultValueName(kind: OptionKind): string {
  * ```
  */
 export function usageError(script: string, message: string): never {
-  printError(message);
-  console.error(`usage: deno task ${script} [options]  (--help lists them)`);
+  printError(`${message} (see ${script} --help)`);
   Deno.exit(2);
 }
 
@@ -331,6 +354,79 @@ export function paint(style: Parameters<typeof styleText>[0], text: string): str
 }
 
 const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
+
+/**
+ * A peer's bytes made safe to print: UTF-8 text as it is, but every control
+ * byte shown escaped (`\x1b`, `\r`, `\n`, `\t`), bytes that are not UTF-8
+ * as `\xNN`, and the invisible characters that reorder or hide text (such as
+ * U+202E) as `\u{202e}`. A peer can then neither move the cursor, clear the
+ * screen, retitle the window, nor overwrite a line to fake a log entry.
+ * Use it wherever bytes from the network reach a terminal or a log; the
+ * bytes on the wire stay exact.
+ *
+ * @example
+ * ```ts
+ * import { showBytes } from "./cli.ts";
+ * console.log(showBytes(new Uint8Array([0x68, 0x69, 0x1b, 0x5b, 0x32, 0x4a, 0x0d, 0xff])));
+ * // hi\x1b[2J\r\xff
+ * console.log(showBytes(new TextEncoder().encode("héllo ✓"))); // héllo ✓
+ * ```
+ */
+export function showBytes(bytes: Uint8Array): string {
+  let out = "";
+  for (let i = 0; i < bytes.length;) {
+    const b = bytes[i];
+    if (b >= 0x20 && b < 0x7f) {
+      out += String.fromCharCode(b);
+      i++;
+      continue;
+    }
+    const length = utf8Length(bytes, i);
+    if (length === 0) {
+      out += escapeCode(b); // a control byte, or a byte that is not UTF-8
+      i++;
+      continue;
+    }
+    const char = UTF8.decode(bytes.subarray(i, i + length));
+    const code = char.codePointAt(0)!;
+    out += code <= 0x9f || INVISIBLE.test(char) ? `\\u{${code.toString(16)}}` : char;
+    i += length;
+  }
+  return out;
+}
+
+const UTF8 = new TextDecoder();
+/** Format characters that reorder, join or hide text, and line/paragraph separators. */
+const INVISIBLE = /[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/u;
+const NAMED_ESCAPES: Record<number, string> = { 0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r" };
+
+function escapeCode(b: number): string {
+  return NAMED_ESCAPES[b] ?? `\\x${b.toString(16).padStart(2, "0")}`;
+}
+
+/** The length of the valid UTF-8 sequence at `bytes[i]` (2-4), or 0 for ASCII or invalid. */
+function utf8Length(bytes: Uint8Array, i: number): number {
+  const b = bytes[i];
+  const [length, low, high] = b >= 0xc2 && b <= 0xdf
+    ? [2, 0x80, 0xbf]
+    : b === 0xe0
+    ? [3, 0xa0, 0xbf] // no overlong forms
+    : b === 0xed
+    ? [3, 0x80, 0x9f] // no UTF-16 surrogates
+    : b >= 0xe1 && b <= 0xef
+    ? [3, 0x80, 0xbf]
+    : b === 0xf0
+    ? [4, 0x90, 0xbf]
+    : b >= 0xf1 && b <= 0xf3
+    ? [4, 0x80, 0xbf]
+    : b === 0xf4
+    ? [4, 0x80, 0x8f] // nothing past U+10FFFF
+    : [0, 0, 0];
+  if (length === 0 || i + length > bytes.length) return 0;
+  if (bytes[i + 1] < low || bytes[i + 1] > high) return 0;
+  for (let k = 2; k < length; k++) if ((bytes[i + k] & 0xc0) !== 0x80) return 0;
+  return length;
+}
 
 /**
  * Explains a failure in one line: what failed and what to try.

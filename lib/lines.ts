@@ -35,7 +35,14 @@
  * @module
  */
 
-import { type Reader, type ReadOptions, ReadTimeoutError, writeAll, type Writer } from "./io.ts";
+import {
+  IdleClock,
+  type Reader,
+  type ReadOptions,
+  ReadTimeoutError,
+  writeAll,
+  type Writer,
+} from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -90,10 +97,40 @@ export class LineTooLongError extends Error {
   }
 }
 
+/**
+ * The stream ended in the middle of a line: the bytes after the last `\n`
+ * were cut off (the peer crashed, or closed too early). Thrown only by a
+ * {@linkcode LineReader} with `requireNewline`, as a client of a line
+ * protocol wants: a cut-off reply is not a reply.
+ *
+ * @example
+ * ```ts
+ * import { TruncatedLineError } from "./lines.ts";
+ * const err = new TruncatedLineError(new TextEncoder().encode("OK ... hel"));
+ * console.log(err.message); // "the stream ended in the middle of a line (10 bytes without a newline)"
+ * ```
+ */
+export class TruncatedLineError extends Error {
+  /** The bytes of the unfinished line. */
+  readonly partial: Uint8Array;
+  /** Builds the error for the unfinished line `partial`. */
+  constructor(partial: Uint8Array) {
+    super(`the stream ended in the middle of a line (${partial.length} bytes without a newline)`);
+    this.name = "TruncatedLineError";
+    this.partial = partial;
+  }
+}
+
 /** Options for {@linkcode LineReader}. */
 export interface LineReaderOptions extends ReadOptions {
   /** Longest line accepted, in bytes, not counting `\r\n`. Default 64 KiB. */
   maxLine?: number;
+  /**
+   * Bytes after the last `\n` at end of stream are an error
+   * ({@linkcode TruncatedLineError}) instead of a last line. For clients,
+   * whose replies always end in `\n`.
+   */
+  requireNewline?: boolean;
 }
 
 /**
@@ -104,7 +141,11 @@ export interface LineReaderOptions extends ReadOptions {
  * it with `line.slice()` to keep it.
  *
  * At end of stream, bytes after the last `\n` are returned as a final line, as
- * Go's `bufio.Scanner` and Python's `readline()` do.
+ * Go's `bufio.Scanner` and Python's `readline()` do (or, with
+ * `requireNewline`, are a {@linkcode TruncatedLineError}).
+ *
+ * `timeoutMs` bounds each {@linkcode LineReader.readLine} call: the line must
+ * be complete within it, however many bytes trickle in meanwhile.
  *
  * @example
  * ```ts
@@ -131,6 +172,8 @@ export class LineReader {
   readonly #timeoutMs: number | undefined;
   readonly #signal: AbortSignal | undefined;
   readonly #maxLine: number;
+  readonly #requireNewline: boolean;
+  #clock: IdleClock | undefined; // the deadline of the readLine() waiting now
   #buf = new Uint8Array(SMALL_BUFFER);
   #words: Uint32Array | undefined; // the same bytes, for findNewline, once the buffer grows
   #start = 0; // first byte not yet handed out
@@ -148,48 +191,15 @@ export class LineReader {
     this.#maxLine = options.maxLine ?? DEFAULT_MAX_LINE;
     this.#timeoutMs = options.timeoutMs;
     this.#signal = options.signal;
-  }
-
-  /**
-   * Idle timeouts: one sweep timer for every reader waiting with a
-   * `timeoutMs`, not a timer per read (that would cost more than the read
-   * itself on a busy connection) nor one per reader (about 1 KiB each on an
-   * idle connection). A read times out within a quarter of its timeout after
-   * it expires. The map holds when each reader started waiting.
-   */
-  static #watched = new Map<LineReader, number>();
-  static #sweeper: ReturnType<typeof setInterval> | undefined;
-  static #sweepEvery = Infinity;
-
-  static #watch(reader: LineReader, timeoutMs: number): void {
-    LineReader.#watched.set(reader, performance.now());
-    const every = Math.max(10, Math.min(1000, timeoutMs / 4));
-    if (LineReader.#sweeper !== undefined && every >= LineReader.#sweepEvery) return;
-    clearInterval(LineReader.#sweeper);
-    LineReader.#sweepEvery = every;
-    LineReader.#sweeper = setInterval(LineReader.#sweep, every);
-    Deno.unrefTimer(LineReader.#sweeper as unknown as number); // a sweep alone must not keep a program alive
-  }
-
-  /** Stops watching `reader`; the sweep timer stops once nothing is watched. */
-  static #unwatch(reader: LineReader, now: boolean): void {
-    LineReader.#watched.delete(reader);
-    // After each read this is lazy (the next sweep stops the timer), so that a
-    // lone busy connection does not start and stop a timer for every read.
-    if (now && LineReader.#watched.size === 0) LineReader.#stopSweeping();
-  }
-
-  static #stopSweeping(): void {
-    clearInterval(LineReader.#sweeper);
-    LineReader.#sweeper = undefined;
-    LineReader.#sweepEvery = Infinity;
+    this.#requireNewline = options.requireNewline ?? false;
   }
 
   /**
    * Readers waiting on each abort signal. One listener per signal, not one
    * per reader: a listener would outlive its reader (and keep its buffer)
    * for as long as the signal lives, which for a server's shutdown signal is
-   * forever.
+   * forever. A reader is in the set only while a readLine() waits, so a
+   * reader that is dropped without close() is not kept either.
    */
   static #aborting = new WeakMap<AbortSignal, Set<LineReader>>();
 
@@ -201,7 +211,6 @@ export class LineReader {
       LineReader.#aborting.set(signal, waiting);
       signal.addEventListener("abort", () => {
         for (const r of waiting) {
-          LineReader.#unwatch(r, true);
           r.#stop();
           r.#settle()?.resolve(null);
         }
@@ -211,28 +220,16 @@ export class LineReader {
     readers.add(reader);
   }
 
-  static #sweep(): void {
-    const now = performance.now();
-    // forEach rather than for-of: no [key, value] array per reader, so that a
-    // sweep over thousands of idle readers allocates nothing, and V8 sees the
-    // process as idle and gives memory back (its memory reducer).
-    LineReader.#watched.forEach((since, reader) => {
-      const timeoutMs = reader.#timeoutMs!;
-      if (now - since < timeoutMs) return;
-      LineReader.#watched.delete(reader);
-      reader.#settle()?.reject(new ReadTimeoutError(timeoutMs));
-    });
-    if (LineReader.#watched.size === 0) LineReader.#stopSweeping();
-  }
-
   /**
    * The next line, without its `\n` (and `\r\n`), or `null` at end of stream
    * (or when the `signal` option aborts).
    *
    * @throws {LineTooLongError} when a line exceeds `maxLine`.
-   * @throws {ReadTimeoutError} when `timeoutMs` passes without a byte. The
-   *   reader stays usable: call `readLine()` again to keep waiting, and bytes
-   *   that arrive late are not lost.
+   * @throws {ReadTimeoutError} when no whole line came within `timeoutMs`.
+   *   The reader stays usable: call `readLine()` again to keep waiting (with
+   *   a new deadline), and bytes that arrive late are not lost.
+   * @throws {TruncatedLineError} with `requireNewline`, when the stream ends
+   *   in the middle of a line.
    */
   readLine(): Promise<Uint8Array | null> {
     // Not an `async` function, on purpose: an idle connection waits here, and
@@ -250,6 +247,11 @@ export class LineReader {
     }
     return new Promise((resolve, reject) => {
       this.#waiter = { resolve, reject };
+      if (this.#signal !== undefined) LineReader.#hookAbort(this, this.#signal);
+      if (this.#timeoutMs !== undefined) {
+        this.#clock ??= new IdleClock(this.#timeoutMs, this.#onTimeout);
+        this.#clock.restart();
+      }
       this.#read();
     });
   }
@@ -262,9 +264,14 @@ export class LineReader {
     if (this.#end - this.#start > this.#maxLine + 1) throw new LineTooLongError(this.#maxLine);
     if (!this.#eof) return undefined;
     if (this.#start === this.#end) return null;
-    const last = this.#buf.subarray(this.#start, this.#end);
+    // The stream ended after an unfinished line: the same rules as a whole one.
+    const start = this.#start;
+    let end = this.#end;
     this.#start = this.#scanned = this.#end;
-    return last;
+    if (this.#requireNewline) throw new TruncatedLineError(this.#buf.slice(start, end));
+    if (this.#buf[end - 1] === CARRIAGE_RETURN) end--;
+    if (end - start > this.#maxLine) throw new LineTooLongError(this.#maxLine);
+    return this.#buf.subarray(start, end);
   }
 
   /**
@@ -307,25 +314,24 @@ export class LineReader {
     return found;
   }
 
-  /** Starts a read (unless one is in flight) for the waiter, and watches its timeout and signal. */
+  /** Starts a read for the waiter, unless one is in flight. */
   #read(): void {
     // A read that outlived an earlier timeout is still filling our buffer:
     // wait for it rather than start another, so no byte is lost or reordered.
-    if (!this.#reading) {
-      this.#makeRoom();
-      this.#reading = true;
-      this.#reader.read(this.#buf.subarray(this.#end)).then(this.#onRead, this.#onReadError);
-    }
-    if (this.#signal !== undefined) LineReader.#hookAbort(this, this.#signal);
-    if (this.#timeoutMs !== undefined) LineReader.#watch(this, this.#timeoutMs);
+    if (this.#reading) return;
+    this.#makeRoom();
+    this.#reading = true;
+    this.#reader.read(this.#buf.subarray(this.#end)).then(this.#onRead, this.#onReadError);
   }
+
+  #onTimeout = (): void => {
+    this.#settle()?.reject(new ReadTimeoutError(this.#timeoutMs!));
+  };
 
   // Made once per reader, not per read, and passed to then(): no closure,
   // no chained promise per read.
   #onRead = (n: number | null): void => {
     this.#reading = false;
-    if (n === null) this.close();
-    else LineReader.#unwatch(this, false);
     if (this.#eof) return; // stopped by the signal meanwhile: these bytes are not wanted
     this.#filled(n);
     const waiter = this.#waiter;
@@ -344,7 +350,6 @@ export class LineReader {
   #onReadError = (err: unknown): void => {
     this.#reading = false;
     this.#error = err; // every later readLine() fails the same way
-    this.close();
     this.#settle()?.reject(err);
   };
 
@@ -368,19 +373,21 @@ export class LineReader {
   }
 
   /**
-   * Stops watching this reader for its idle timeout and abort signal. Call it
-   * when done with a reader that has a `timeoutMs` or a `signal` before it
-   * reaches end of stream (end of stream and errors do it too).
+   * Ends a `readLine()` that is waiting, if any, with `null`, and lets go of the reader's timer and signal. (A reader holds
+   * them only while a `readLine()` waits, so one dropped without `close()`
+   * leaks nothing.)
    */
   close(): void {
-    LineReader.#unwatch(this, true);
-    if (this.#signal) LineReader.#aborting.get(this.#signal)?.delete(this);
+    this.#settle()?.resolve(null);
   }
 
-  /** Takes the waiter, so that exactly one outcome reaches it. */
+  /** Takes the waiter, so that exactly one outcome reaches it, and stops watching for it. */
   #settle(): Waiter | undefined {
     const waiter = this.#waiter;
+    if (waiter === undefined) return undefined;
     this.#waiter = undefined;
+    this.#clock?.stop();
+    if (this.#signal !== undefined) LineReader.#aborting.get(this.#signal)?.delete(this);
     return waiter;
   }
 
@@ -447,6 +454,20 @@ function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
   return bigger;
 }
 
+/** Options for {@linkcode serveLines}. */
+export interface ServeLinesOptions {
+  /** Longest line accepted, in bytes, not counting `\r\n`. Default 64 KiB. */
+  maxLine?: number;
+  /**
+   * Close the connection (and throw {@linkcode ReadTimeoutError}) when for
+   * this long the peer has neither completed a line nor taken any byte of
+   * the replies owed to it. Unset: never.
+   */
+  idleTimeoutMs?: number;
+  /** Stop at the next line boundary when this aborts (graceful shutdown). */
+  signal?: AbortSignal;
+}
+
 /**
  * Answers every line of a connection with `reply(line)` until the peer is done.
  *
@@ -456,6 +477,11 @@ function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
  * caller closes the connection. The line given to `reply` is a view into the
  * reader's buffer, valid until `reply` returns; `reply` may return it inside
  * its parts without copying (the parts are copied into the batch at once).
+ *
+ * `idleTimeoutMs` is one clock for both directions: it restarts when a line
+ * is complete and when a write gets bytes out. A client that trickles a line
+ * byte by byte, or sends lines but never reads the replies, runs it out; a
+ * busy client never does, however long its replies take to send.
  *
  * @example An `OK ... <line>` server for one client
  * ```ts
@@ -477,11 +503,18 @@ function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
  * ```
  */
 export async function serveLines(
-  conn: Reader & Writer,
+  conn: Reader & Writer & { close(): void },
   reply: (line: Uint8Array) => Uint8Array[],
-  options: LineReaderOptions = {},
+  options: ServeLinesOptions = {},
 ): Promise<void> {
-  const lines = new LineReader(conn, options);
+  const lines = new LineReader(conn, { maxLine: options.maxLine, signal: options.signal });
+  // Neither a read nor a write can be cancelled in Deno; closing the
+  // connection ends both (they fail), which is what an idle client gets.
+  let idle: IdleClock | undefined;
+  if (options.idleTimeoutMs !== undefined) {
+    idle = new IdleClock(options.idleTimeoutMs, () => conn.close());
+    idle.restart();
+  }
   // Replies are copied into `out` as they are made (the reader's buffer is
   // reused by the next read) and sent with one write per batch of lines. One
   // write may be in flight while the next lines are read: the kernel keeps
@@ -503,7 +536,7 @@ export async function serveLines(
     }
   };
   const send = () => {
-    writing = writeAll(conn, out.subarray(0, size));
+    writing = writeAll(conn, out.subarray(0, size), idle);
     if (out.length === SMALL_REPLY) {
       const small = out;
       out = NO_BYTES;
@@ -522,6 +555,7 @@ export async function serveLines(
     while (true) {
       const first = await lines.readLine();
       if (first === null) break;
+      idle?.restart(); // a whole line came: this client is not idle
       await writing; // `out` is free again
       append(reply(first));
       // Every other line that came in the same read: answered without awaiting.
@@ -532,6 +566,8 @@ export async function serveLines(
     }
     await writing;
   } catch (err) {
+    // The clock closed the connection under a read or a write: say why.
+    if (idle !== undefined && idle.expired) throw new ReadTimeoutError(idle.timeoutMs);
     if (err instanceof LineTooLongError) {
       await writing;
       append([LINE_TOO_LONG]); // after the replies to the lines before it
@@ -540,6 +576,7 @@ export async function serveLines(
     }
     throw err;
   } finally {
+    idle?.stop();
     lines.close();
   }
 }

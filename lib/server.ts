@@ -26,9 +26,8 @@
  */
 
 import { CliError, paint } from "./cli.ts";
-import { writeAll } from "./io.ts";
-import { type LineReaderOptions, LineTooLongError } from "./lines.ts";
-import { ReadTimeoutError } from "./io.ts";
+import { ReadTimeoutError, secondsToMs, writeAll } from "./io.ts";
+import { LineTooLongError, type ServeLinesOptions } from "./lines.ts";
 
 /** How long shutdown waits for replies in flight before closing connections. */
 const DRAIN_MS = 1500;
@@ -49,8 +48,8 @@ export function formatAddress(addr: Deno.Addr): string {
 }
 
 /**
- * `Deno.listen` with errors a person can act on, then prints
- * `listening on HOST:PORT` with the port really bound (useful with port 0).
+ * `Deno.listen` with errors a person can act on. ({@linkcode TcpServer}
+ * prints `listening on HOST:PORT` once it can also handle Ctrl+C.)
  *
  * @throws {CliError} naming the address when the port is taken, the address
  *   is not local, or `--allow-net` is missing.
@@ -58,7 +57,8 @@ export function formatAddress(addr: Deno.Addr): string {
  * @example
  * ```ts
  * import { listen } from "./server.ts";
- * const listener = listen("127.0.0.1", 0); // prints "listening on 127.0.0.1:PORT"
+ * const listener = listen("127.0.0.1", 0);
+ * console.log(listener.addr.port > 0); // true
  * listener.close();
  * ```
  */
@@ -87,17 +87,86 @@ export function listen(hostname: string, port: number): Deno.TcpListener {
     }
     throw new CliError(`cannot listen on ${where}: ${(err as Error).message}`);
   }
-  console.log(`listening on ${formatAddress(listener.addr)}`);
   return listener;
 }
+
+/** Two signals closer together than this are one Ctrl+C, delivered twice. */
+const SAME_SIGNAL_MS = 300;
+
+/**
+ * Calls `stop` on the first SIGINT or SIGTERM, and exits at once (code 0) on
+ * a second one a moment later: a second Ctrl+C means "now". Signals that
+ * arrive together count as one: under `deno task`, one Ctrl+C reaches the
+ * script twice (the terminal sends it to the whole process group, and the
+ * task runner forwards its own copy). Returns a function that removes the
+ * listeners.
+ *
+ * @example
+ * ```ts
+ * import { onStopSignal } from "./server.ts";
+ * const remove = onStopSignal(() => console.log("stopping"));
+ * remove();
+ * ```
+ */
+export function onStopSignal(stop: () => void): () => void {
+  let first: number | undefined;
+  const onSignal = () => {
+    const now = performance.now();
+    if (first === undefined) {
+      first = now;
+      stop();
+    } else if (now - first > SAME_SIGNAL_MS) {
+      Deno.exit(0);
+    }
+  };
+  // Windows has no SIGTERM.
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  return () => {
+    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  };
+}
+
+/**
+ * Counts clients against a limit. {@linkcode TcpServer} counts its own by
+ * default; a pool of workers passes one counter they share, so that
+ * `--max-conns` caps the whole server.
+ */
+export interface ConnectionCap {
+  /** Counts one more client, or returns false when the limit is reached. */
+  tryTake(): boolean;
+  /** A counted client has left. */
+  give(): void;
+}
+
+/** A {@linkcode ConnectionCap} for one thread. */
+function localCap(max: number): ConnectionCap {
+  let taken = 0;
+  return {
+    tryTake: () => taken < max ? (taken++, true) : false,
+    give: () => void taken--,
+  };
+}
+
+/**
+ * Accept errors that mean only "that client left before we took it": it
+ * reset while in the backlog. Not the server's fault; accept the next at once.
+ */
+const CLIENT_GONE = new Set(["ENOTCONN", "ECONNABORTED", "ECONNRESET", "EPROTO"]);
+/** The longest pause after accept() fails for lack of file descriptors or memory. */
+const MAX_ACCEPT_PAUSE_MS = 1000;
 
 /** Options for {@linkcode TcpServer}. */
 export interface TcpServerOptions {
   /** Printed in the last line at shutdown. */
   name: string;
   /** Clients served at once; the next get `ERR server busy` and are closed. */
-  maxConns?: number;
-  /** Install SIGINT/SIGTERM handlers that shut down and exit 0. Default true. */
+  maxConns?: number | ConnectionCap;
+  /**
+   * Install SIGINT/SIGTERM handlers that shut down and exit 0, then print
+   * `listening on HOST:PORT`: the line means "ready, Ctrl+C included".
+   * Default true.
+   */
   handleSignals?: boolean;
   /** Log lines for connects, disconnects and errors (default `console.log`). */
   log?: (line: string) => void;
@@ -121,23 +190,27 @@ export class TcpServer {
   readonly #options: TcpServerOptions;
   readonly #stopping = new AbortController();
   readonly #conns = new Set<Deno.Conn>();
+  readonly #counted = new Set<Deno.Conn>(); // the ones that took a place under maxConns
   readonly #tasks = new Set<Promise<void>>();
   readonly #log: (line: string) => void;
-  #onSignal = () => {
-    // A second Ctrl+C means "now".
-    if (this.#stopping.signal.aborted) Deno.exit(0);
-    this.shutdown().then(() => Deno.exit(0));
-  };
+  readonly #cap: ConnectionCap | undefined;
+  readonly #removeSignals: (() => void) | undefined;
+  #acceptFailures = 0; // since the last report
+  #lastAcceptReport = -Infinity;
 
-  /** Serves on `listener` (see {@linkcode listen}). */
+  /**
+   * Serves on `listener` (see {@linkcode listen}); with `handleSignals`
+   * (the default) prints `listening on HOST:PORT` once Ctrl+C is handled.
+   */
   constructor(listener: Deno.TcpListener, options: TcpServerOptions) {
     this.listener = listener;
     this.#options = options;
     this.#log = options.log ?? ((line) => console.log(line));
+    const max = options.maxConns;
+    this.#cap = typeof max === "number" ? localCap(max) : max;
     if (options.handleSignals ?? true) {
-      Deno.addSignalListener("SIGINT", this.#onSignal);
-      // Windows has no SIGTERM.
-      if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", this.#onSignal);
+      this.#removeSignals = onStopSignal(() => this.shutdown().then(() => Deno.exit(0)));
+      console.log(`listening on ${formatAddress(listener.addr)}`);
     }
   }
 
@@ -155,32 +228,63 @@ export class TcpServer {
   }
 
   /**
-   * Yields accepted connections until shutdown. A failed `accept()` (such as
-   * running out of file descriptors) is logged and retried, not fatal. Above
-   * `maxConns`, a client is told `ERR server busy` and closed here.
+   * Yields accepted connections until shutdown; pass each to
+   * {@linkcode TcpServer.handle}. Above `maxConns`, a client is told
+   * `ERR server busy` and closed here.
+   *
+   * A failed `accept()` is not fatal. When the client reset while still in
+   * the backlog, the next one is accepted at once. When the process is out of
+   * file descriptors or memory, it pauses (5 ms, doubling up to 1 s) for
+   * clients to leave, and logs that at most once a second.
    */
   async *accept(): AsyncGenerator<Deno.TcpConn> {
+    let pauseMs = 0;
     while (!this.signal.aborted) {
       let conn: Deno.TcpConn;
       try {
         conn = await this.listener.accept();
       } catch (err) {
         if (this.signal.aborted || err instanceof Deno.errors.BadResource) return;
-        this.#log(`accept failed: ${(err as Error).message}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        if (CLIENT_GONE.has((err as { code?: string }).code ?? "")) continue;
+        pauseMs = Math.min(Math.max(pauseMs * 2, 5), MAX_ACCEPT_PAUSE_MS);
+        this.#acceptFailed(err as Error, pauseMs);
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
         continue;
       }
+      if (pauseMs > 0) this.#acceptRecovered();
+      pauseMs = 0;
       if (this.signal.aborted) {
         conn.close();
         return;
       }
-      const max = this.#options.maxConns;
-      if (max !== undefined && this.#conns.size >= max) {
-        this.#turnAway(conn);
-        continue;
+      if (this.#cap !== undefined) {
+        if (!this.#cap.tryTake()) {
+          this.#turnAway(conn);
+          continue;
+        }
+        this.#counted.add(conn);
       }
       yield conn;
     }
+  }
+
+  #acceptFailed(err: Error, pauseMs: number): void {
+    this.#acceptFailures++;
+    const now = performance.now();
+    if (now - this.#lastAcceptReport < 1000) return;
+    this.#log(
+      `accept failed ${this.#acceptFailures} time(s): ${err.message}; ` +
+        `pausing ${pauseMs} ms for clients to leave`,
+    );
+    this.#acceptFailures = 0;
+    this.#lastAcceptReport = now;
+  }
+
+  #acceptRecovered(): void {
+    const missed = this.#acceptFailures > 0 ? ` (${this.#acceptFailures} more failures)` : "";
+    this.#log(`accepting again${missed}`);
+    this.#acceptFailures = 0;
+    this.#lastAcceptReport = -Infinity;
   }
 
   /**
@@ -205,6 +309,7 @@ export class TcpServer {
       if (!this.signal.aborted) this.#log(`${peer}: ${explainClientError(err)}`);
     }).then(() => {
       this.#conns.delete(conn);
+      if (this.#counted.delete(conn)) this.#cap!.give();
       this.#tasks.delete(task);
       closeQuietly(conn);
     });
@@ -229,10 +334,6 @@ export class TcpServer {
   async shutdown(): Promise<void> {
     if (this.#stopping.signal.aborted) return;
     this.#stopping.abort();
-    if (this.#options.handleSignals ?? true) {
-      Deno.removeSignalListener("SIGINT", this.#onSignal);
-      if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", this.#onSignal);
-    }
     closeQuietly(this.listener);
     const open = this.#conns.size;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -243,13 +344,12 @@ export class TcpServer {
     clearTimeout(timer);
     for (const conn of this.#conns) closeQuietly(conn);
     await Promise.all(this.#tasks);
+    this.#removeSignals?.();
     this.#log(paint("dim", `${this.#options.name}: shut down, ${open} client(s) closed`));
   }
 
   #turnAway(conn: Deno.Conn): void {
-    this.#log(
-      `${formatAddress(conn.remoteAddr)}: turned away, ${this.#conns.size} clients already`,
-    );
+    this.#log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
     // Not awaited: a client that never reads must not stall the accept loop.
     writeAll(conn, BUSY).catch(() => {}).finally(() => closeQuietly(conn));
   }
@@ -266,15 +366,14 @@ const BUSY = new TextEncoder().encode("ERR server busy\n");
  * ```ts
  * import { lineLimits } from "./server.ts";
  * const limits = lineLimits({ "max-line": 1024, "idle-timeout": 30 }, new AbortController().signal);
- * console.log(limits.maxLine, limits.timeoutMs); // 1024 30000
+ * console.log(limits.maxLine, limits.idleTimeoutMs); // 1024 30000
  * ```
  */
 export function lineLimits(
   flags: { "max-line": number; "idle-timeout": number },
   signal: AbortSignal,
-): LineReaderOptions {
-  const idle = flags["idle-timeout"];
-  return { maxLine: flags["max-line"], timeoutMs: idle > 0 ? idle * 1000 : undefined, signal };
+): ServeLinesOptions {
+  return { maxLine: flags["max-line"], idleTimeoutMs: secondsToMs(flags["idle-timeout"]), signal };
 }
 
 /**
@@ -290,6 +389,7 @@ export function explainClientError(err: unknown): string {
   if (err instanceof Deno.errors.ConnectionReset) return "connection reset by client";
   if (err instanceof Deno.errors.BrokenPipe) return "client went away before the reply was sent";
   if (err instanceof ReadTimeoutError) return `idle for ${err.timeoutMs / 1000} s, disconnected`;
+  if (err instanceof Deno.errors.Interrupted) return "connection closed";
   if (err instanceof LineTooLongError) return `sent a ${err.message}, disconnected`;
   return (err instanceof Error ? err.message : String(err)).split("\n")[0];
 }

@@ -11,7 +11,7 @@
  * exactly as received.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/basic_server.ts
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/basic_server.ts
  *   deno task basic_server            (same thing)
  *
  * Try it from a second terminal:
@@ -25,8 +25,8 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { concatBytes, writeAll } from "../lib/io.ts";
+import { MAX_LINE_LIMIT, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { closeWhenIdle, concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
@@ -36,10 +36,16 @@ const args = parseCli({
   options: {
     host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
     port: { kind: "port", short: "p", default: 12345, help: "TCP port, 0 for any free one" },
-    timeout: { kind: "seconds", default: 10, help: "drop a client silent this long" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "drop a client that neither completes its message nor takes a byte of the " +
+        "answer for this long (0: never)",
+    },
     "max-line": {
       kind: "integer",
       min: 1,
+      max: MAX_LINE_LIMIT,
       default: DEFAULT_MAX_LINE,
       help: "longest message in bytes",
     },
@@ -47,23 +53,25 @@ const args = parseCli({
 });
 
 const encoder = new TextEncoder();
+const NEWLINE = encoder.encode("\n");
 
 await runMain(async () => {
   const server = new TcpServer(listen(args.host, args.port), { name: "basic_server" });
   console.log("Server is running, waiting for connections...");
   for await (const conn of server.accept()) {
-    await server.handle(conn, async (conn, peer) => {
-      const message = await new LineReader(conn, {
-        maxLine: args["max-line"],
-        timeoutMs: args.timeout * 1000,
-        signal: server.signal,
-      }).readLine();
-      if (message === null) return console.log(`${peer} sent nothing`);
-      console.log(`${peer}: ${new TextDecoder().decode(message)}`);
-      await writeAll(
-        conn,
-        concatBytes([encoder.encode("Message received: "), message, encoder.encode("\n")]),
-      );
-    });
+    await server.handle(conn, (conn, peer) =>
+      // One clock for the whole conversation: a client that trickles its
+      // message byte by byte, or never reads the answer, cannot hold the
+      // server (it serves one client at a time) for longer than --timeout.
+      closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
+        const lines = new LineReader(conn, { maxLine: args["max-line"], signal: server.signal });
+        const message = await lines.readLine();
+        if (message === null) return console.log(`${peer} sent nothing`);
+        idle?.restart();
+        // Peer bytes are shown escaped: they must not drive the terminal.
+        console.log(`${peer}: ${showBytes(message)}`);
+        const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
+        await writeAll(conn, answer, idle);
+      }));
   }
 });

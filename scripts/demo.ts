@@ -45,7 +45,7 @@ const PAIRS: Pair[] = [
     client: "socket_client",
     clientArgs: (port) => ["--port", `${port}`, "-m", "temperature 21.5", "-m", "door open"],
     expect: /OK \.\.\. temperature 21\.5\nOK \.\.\. door open/,
-    serverExpect: /disconnected/,
+    serverExpect: /is offline/,
   },
   {
     title: "socket_server_with_select + socket_client",
@@ -100,7 +100,7 @@ const PAIRS: Pair[] = [
     client: "sensor_client",
     clientArgs: (port) => ["--port", `${port}`, "--count", "3", "--interval", "0.2"],
     expect: /3 samples sent, 3 received, 0% loss/,
-    serverExpect: /disconnected/,
+    serverExpect: /is offline/,
   },
   {
     title: "bind_socket (against socket_server)",
@@ -109,7 +109,7 @@ const PAIRS: Pair[] = [
     client: "bind_socket",
     clientArgs: (port) => ["--host", "localhost", "--port", `${port}`],
     expect: /IP address of localhost is 127\.0\.0\.1\nSocket connected/,
-    serverExpect: /disconnected/,
+    serverExpect: /is offline/,
   },
 ];
 

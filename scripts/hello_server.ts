@@ -11,7 +11,7 @@
  * served one client and exited; so does this, unless `--forever`.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/hello_server.ts
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/hello_server.ts
  *   deno task hello_server            (same thing)
  *
  * Try it from a second terminal:
@@ -27,8 +27,8 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { writeAll } from "../lib/io.ts";
+import { parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
@@ -39,7 +39,11 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
     port: { kind: "port", short: "p", default: 50000, help: "TCP port, 0 for any free one" },
     forever: { kind: "boolean", help: "keep serving clients instead of exiting after one" },
-    timeout: { kind: "seconds", default: 10, help: "wait this long for the client's answer" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "wait this long for the client's answer (0: forever)",
+    },
   },
 });
 
@@ -50,11 +54,11 @@ await runMain(async () => {
       console.log(`New client joined: ${peer}`);
       await writeAll(conn, new TextEncoder().encode("Hello client!\n"));
       const answer = await new LineReader(conn, {
-        timeoutMs: args.timeout * 1000,
+        timeoutMs: secondsToMs(args.timeout),
         signal: server.signal,
       }).readLine();
       if (answer === null) console.log(`${peer} left without a word`);
-      else console.log(`Client: ${new TextDecoder().decode(answer)}`);
+      else console.log(`Client: ${showBytes(answer)}`); // escaped: the peer's bytes must not drive the terminal
     });
     if (!args.forever) break;
   }

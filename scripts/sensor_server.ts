@@ -1,6 +1,6 @@
 /**
  * sensor_server.ts — many sensors at once: every message gets `pong`, and is
- * printed as `Received: <message>`.
+ * printed as `Received: <message> (from HOST:PORT)`.
  *
  * The seed (`server.py`, port 8889) started a thread per client and called
  * `recv(1024)` in a loop, taking each chunk as one message. Here each client
@@ -9,10 +9,12 @@
  * each, not a thread stack each. Messages are lines, split however TCP
  * delivers them, so two readings sent together still get two `pong`s. Limits
  * keep one client from hurting the rest: `--max-conns`, `--idle-timeout`,
- * `--max-line`.
+ * `--max-line`. The seed's `Received:` words are kept, with the sender added
+ * (many sensors talk at once), and the message is printed with control bytes
+ * escaped (`\x1b`, `\r`), so a sensor cannot drive the server's terminal.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/sensor_server.ts
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/sensor_server.ts
  *   deno task sensor_server            (same thing)
  *
  * Try it from a second terminal:
@@ -20,9 +22,9 @@
  *   ...
  *   3 samples sent, 3 received, 0% loss
  * and the server prints:
- *   Received: ping
+ *   Received: ping (from 127.0.0.1:PORT)
  *   ...
- *   127.0.0.1:PORT disconnected
+ *   Client (127.0.0.1:PORT) is offline
  *
  * Or with nc:
  *   $ printf 'ping\n' | nc -N 127.0.0.1 8889
@@ -31,7 +33,7 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { lineServerFlags, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { serveLines } from "../lib/lines.ts";
 import { lineLimits, listen, TcpServer } from "../lib/server.ts";
 
@@ -40,13 +42,18 @@ const args = parseCli({
   summary: "Answers every line from every client with 'pong'; many clients at once.",
   options: {
     ...lineServerFlags(8889, 60),
-    "max-conns": { kind: "integer", min: 1, default: 1000, help: "clients served at once" },
+    "max-conns": {
+      kind: "integer",
+      min: 1,
+      max: 100_000,
+      default: 1000,
+      help: "clients served at once",
+    },
     quiet: { kind: "boolean", help: "do not print each message" },
   },
 });
 
 const PONG = new TextEncoder().encode("pong\n");
-const decoder = new TextDecoder();
 
 await runMain(async () => {
   const server = new TcpServer(listen(args.host, args.port), {
@@ -57,12 +64,13 @@ await runMain(async () => {
     conn.setNoDelay(true); // the client times each round trip: send pong at once
     // Not awaited: this client's task runs while we accept the next one.
     server.handle(conn, async (conn, peer) => {
-      console.log(`${peer} connected`);
+      console.log(`Client (${peer}) connected`);
       await serveLines(conn, (line) => {
-        if (!args.quiet) console.log(`Received: ${decoder.decode(line)}`);
+        // Escaped: a peer's bytes must not move the cursor or fake a log line.
+        if (!args.quiet) console.log(`Received: ${showBytes(line)} (from ${peer})`);
         return [PONG];
       }, lineLimits(args, server.signal));
-      console.log(`${peer} disconnected`);
+      console.log(`Client (${peer}) is offline`);
     });
   }
 });

@@ -6,13 +6,17 @@
  * got as one message. TCP has no messages: one read can hold half a line or
  * many lines. Here the bytes are split on `\n` by `serveLines` (lib/lines.ts),
  * the reply carries the client's bytes exactly (never decoded), and a
- * client that resets, goes silent (`--idle-timeout`) or sends an endless line
- * (`--max-line`, answered `ERR line too long`) is dropped without stopping the
- * server. Like the seed's single loop, the next client waits in the kernel's
- * backlog until the current one leaves.
+ * client that resets or sends an endless line (`--max-line`, answered
+ * `ERR line too long`) is dropped without stopping the server. So is an idle
+ * one (`--idle-timeout`): idle means it neither completed a line nor took a
+ * byte of its replies for that long, so a client that trickles a line a byte
+ * at a time, or never reads its replies, cannot hold the server either. Like
+ * the seed's single loop, the next client waits in the kernel's backlog until
+ * the current one leaves. The server logs `Client (HOST:PORT) connected` and
+ * `... is offline`, the words of the other line servers.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/socket_server.ts
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/socket_server.ts
  *   deno task socket_server            (same thing)
  *
  * Try it from a second terminal:
@@ -46,10 +50,10 @@ await runMain(async () => {
   for await (const conn of server.accept()) {
     conn.setNoDelay(true); // replies are small; don't let Nagle hold them back
     await server.handle(conn, async (conn, peer) => {
-      console.log(`${peer} connected`);
+      console.log(`Client (${peer}) connected`);
       // Limits from --max-line and --idle-timeout; on Ctrl+C, stop waiting for the next line.
       await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(args, server.signal));
-      console.log(`${peer} disconnected`);
+      console.log(`Client (${peer}) is offline`);
     });
   }
 });

@@ -24,7 +24,7 @@
  * `--allow-read` for this file and lib/.
  *
  * Run:
- *   deno run --unstable-net --allow-net=127.0.0.1 --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
+ *   deno run --allow-net=127.0.0.1,[::1] --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
  *   deno task socket_server_threads            (same thing)
  *
  * Try it from a second terminal:

@@ -20,7 +20,7 @@
  * descriptors: see `ulimit -n` in the README.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/socket_server_with_select.ts
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/socket_server_with_select.ts
  *   deno task socket_server_with_select        (same thing)
  *
  * Try it from a second terminal:
@@ -45,7 +45,13 @@ const args = parseCli({
   summary: "Many clients at once on one thread; answers every line with 'OK ... <line>'.",
   options: {
     ...lineServerFlags(8888, 300),
-    "max-conns": { kind: "integer", min: 1, default: 10_000, help: "clients served at once" },
+    "max-conns": {
+      kind: "integer",
+      min: 1,
+      max: 100_000,
+      default: 10_000,
+      help: "clients served at once",
+    },
     quiet: { kind: "boolean", help: "do not log clients connecting and going offline" },
   },
 });

@@ -6,15 +6,15 @@
  * bytes: whatever has arrived so far. Here `readExact` (lib/io.ts) keeps
  * reading until all `--size` bytes are in, however the network splits them.
  * A client that closes early is reported as `closed after N of 32 bytes`,
- * one that goes silent is dropped after `--timeout` seconds, and bytes past
+ * one that has not sent all 32 within `--timeout` seconds is dropped, and bytes past
  * the 32nd are not part of the message. In every case the server goes on.
  *
  * Like the seed, it asks `Enter the local port:` unless `--port` is given
  * (a piped answer works too: `echo 5005 | deno task tcp_server`), and listens
- * on 127.0.0.1 only.
+ * on 127.0.0.1, as the seed does (`--host` may change it).
  *
  * Run:
- *   deno run --allow-net=127.0.0.1 scripts/tcp_server.ts --port 5005
+ *   deno run --allow-net=127.0.0.1,[::1] scripts/tcp_server.ts --port 5005
  *   deno task tcp_server --port 5005      (same thing)
  *
  * Try it from a second terminal with the companion client:
@@ -31,7 +31,7 @@
  */
 
 import { ask, parseCli, parsePort, runMain } from "../lib/cli.ts";
-import { readExact } from "../lib/io.ts";
+import { closeWhenIdle, readExact, secondsToMs } from "../lib/io.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
@@ -40,7 +40,7 @@ const args = parseCli({
   options: {
     host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
     port: { kind: "port", short: "p", help: "TCP port (asked for when absent; 0: any free port)" },
-    size: { kind: "integer", min: 1, default: 32, help: "bytes in one message" },
+    size: { kind: "integer", min: 1, max: 1024 * 1024, default: 32, help: "bytes in one message" },
     timeout: { kind: "seconds", default: 10, help: "drop a client silent this long (0: never)" },
   },
 });
@@ -54,14 +54,14 @@ await runMain(async () => {
   const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
   console.log(`waiting for ${args.size}-byte messages`);
   for await (const conn of server.accept()) {
-    await server.handle(conn, async (conn, peer) => {
-      // Throws "connection closed after N of 32 bytes" if the client leaves early;
-      // server.handle logs that in one line and closes the connection.
-      const message = await readExact(conn, args.size, {
-        timeoutMs: args.timeout > 0 ? args.timeout * 1000 : undefined,
-        signal: server.signal,
-      });
-      console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
-    });
+    await server.handle(conn, (conn, peer) =>
+      // The whole message must arrive within --timeout: a client trickling a
+      // byte now and then cannot hold this one-client-at-a-time server.
+      closeWhenIdle(conn, secondsToMs(args.timeout), async () => {
+        // Throws "connection closed after N of 32 bytes" if the client leaves early;
+        // server.handle logs that in one line and closes the connection.
+        const message = await readExact(conn, args.size, { signal: server.signal });
+        console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+      }));
   }
 });

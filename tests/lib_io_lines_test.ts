@@ -227,6 +227,7 @@ Deno.test("serveLines answers every line in order, batched, then ERR line too lo
       out.push(p.slice());
       return Promise.resolve(p.length);
     },
+    close() {},
   };
   const OK = enc.encode("OK ... ");
   const NL = enc.encode("\n");

@@ -311,12 +311,14 @@ Deno.test("servers listen on IPv6 loopback and print [::1]:PORT", async () => {
   }
 });
 
-Deno.test("least privilege: no task grants every permission; servers need only --allow-net=127.0.0.1", () => {
+Deno.test("least privilege: no task grants every permission; servers need only the loopback addresses", () => {
   const tasks =
     JSON.parse(Deno.readTextFileSync(new URL("../../deno.json", import.meta.url))).tasks;
   for (const [name, task] of Object.entries(tasks) as [string, { command: string }][]) {
     assert.doesNotMatch(task.command, /(^|\s)(-A|--allow-all)(\s|$)/, name);
-    if (/_server/.test(name)) assert.match(task.command, /--allow-net=127\.0\.0\.1(\s|$)/, name);
+    if (/_server/.test(name)) {
+      assert.match(task.command, /--allow-net=127\.0\.0\.1,\[::1\](\s|$)/, name);
+    }
   }
 });
 
