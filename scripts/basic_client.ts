@@ -6,8 +6,10 @@
  * seed (`client.py` of socket_playground), any failure prints a message and
  * the socket is closed whatever happens; unlike it, the failure is one
  * `error:` line with exit code 1 (so scripts can tell), the message ends with
- * `\n` so the server knows where it stops, and the answer is read up to its
- * `\n` with a `--timeout`.
+ * `\n` so the server knows where it stops (so it must be one line), and the
+ * answer is read up to its `\n` (or, as in the seed, up to the server's
+ * close) with a `--timeout`. The answer is printed with control bytes escaped
+ * (`\x1b`, `\r`), so a server cannot drive your terminal.
  *
  * Run (start scripts/basic_server.ts first):
  *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/basic_client.ts
@@ -21,9 +23,10 @@
  * @module
  */
 
-import { CliError, describeError, parseCli, runMain } from "../lib/cli.ts";
-import { writeAll } from "../lib/io.ts";
+import { CliError, describeError, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
+import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
   name: "basic_client",
@@ -32,24 +35,39 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
     port: { kind: "port", short: "p", default: 12345, help: "server's TCP port" },
     message: { kind: "string", short: "m", default: "Hello Server !", help: "the message to send" },
-    timeout: { kind: "seconds", default: 10, help: "wait this long to connect and for the answer" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "wait this long to connect and for the answer (0: forever)",
+    },
   },
 });
 
+if (/[\r\n]/.test(args.message)) {
+  usageError("basic_client", "--message must be one line: the server reads up to the first \\n");
+}
+const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
+
 await runMain(async () => {
-  const timeoutMs = args.timeout * 1000;
+  const timeoutMs = secondsToMs(args.timeout);
   const conn = await Deno.connect({
     hostname: args.host,
     port: args.port,
-    signal: AbortSignal.timeout(timeoutMs),
+    signal: timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs),
   }).catch((err) => {
-    throw new CliError(`cannot connect: ${describeError(err, `${args.host}:${args.port}`)}`);
+    if (err instanceof Deno.errors.ConnectionRefused) {
+      throw new CliError(
+        `connection refused by ${target}: is the server running? start it with deno task basic_server`,
+      );
+    }
+    throw new CliError(`cannot connect: ${describeError(err, target)}`);
   });
   try {
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
     const answer = await new LineReader(conn, { timeoutMs }).readLine();
     if (answer === null) throw new Error("the server closed the connection without answering");
-    console.log(`Response from the server: ${new TextDecoder().decode(answer)}`);
+    // The server's bytes, but never raw control bytes.
+    console.log(`Response from the server: ${showBytes(answer)}`);
   } finally {
     conn.close(); // whatever happened above
   }

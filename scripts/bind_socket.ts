@@ -5,29 +5,33 @@
  * Python's seed (`bind_socket.py`) did `socket.socket()`, then
  * `socket.gethostbyname(host)`, then `s.connect((ip, port))`. In Deno the
  * socket is created by `Deno.connect` itself, so the steps are: resolve, then
- * connect. Resolution uses `node:dns` `lookup()`, which asks the system
+ * connect. Each step is printed only once it has happened (a name that does
+ * not resolve prints no `Socket created`): the address once the name
+ * resolved, `Socket created` and `Socket connected` once `Deno.connect`
+ * returned. Resolution uses `node:dns` `lookup()`, which asks the system
  * resolver (`getaddrinfo`) just as `gethostbyname` does: the hosts file
  * counts, so `--host localhost` works with no network. (`Deno.resolveDns`
  * would send a DNS query instead and skip `/etc/hosts`.) Like
  * `gethostbyname`, it returns an IPv4 address. `--request` sends an HTTP
- * `HEAD /` and prints the status line, to show the connection really works.
- * With no network, an unknown name or a refused port, it prints one `error:`
- * line naming the host and exits 1.
+ * `HEAD /` and prints the status line (control bytes escaped, as for any
+ * peer's bytes), to show the connection really works. With no network, an
+ * unknown name or a refused port, it prints one `error:` line naming the host
+ * and exits 1.
  *
  * Run:
  *   deno run --allow-net scripts/bind_socket.ts --request
  *   deno task bind_socket --request       (same thing)
  * Expected output, on a machine with Internet access:
- *   Socket created
  *   IP address of www.google.com is 142.250.185.68
+ *   Socket created
  *   Socket connected to www.google.com on ip 142.250.185.68 port 80
  *   HTTP/1.1 200 OK
  *
  * Offline, against a local web server (start it in a second terminal):
  *   $ python3 -m http.server 8000 --bind 127.0.0.1
  *   $ deno task bind_socket --host localhost --port 8000 --request
- *   Socket created
  *   IP address of localhost is 127.0.0.1
+ *   Socket created
  *   Socket connected to localhost on ip 127.0.0.1 port 8000
  *   HTTP/1.0 200 OK
  *
@@ -35,8 +39,8 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { CliError, parseCli, runMain } from "../lib/cli.ts";
-import { writeAll } from "../lib/io.ts";
+import { CliError, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 
 const args = parseCli({
@@ -46,15 +50,17 @@ const args = parseCli({
     host: { kind: "host", default: "www.google.com", help: "host name or address to reach" },
     port: { kind: "port", short: "p", default: 80, help: "TCP port" },
     request: { kind: "boolean", help: "send 'HEAD / HTTP/1.1' and print the status line" },
-    timeout: { kind: "seconds", default: 10, help: "give up on each step after this long" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "give up on each step after this long (0: never)",
+    },
   },
 });
 
 await runMain(async () => {
   const { host, port } = args;
-  const timeoutMs = args.timeout * 1000;
-  console.log("Socket created"); // Deno creates it inside Deno.connect below.
-
+  const timeoutMs = secondsToMs(args.timeout);
   let ip: string;
   try {
     ({ address: ip } = await lookup(host, { family: 4 }));
@@ -71,7 +77,8 @@ await runMain(async () => {
 
   let conn: Deno.TcpConn;
   try {
-    conn = await Deno.connect({ hostname: ip, port, signal: AbortSignal.timeout(timeoutMs) });
+    const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
+    conn = await Deno.connect({ hostname: ip, port, signal });
   } catch (err) {
     const why = err instanceof DOMException
       ? `no answer within ${args.timeout} s`
@@ -79,13 +86,14 @@ await runMain(async () => {
     throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
   }
   try {
+    console.log("Socket created"); // by Deno.connect, which also connected it
     console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);
     if (!args.request) return;
     const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
     await writeAll(conn, new TextEncoder().encode(request));
     const status = await new LineReader(conn, { timeoutMs, maxLine: 8192 }).readLine();
     if (status === null) throw new CliError(`${host} closed the connection without a reply`);
-    console.log(new TextDecoder().decode(status));
+    console.log(showBytes(status)); // the server's bytes, never raw control bytes
   } finally {
     conn.close();
   }

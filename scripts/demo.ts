@@ -13,14 +13,17 @@
  * @module
  */
 
-import { paint, parseCli, runMain } from "../lib/cli.ts";
+import { paint, parseCli, runMain, usageError } from "../lib/cli.ts";
 import { Running, taskCommand } from "../lib/process.ts";
 
 const args = parseCli({
   name: "demo",
   summary: "Runs every server with its client on loopback and narrates the conversation.",
   options: {
-    only: { kind: "string", help: "run only the pairs whose title contains TEXT" },
+    only: {
+      kind: "string",
+      help: "run only the pairs whose title contains TEXT, e.g. sensor (no match: an error)",
+    },
   },
 });
 
@@ -108,8 +111,17 @@ const PAIRS: Pair[] = [
     server: "socket_server",
     client: "bind_socket",
     clientArgs: (port) => ["--host", "localhost", "--port", `${port}`],
-    expect: /IP address of localhost is 127\.0\.0\.1\nSocket connected/,
+    expect: /IP address of localhost is 127\.0\.0\.1\nSocket created\nSocket connected/,
     serverExpect: /is offline/,
+  },
+  {
+    title: "chat_server + chat_client",
+    idea: "a chat room: a name first, then every line goes to everyone else",
+    server: "chat_server",
+    client: "chat_client",
+    clientArgs: (port) => ["--port", `${port}`, "--name", "alice"],
+    expect: /\* name\?\n\* welcome alice; nobody else is here/,
+    serverExpect: /alice left/,
   },
 ];
 
@@ -157,6 +169,15 @@ function quote(arg: string): string {
 
 await runMain(async () => {
   const pairs = PAIRS.filter((p) => !args.only || p.title.includes(args.only));
+  if (pairs.length === 0) {
+    // Running nothing and saying "all worked" would be a lie.
+    usageError(
+      "demo",
+      `no pair's title contains '${args.only}'; the pairs are: ${
+        PAIRS.map((p) => p.title).join(", ")
+      }`,
+    );
+  }
   console.log("A tour of the collection: each server on a free loopback port, then its client.");
   const failed: string[] = [];
   for (const [i, pair] of pairs.entries()) {

@@ -5,7 +5,10 @@
  * The seed (`client.py`) took one `recv(2048)` for the whole greeting. Here
  * the greeting is read up to its `\n` (however TCP splits it), with a
  * `--timeout`, and a refused or silent server gives a one-line `error:`
- * instead of a traceback. The socket is closed whatever happens.
+ * instead of a traceback. The greeting is printed with control bytes escaped
+ * (`\x1b`, `\r`), so a server cannot drive your terminal. As in the seed, a
+ * greeting may also end with the server closing instead of with `\n`. The
+ * socket is closed whatever happens.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/hello_client.ts
@@ -20,10 +23,11 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
-import { writeAll } from "../lib/io.ts";
+import { CliError, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { connectWithRetry } from "../lib/retry.ts";
+import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
+import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -32,16 +36,33 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
     port: { kind: "port", short: "p", default: 50000, help: "server's TCP port" },
     message: { kind: "string", short: "m", default: "Hello Server!", help: "the answer to send" },
-    timeout: { kind: "seconds", default: 10, help: "wait this long for the greeting" },
+    timeout: { kind: "seconds", default: 10, help: "wait this long for the greeting (0: forever)" },
   },
 });
 
+if (/[\r\n]/.test(args.message)) {
+  usageError("hello_client", "--message must be one line: the server reads up to the first \\n");
+}
+const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
+
 await runMain(async () => {
-  const conn = await connectWithRetry({ hostname: args.host, port: args.port, attempts: 3 });
+  const conn = await connectWithRetry({ hostname: args.host, port: args.port, attempts: 3 })
+    .catch((err) => {
+      if (
+        err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
+      ) {
+        throw new CliError(
+          `connection refused by ${target} after ${err.attempts} attempts: ` +
+            `is the server running? start it with deno task hello_server`,
+        );
+      }
+      throw err;
+    });
   try {
-    const greeting = await new LineReader(conn, { timeoutMs: args.timeout * 1000 }).readLine();
+    const greeting = await new LineReader(conn, { timeoutMs: secondsToMs(args.timeout) })
+      .readLine();
     if (greeting === null) throw new Error("the server closed the connection without a greeting");
-    console.log(`Server: ${new TextDecoder().decode(greeting)}`);
+    console.log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
   } finally {
     conn.close();

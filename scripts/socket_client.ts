@@ -4,12 +4,17 @@
  * and prints each reply.
  *
  * Messages come from `--message` (repeatable), else from standard input when
- * it is a pipe or a file (one message per line), else one sample reading.
- * The seed (`socket_client.py`) assumed one `recv(4096)` returns the whole
- * reply; here each reply is read up to its `\n`, however it is split, with a
- * `--timeout` so that a server that never answers cannot hang the client.
- * A server that is not up yet is retried `--attempts` times with growing
- * delays. Progress goes to stderr, replies to stdout, so output can be piped.
+ * it is a pipe or a file (one message per line), else (a terminal, or empty
+ * input) one sample reading. A message is one line, so a `--message` holding
+ * a newline is refused: the server would answer it twice. The seed
+ * (`socket_client.py`) assumed one `recv(4096)` returns the whole reply; here
+ * each reply is read up to its `\n`, however it is split, with a `--timeout`
+ * so that a server that never answers cannot hang the client. A reply cut off
+ * by the server closing before its `\n` is an error, not a reply. Replies are
+ * printed as the server's bytes, with control bytes escaped (`\x1b`, `\r`) so
+ * a server cannot drive your terminal. A server that is not up yet is retried
+ * `--attempts` times with growing delays. Progress goes to stderr, replies to
+ * stdout, so output can be piped.
  *
  * Run (start scripts/socket_server.ts first):
  *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/socket_client.ts --message hello
@@ -28,10 +33,11 @@
  * @module
  */
 
-import { paint, parseCli, runMain } from "../lib/cli.ts";
-import { concatBytes, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
-import { connectWithRetry } from "../lib/retry.ts";
+import { CliError, paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
+import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
+import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
+import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
   name: "socket_client",
@@ -42,16 +48,36 @@ const args = parseCli({
     message: {
       kind: "strings",
       short: "m",
-      help: "a message to send (repeatable); default: stdin lines",
+      help: "a message to send, one line (repeatable). Without -m: each line of stdin when " +
+        "stdin is a pipe or file; on a terminal, or with empty input, one sample reading",
     },
-    attempts: { kind: "integer", min: 1, default: 5, help: "connection attempts before giving up" },
-    timeout: { kind: "seconds", default: 10, help: "wait this long for each reply" },
+    attempts: {
+      kind: "integer",
+      min: 1,
+      max: 100,
+      default: 5,
+      help: "connection attempts before giving up",
+    },
+    timeout: { kind: "seconds", default: 10, help: "wait this long for each reply (0: forever)" },
   },
 });
 
-const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+for (const m of args.message) {
+  if (/[\r\n]/.test(m)) {
+    usageError(
+      "socket_client",
+      `--message '${showBytes(encoder.encode(m))}' holds a line break: ` +
+        `a message is one line; give one --message per line`,
+    );
+  }
+}
+
+/** Longest stdin line sent; a reply is this plus the server's prefix. */
+const MAX_INPUT_LINE = 64 * 1024;
+const MAX_REPLY = MAX_INPUT_LINE + 1024;
+const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
+const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 const status = (text: string) => console.error(paint("dim", text));
 
 /** The messages to send, read lazily so a long pipe is streamed, not loaded. */
@@ -61,12 +87,18 @@ async function* messages(): AsyncGenerator<Uint8Array> {
     return;
   }
   if (!Deno.stdin.isTerminal()) {
-    let any = false;
-    for await (const line of new LineReader(Deno.stdin)) {
-      any = true;
+    const input = new LineReader(Deno.stdin, { maxLine: MAX_INPUT_LINE });
+    for (let n = 1;; n++) {
+      const line = await input.readLine().catch((err) => {
+        if (!(err instanceof LineTooLongError)) throw err;
+        throw new CliError(`input line ${n} is longer than ${MAX_INPUT_LINE} bytes`);
+      });
+      if (line === null) {
+        if (n > 1) return;
+        break; // empty input: send the sample
+      }
       yield line;
     }
-    if (any) return;
   }
   yield encoder.encode(SAMPLE_READING);
 }
@@ -81,17 +113,44 @@ await runMain(async () => {
         `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
           (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
       ),
+  }).catch((err) => {
+    if (
+      err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
+    ) {
+      throw new CliError(
+        `connection refused by ${target} after ${err.attempts} attempt${
+          err.attempts === 1 ? "" : "s"
+        }: is the server running? start it with deno task socket_server`,
+      );
+    }
+    throw err;
   });
   try {
     conn.setNoDelay(true);
-    status(`connected to ${args.host}:${args.port}`);
-    const replies = new LineReader(conn, { timeoutMs: args.timeout * 1000 });
+    status(`connected to ${target}`);
+    // requireNewline: a reply is complete only once its `\n` has arrived.
+    const replies = new LineReader(conn, {
+      timeoutMs: secondsToMs(args.timeout),
+      maxLine: MAX_REPLY,
+      requireNewline: true,
+    });
     for await (const message of messages()) {
       // One write per message: the line and its newline together.
       await writeAll(conn, concatBytes([message, encoder.encode("\n")]));
-      const reply = await replies.readLine();
-      if (reply === null) throw new Error("the server closed the connection before replying");
-      console.log(decoder.decode(reply));
+      const reply = await replies.readLine().catch((err) => {
+        if (err instanceof TruncatedLineError) {
+          throw new CliError(
+            `the reply was cut off: ${target} closed the connection after ` +
+              `'${showBytes(err.partial)}' (no newline)`,
+          );
+        }
+        if (err instanceof LineTooLongError) {
+          throw new CliError(`a reply from ${target} is longer than ${MAX_REPLY} bytes`);
+        }
+        throw err;
+      });
+      if (reply === null) throw new CliError(`${target} closed the connection before replying`);
+      console.log(showBytes(reply)); // the server's bytes, but never raw control bytes
     }
   } finally {
     conn.close();

@@ -23,9 +23,10 @@
  * @module
  */
 
-import { ask, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { ask, CliError, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
-import { connectWithRetry } from "../lib/retry.ts";
+import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
+import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
   name: "tcp_client",
@@ -33,8 +34,14 @@ const args = parseCli({
   options: {
     host: { kind: "host", help: "server address (asked for when absent)" },
     port: { kind: "port", short: "p", help: "server port (asked for when absent)" },
-    attempts: { kind: "integer", min: 1, default: 5, help: "connection attempts before giving up" },
-    size: { kind: "integer", min: 0, default: 32, help: "bytes to send" },
+    attempts: {
+      kind: "integer",
+      min: 1,
+      max: 100,
+      default: 5,
+      help: "connection attempts before giving up",
+    },
+    size: { kind: "integer", min: 0, max: 1_048_576, default: 32, help: "bytes to send" },
     byte: {
       kind: "string",
       default: "0x02",
@@ -61,7 +68,13 @@ await runMain(async () => {
   const host = args.host ??
     await ask("tcp_client", "Enter the remote IP address: ", (a) => a || undefined, "an address");
   const port = args.port ??
-    await ask("tcp_client", "Enter the remote port: ", parsePort, "a port from 1 to 65535");
+    await ask(
+      "tcp_client",
+      "Enter the remote port: ",
+      (a) => parsePort(a) || undefined,
+      "a port from 1 to 65535",
+    );
+  const target = formatAddress({ transport: "tcp", hostname: host, port });
 
   const conn = await connectWithRetry({
     hostname: host,
@@ -73,9 +86,20 @@ await runMain(async () => {
         `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
           (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
       )),
+  }).catch((err) => {
+    if (
+      err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
+    ) {
+      throw new CliError(
+        `connection refused by ${target} after ${err.attempts} attempt${
+          err.attempts === 1 ? "" : "s"
+        }: is the server running? start it with deno task tcp_server`,
+      );
+    }
+    throw err;
   });
   try {
-    console.log(`connected to ${host}:${port}`);
+    console.log(`connected to ${target}`);
     await writeAll(conn, new Uint8Array(args.size).fill(byte));
     console.log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
   } finally {

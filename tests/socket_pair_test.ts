@@ -268,7 +268,7 @@ Deno.test("socket_client with no server: each attempt reported, error line, exit
   assert.equal(lines.filter((l) => /^attempt \d\/3 failed/.test(l)).length, 3, r.stderr);
   assert.match(
     lines.at(-1)!,
-    new RegExp(`^error: could not connect to 127\\.0\\.0\\.1:${port} after 3 attempts`),
+    new RegExp(`^error: connection refused by 127\\.0\\.0\\.1:${port} after 3 attempts: `),
   );
   assert.doesNotMatch(r.stderr, /\s+at /);
 });

@@ -184,7 +184,7 @@ Deno.test("tcp_client with no server gives up after 5 attempts with an error lin
   assert.equal(r.stdout.match(/^attempt \d\/5 failed/gm)?.length, 5, r.stdout);
   assert.match(
     r.stderr,
-    new RegExp(`^error: could not connect to 127\\.0\\.0\\.1:${port} after 5 attempts`),
+    new RegExp(`^error: connection refused by 127\\.0\\.0\\.1:${port} after 5 attempts: `),
   );
 });
 
@@ -219,7 +219,7 @@ Deno.test({
       assert.equal(r.code, 0, r.stderr);
       assert.equal(
         r.stdout,
-        `Socket created\nIP address of localhost is 127.0.0.1\n` +
+        `IP address of localhost is 127.0.0.1\nSocket created\n` +
           `Socket connected to localhost on ip 127.0.0.1 port ${port}\nHTTP/1.0 200 OK\n`,
       );
     } finally {
