@@ -362,7 +362,8 @@ const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
  * U+202E) as `\u{202e}`. A peer can then neither move the cursor, clear the
  * screen, retitle the window, nor overwrite a line to fake a log entry.
  * Use it wherever bytes from the network reach a terminal or a log; the
- * bytes on the wire stay exact.
+ * bytes on the wire stay exact. With `maxBytes`, only that many bytes are
+ * shown, then `... (N bytes)`: a log line stays a line.
  *
  * @example
  * ```ts
@@ -372,9 +373,10 @@ const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
  * console.log(showBytes(new TextEncoder().encode("héllo ✓"))); // héllo ✓
  * ```
  */
-export function showBytes(bytes: Uint8Array): string {
+export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
   let out = "";
-  for (let i = 0; i < bytes.length;) {
+  const end = Math.min(bytes.length, maxBytes);
+  for (let i = 0; i < end;) {
     const b = bytes[i];
     if (b >= 0x20 && b < 0x7f) {
       out += String.fromCharCode(b);
@@ -392,8 +394,11 @@ export function showBytes(bytes: Uint8Array): string {
     out += code <= 0x9f || INVISIBLE.test(char) ? `\\u{${code.toString(16)}}` : char;
     i += length;
   }
-  return out;
+  return end < bytes.length ? `${out}... (${bytes.length} bytes)` : out;
 }
+
+/** How many bytes of a peer's message a server's log line shows. */
+export const LOG_PREVIEW = 200;
 
 const UTF8 = new TextDecoder();
 /** Format characters that reorder, join or hide text, and line/paragraph separators. */

@@ -35,6 +35,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import {
   IdleClock,
   type Reader,
@@ -445,6 +446,15 @@ const SMALL_REPLY = 256;
 const MAX_SPARE = 1024;
 const spare: Uint8Array[] = [];
 
+/**
+ * Resolves after the event loop has polled for I/O once, so every other
+ * connection's ready reads and writes are handled first. (`setTimeout(0)`
+ * would do that too, but timers set from timers are held back 4 ms each.)
+ */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** A copy of `bytes[0, used)` in a buffer of at least `needed` bytes (doubling). */
 function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
   // A new batch that fits in a small buffer: reuse a spare one.
@@ -562,7 +572,13 @@ export async function serveLines(
       for (let line = lines.readBufferedLine(); line !== null; line = lines.readBufferedLine()) {
         append(reply(line));
       }
+      const busy = size >= KEEP_OUTPUT_FROM;
       send();
+      // Fairness: a read or write that can finish at once does, without
+      // returning to the event loop, so a client that keeps its socket full
+      // would be served on and on while everyone else waits. After a big
+      // batch, let the other connections have their turn.
+      if (busy) await nextTurn();
     }
     await writing;
   } catch (err) {

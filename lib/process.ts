@@ -135,11 +135,14 @@ export class Running {
   readonly started: number = performance.now();
   #status: Promise<Deno.CommandStatus>;
 
-  /** Runs this Deno binary with `argv` (e.g. from {@linkcode taskCommand}) in the project root. */
-  constructor(argv: string[], stdin: "piped" | "null" = "null") {
+  /**
+   * Runs this Deno binary with `argv` (e.g. from {@linkcode taskCommand}) in
+   * `cwd` (default: the project root).
+   */
+  constructor(argv: string[], stdin: "piped" | "null" = "null", cwd: string = ROOT) {
     this.child = new Deno.Command(Deno.execPath(), {
       args: argv,
-      cwd: ROOT,
+      cwd,
       stdin,
       stdout: "piped",
       stderr: "piped",

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { MAX_LINE_LIMIT, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { LOG_PREVIEW, MAX_LINE_LIMIT, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { closeWhenIdle, concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
@@ -69,7 +69,7 @@ await runMain(async () => {
         if (message === null) return console.log(`${peer} sent nothing`);
         idle?.restart();
         // Peer bytes are shown escaped: they must not drive the terminal.
-        console.log(`${peer}: ${showBytes(message)}`);
+        console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
         const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
         await writeAll(conn, answer, idle);
       }));

@@ -27,7 +27,7 @@
  * @module
  */
 
-import { parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
@@ -58,7 +58,7 @@ await runMain(async () => {
         signal: server.signal,
       }).readLine();
       if (answer === null) console.log(`${peer} left without a word`);
-      else console.log(`Client: ${showBytes(answer)}`); // escaped: the peer's bytes must not drive the terminal
+      else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     });
     if (!args.forever) break;
   }

@@ -33,7 +33,7 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { lineServerFlags, LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { serveLines } from "../lib/lines.ts";
 import { lineLimits, listen, TcpServer } from "../lib/server.ts";
 
@@ -67,7 +67,7 @@ await runMain(async () => {
       console.log(`Client (${peer}) connected`);
       await serveLines(conn, (line) => {
         // Escaped: a peer's bytes must not move the cursor or fake a log line.
-        if (!args.quiet) console.log(`Received: ${showBytes(line)} (from ${peer})`);
+        if (!args.quiet) console.log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
         return [PONG];
       }, lineLimits(args, server.signal));
       console.log(`Client (${peer}) is offline`);

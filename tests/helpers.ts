@@ -7,7 +7,7 @@
 
 import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/io.ts";
-import { type Finished, Running, taskCommand } from "../lib/process.ts";
+import { type Finished, ROOT, Running, taskCommand } from "../lib/process.ts";
 
 export { type Finished, Output, Running, taskCommand } from "../lib/process.ts";
 
@@ -24,9 +24,32 @@ export interface Server extends Running {
   host: string;
 }
 
-/** Starts `deno task NAME` with `args` (default `--port 0`) and waits until it listens. */
-export async function startServer(task: string, args: string[] = ["--port", "0"]): Promise<Server> {
-  const running = new Running([...taskCommand(task), ...args]) as Server;
+/**
+ * The ways a reader runs a script: as its task, as `deno run -A scripts/NAME.ts`
+ * in the project (the first thing a reader tries), or the same from another
+ * folder with the script's absolute path.
+ */
+export type Way = "task" | "run -A" | "run -A elsewhere";
+export const WAYS: readonly Way[] = ["task", "run -A", "run -A elsewhere"];
+
+/** The argv (after `deno`) and working folder that run script `name` the given way. */
+export function scriptCommand(name: string, way: Way): { argv: string[]; cwd: string } {
+  if (way === "task") return { argv: taskCommand(name), cwd: ROOT };
+  if (way === "run -A") return { argv: ["run", "-A", `scripts/${name}.ts`], cwd: ROOT };
+  return { argv: ["run", "-A", `${ROOT}scripts/${name}.ts`], cwd: Deno.makeTempDirSync() };
+}
+
+/**
+ * Starts server script `task` with `args` (default `--port 0`), as its task
+ * unless `way` says otherwise, and waits until it listens.
+ */
+export async function startServer(
+  task: string,
+  args: string[] = ["--port", "0"],
+  way: Way = "task",
+): Promise<Server> {
+  const { argv, cwd } = scriptCommand(task, way);
+  const running = new Running([...argv, ...args], "null", cwd) as Server;
   try {
     const m = await running.stdout.waitFor(/listening on (\[[^\]]+\]|[^\s:]+):(\d+)/);
     running.host = m[1].replace(/^\[|\]$/g, "");

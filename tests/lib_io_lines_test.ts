@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
-import { readExact, readSome, ReadTimeoutError, UnexpectedEofError, writeAll } from "../lib/io.ts";
-import { LineReader, LineTooLongError, serveLines } from "../lib/lines.ts";
+import {
+  closeWhenIdle,
+  IdleClock,
+  readExact,
+  readSome,
+  ReadTimeoutError,
+  UnexpectedEofError,
+  writeAll,
+} from "../lib/io.ts";
+import { LineReader, LineTooLongError, serveLines, TruncatedLineError } from "../lib/lines.ts";
+import { showBytes } from "../lib/cli.ts";
 import { withTimeout } from "./helpers.ts";
 
 const enc = new TextEncoder();
@@ -291,4 +300,133 @@ Deno.test("LineReader: one abort signal stops every reader waiting on it", async
   stop.abort();
   // All three return; the idle-timeout sweep timer is stopped too (the op sanitizer checks).
   assert.deepEqual(await withTimeout(Promise.all(waits), 5000, "abort"), [null, null, null]);
+});
+
+Deno.test("LineReader: a last line cut by EOF obeys maxLine and loses its \\r", async () => {
+  const long = new LineReader(chunked(enc.encode("0123456789A"), [3]), { maxLine: 10 });
+  await assert.rejects(() => long.readLine(), LineTooLongError);
+  const fits = new LineReader(chunked(enc.encode("0123456789\r"), [3]), { maxLine: 10 });
+  assert.equal(dec.decode((await fits.readLine())!), "0123456789");
+  assert.equal(await fits.readLine(), null);
+});
+
+Deno.test("LineReader with requireNewline: bytes after the last newline are a TruncatedLineError", async () => {
+  const reader = new LineReader(chunked(enc.encode("OK ... hello\nOK ... hel"), [5]), {
+    requireNewline: true,
+  });
+  assert.equal(dec.decode((await reader.readLine())!), "OK ... hello");
+  const err = await reader.readLine().catch((e) => e);
+  assert.ok(err instanceof TruncatedLineError, String(err));
+  assert.equal(dec.decode(err.partial), "OK ... hel");
+  const clean = new LineReader(chunked(enc.encode("a\n"), [1]), { requireNewline: true });
+  assert.deepEqual(await allLines(clean), ["a"]);
+});
+
+Deno.test("LineReader's timeoutMs bounds the whole line: trickled bytes do not extend it", async () => {
+  let sent = 0;
+  const trickle = { // one byte every 20 ms, never a newline
+    read(p: Uint8Array): Promise<number | null> {
+      return new Promise((resolve) =>
+        setTimeout(() => {
+          p[0] = 0x41;
+          sent++;
+          resolve(1);
+        }, 20)
+      );
+    },
+  };
+  const reader = new LineReader(trickle, { timeoutMs: 150 });
+  const t0 = performance.now();
+  await assert.rejects(() => reader.readLine(), ReadTimeoutError);
+  const ms = performance.now() - t0;
+  assert.ok(ms >= 150 && ms < 1000, `timed out after ${ms} ms`);
+  assert.ok(sent >= 3, `only ${sent} bytes trickled`);
+  // The read still in flight must end before the test does (op sanitizer).
+  await new Promise((r) => setTimeout(r, 50));
+});
+
+Deno.test("IdleClock fires once after its timeout, not when restarted in time, not when stopped", async () => {
+  let fired = 0;
+  const clock = new IdleClock(60, () => fired++);
+  clock.restart();
+  for (let i = 0; i < 5; i++) { // restarted every 30 ms for 150 ms: never idle
+    await new Promise((r) => setTimeout(r, 30));
+    clock.restart();
+  }
+  assert.equal(fired, 0);
+  assert.equal(clock.expired, false);
+  const t0 = performance.now();
+  while (fired === 0 && performance.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 5));
+  const ms = performance.now() - t0;
+  assert.equal(fired, 1);
+  assert.ok(clock.expired);
+  assert.ok(ms >= 55 && ms < 500, `fired after ${ms} ms`);
+  const stopped = new IdleClock(20, () => fired++);
+  stopped.restart();
+  stopped.stop();
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(fired, 1); // and no sweep timer is left running (the op sanitizer checks)
+});
+
+Deno.test("closeWhenIdle: a peer that never reads is closed and reported idle", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const server = await listener.accept();
+  try {
+    const big = new Uint8Array(32 * 1024 * 1024); // more than the kernel buffers hold
+    const t0 = performance.now();
+    await assert.rejects(
+      () => closeWhenIdle(server, 200, (idle) => writeAll(server, big, idle)),
+      ReadTimeoutError,
+    );
+    assert.ok(performance.now() - t0 < 2000);
+  } finally {
+    client.close();
+    listener.close();
+  }
+});
+
+Deno.test("serveLines: a peer that reads slowly but steadily is never idle", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const server = await listener.accept();
+  try {
+    const line = new Uint8Array(12 * 1024 * 1024).fill(0x62);
+    const serving = serveLines(server, (l) => [l, enc.encode("\n")], {
+      maxLine: line.length,
+      idleTimeoutMs: 300,
+    });
+    const sending = writeAll(client, line).then(() => client.closeWrite());
+    let got = 0;
+    const buf = new Uint8Array(128 * 1024);
+    const t0 = performance.now();
+    while (got < line.length + 1 && performance.now() - t0 < 30_000) {
+      const n = await client.read(buf);
+      if (n === null) break;
+      got += n;
+      await new Promise((r) => setTimeout(r, 5)); // about 20 MB/s: over 300 ms in all
+    }
+    await sending;
+    await serving;
+    assert.equal(got, line.length + 1);
+  } finally {
+    client.close();
+    server.close();
+    listener.close();
+  }
+});
+
+Deno.test("showBytes escapes control bytes, invalid UTF-8 and invisible characters, keeps text", () => {
+  const b = (...x: number[]) => new Uint8Array(x);
+  assert.equal(showBytes(enc.encode("héllo ✓ 😀")), "héllo ✓ 😀");
+  assert.equal(
+    showBytes(enc.encode("\x1b]0;title\x07\x1b[2J\rfake\n\t")),
+    String.raw`\x1b]0;title\x07\x1b[2J\rfake\n\t`,
+  );
+  assert.equal(showBytes(b(0x61, 0xff, 0xc3)), String.raw`a\xff\xc3`); // not UTF-8, cut sequence
+  assert.equal(showBytes(b(0xe0, 0x80, 0xaf)), String.raw`\xe0\x80\xaf`); // overlong
+  assert.equal(showBytes(b(0xed, 0xa0, 0x80)), String.raw`\xed\xa0\x80`); // a surrogate
+  assert.equal(showBytes(b(0x7f, 0xc2, 0x9b)), String.raw`\x7f\u{9b}`); // DEL, C1 CSI
+  assert.equal(showBytes(enc.encode("a\u202eb")), String.raw`a\u{202e}b`); // right-to-left override
+  assert.equal(showBytes(enc.encode("x".repeat(300)), 10), "xxxxxxxxxx... (300 bytes)");
 });

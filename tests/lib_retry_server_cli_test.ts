@@ -220,3 +220,69 @@ Deno.test("TcpServer turns away clients beyond maxConns with ERR server busy", a
   await serving;
   closeQuietly(listener);
 });
+
+/** A listener whose accept() fails with `code` `failures` times, then accepts from `real`. */
+function failingListener(real: Deno.TcpListener, code: string, failures: number) {
+  let left = failures;
+  return new Proxy(real, {
+    get(target, key) {
+      if (key === "accept") {
+        return () => {
+          if (left-- > 0) {
+            return Promise.reject(Object.assign(new Error(`accept failed: ${code}`), { code }));
+          }
+          return target.accept();
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("TcpServer: 200 clients gone before accept() cost nothing and log nothing", async () => {
+  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const logs: string[] = [];
+  const server = new TcpServer(failingListener(real, "ENOTCONN", 200), {
+    name: "t",
+    handleSignals: false,
+    log: (l) => logs.push(l),
+  });
+  const t0 = performance.now();
+  const client = await Deno.connect({ port: real.addr.port });
+  for await (const conn of server.accept()) {
+    await server.handle(conn, () => writeAll(conn, enc.encode("hi\n")));
+    break;
+  }
+  const ms = performance.now() - t0;
+  assert.equal(dec.decode((await new LineReader(client).readLine())!), "hi");
+  client.close();
+  await server.shutdown();
+  assert.ok(ms < 500, `the honest client waited ${ms} ms`);
+  assert.deepEqual(logs.filter((l) => !l.includes("shut down")), []);
+});
+
+Deno.test("TcpServer: out of file descriptors, it pauses, logs about once a second, recovers", async () => {
+  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const logs: string[] = [];
+  // 10 failures with pauses of 5, 10, 20, ... ms, capped at 1 s: about 3.3 s.
+  const server = new TcpServer(failingListener(real, "EMFILE", 10), {
+    name: "t",
+    handleSignals: false,
+    log: (l) => logs.push(l),
+  });
+  const client = await Deno.connect({ port: real.addr.port });
+  const t0 = performance.now();
+  for await (const conn of server.accept()) {
+    server.handle(conn, () => Promise.resolve());
+    break;
+  }
+  const ms = performance.now() - t0;
+  client.close();
+  await server.shutdown();
+  const failed = logs.filter((l) => l.startsWith("accept failed"));
+  assert.ok(ms > 2000 && ms < 8000, `accepted after ${ms} ms`);
+  assert.ok(failed.length >= 2 && failed.length <= Math.ceil(ms / 1000) + 1, logs.join("\n"));
+  assert.match(failed[0], /accept failed 1 time\(s\): accept failed: EMFILE; pausing 5 ms/);
+  assert.ok(logs.some((l) => /^accepting again/.test(l)), logs.join("\n"));
+});
