@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <errno.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -26,6 +28,7 @@ typedef struct { int fd; int len; char in[BUF]; } Conn;
 static void write_all(int fd, const char *p, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, p, n);
+    if (w < 0 && errno != EAGAIN) return; /* the client is gone */
     if (w < 0) {
       struct pollfd pfd = {.fd = fd, .events = POLLOUT};
       if (poll(&pfd, 1, 1000) <= 0) return;
@@ -68,6 +71,7 @@ static void *serve(void *arg) {
         continue;
       }
       ssize_t got = read(c->fd, c->in + c->len, BUF - c->len);
+      if (got < 0 && errno == EAGAIN) continue;
       if (got <= 0) {
         close(c->fd);
         free(c);
@@ -92,6 +96,7 @@ static void *serve(void *arg) {
 }
 
 int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN); /* a client that resets must not kill the server */
   int threads = argc > 2 ? atoi(argv[2]) : 1;
   int srv = listen_on(argc > 1 ? atoi(argv[1]) : 0);
   struct sockaddr_in a;

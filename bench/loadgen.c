@@ -229,7 +229,11 @@ static int flood(const char *host, int port, int clients, double seconds, int by
       if (events[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         ssize_t got = read(fds[i], buf, sizeof buf);
         if (got > 0) received += got;
-        if (got == 0 || (got < 0 && errno != EAGAIN)) { fprintf(stderr, "server closed flooder %d\n", i); return 1; }
+        if (got == 0 || (got < 0 && errno != EAGAIN)) { /* the server gave up on it: so do we */
+          epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
+          close(fds[i]);
+          continue;
+        }
       }
       if (events[e].events & EPOLLOUT) {
         ssize_t w = write(fds[i], chunk + off[i], chunk_len - off[i]);

@@ -37,5 +37,11 @@ while True:
         *lines, pending[conn] = buf.split(b"\n")
         if lines:
             conn.setblocking(True)  # simple and correct: send every reply in full
-            conn.sendall(b"".join(b"OK ... " + l + b"\n" for l in lines))
+            try:
+                conn.sendall(b"".join(b"OK ... " + l + b"\n" for l in lines))
+            except OSError:  # the client reset: forget it, as on a failed recv
+                sel.unregister(conn)
+                del pending[conn]
+                conn.close()
+                continue
             conn.setblocking(False)

@@ -11,6 +11,10 @@
  * `cc -O2` (bench/loadgen.c, bench/epoll_server.c). Peers that are not
  * installed are skipped.
  *
+ * `--baseline REF` also runs our two servers as they were at git commit REF
+ * (checked out in a temporary worktree), side by side with today's, so a
+ * change is judged against the code before it in the same run.
+ *
  * Run:
  *   deno run --allow-run --allow-read --allow-write bench/run.ts
  *   deno task bench          (same thing; --rounds 1 --seconds 0.5 for a quick look)
@@ -38,12 +42,18 @@ const args = parseCli({
       default: 35,
       help: "how long the idle clients are held before memory is measured again",
     },
+    baseline: {
+      kind: "string",
+      valueName: "REF",
+      help: "also run our servers as of this git commit, side by side",
+    },
   },
 });
 
 interface Server {
   name: string;
   argv: [string, ...string[]];
+  cwd?: string;
   process?: { pid: number; stop: () => Promise<void> };
   port?: number;
 }
@@ -67,7 +77,7 @@ async function start(server: Server): Promise<void> {
   const [cmd, ...rest] = server.argv;
   const child = new Deno.Command(cmd, {
     args: [...rest],
-    cwd: ROOT,
+    cwd: server.cwd ?? ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "null",
@@ -161,6 +171,18 @@ await runMain(async () => {
         argv: [deno, ...taskCommand("socket_server_threads"), "--port", "0", "--quiet"],
       },
     ];
+    if (args.baseline !== undefined) {
+      const tree = await checkout(dir, args.baseline);
+      const tasks = JSON.parse(await Deno.readTextFile(`${tree}/deno.json`)).tasks;
+      const task = (name: string) => (tasks[name].command as string).split(/\s+/).slice(1);
+      for (const [name, script] of [["select", "with_select"], ["threads", "threads"]]) {
+        servers.push({
+          name: `${name} @${args.baseline}`,
+          argv: [deno, ...task(`socket_server_${script}`), "--port", "0", "--quiet"],
+          cwd: tree,
+        });
+      }
+    }
     if (has("node")) {
       servers.push({ name: "node net", argv: ["node", "bench/node_server.mjs", "0"] });
     }
@@ -200,6 +222,14 @@ await runMain(async () => {
         higher: true,
         replies: (r: Record<string, number>) => r.replies,
       },
+      {
+        // Fairness: 100 clients keep their sockets full of 64-byte lines
+        // while a probe asks every 10 ms; its slowest answer.
+        name: "probe's worst round trip, 100 flooding (ms)",
+        run: (p: number) => loadgen(gen, "flood", "127.0.0.1", p, 100, s, 64),
+        key: "probe_max_ms",
+        higher: false,
+      },
     ];
     const results = new Map<string, Map<string, number[]>>();
     // Server CPU time per reply: steadier than throughput on a shared machine,
@@ -212,7 +242,11 @@ await runMain(async () => {
     try {
       // Warm up every server (JIT, buffers) before anything is measured.
       for (const server of servers) {
-        for (const scenario of scenarios) await scenario.run(server.port!);
+        for (const scenario of scenarios) {
+          await scenario.run(server.port!).catch((err) => {
+            throw new Error(`${server.name}: ${err.message}`);
+          });
+        }
       }
       for (let round = 0; round < args.rounds; round++) {
         for (const scenario of scenarios) {
@@ -220,7 +254,9 @@ await runMain(async () => {
           const order = round % 2 === 0 ? servers : [...servers].reverse();
           for (const server of order) {
             const cpuBefore = await cpuSeconds(server.process!.pid);
-            const r = await scenario.run(server.port!);
+            const r = await scenario.run(server.port!).catch((err) => {
+              throw new Error(`${server.name}: ${err.message}`);
+            });
             const cpu = (await cpuSeconds(server.process!.pid)) - cpuBefore;
             record(results, scenario.name, server.name, r[scenario.key]);
             if (scenario.replies && !Number.isNaN(cpu)) {
@@ -287,9 +323,27 @@ await runMain(async () => {
 
     printTable(servers.map((x) => x.name), scenarios, results, memory, cpuCost);
   } finally {
+    if (args.baseline !== undefined) {
+      await new Deno.Command("git", {
+        args: ["-C", ROOT, "worktree", "remove", "--force", `${dir}/baseline`],
+        stderr: "null",
+      }).output();
+    }
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Checks out git commit `ref` of this project into a worktree under `dir`. */
+async function checkout(dir: string, ref: string): Promise<string> {
+  const tree = `${dir}/baseline`;
+  const r = await new Deno.Command("git", {
+    args: ["-C", ROOT, "worktree", "add", "--detach", tree, ref],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!r.success) throw new Error(`git worktree add ${ref}: ${new TextDecoder().decode(r.stderr)}`);
+  return tree;
+}
 
 function printTable(
   names: string[],
@@ -300,7 +354,7 @@ function printTable(
 ) {
   const fmt = (x: number | undefined) =>
     x === undefined ? "-" : x >= 100 ? Math.round(x).toLocaleString("en") : x.toFixed(1);
-  const width = 36;
+  const width = 44;
   const cols = names.map((n) => n.padStart(19)).join("");
   console.log(`\n${"".padEnd(width)}${cols}`);
   const medians = new Map<string, Map<string, number>>();
@@ -371,6 +425,13 @@ function printTable(
     for (const peer of ["python selectors", "C epoll"]) {
       const r = ratio(sc.name, "deno select", peer);
       if (r !== undefined) console.log(`  ${sc.name}: deno select / ${peer} = ${r.toFixed(2)}×`);
+    }
+  }
+  for (const name of names.filter((n) => n.includes(" @"))) {
+    const ours = `deno ${name.split(" @")[0]}`;
+    for (const sc of scenarios) {
+      const r = ratio(sc.name, ours, name);
+      if (r !== undefined) console.log(`  ${sc.name}: ${ours} / ${name} = ${r.toFixed(2)}×`);
     }
   }
   const mem = memory.get("deno select")?.held;
