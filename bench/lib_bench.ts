@@ -86,6 +86,7 @@ function duplex() {
       this.written += p.length;
       return Promise.resolve(p.length);
     },
+    close() {},
   });
 }
 
