@@ -12,7 +12,6 @@ import {
   runTask,
   sh,
   startServer,
-  withTimeout,
 } from "./helpers.ts";
 import { writeAll } from "../lib/io.ts";
 
@@ -103,12 +102,8 @@ for (const name of SERVERS) {
   });
 
   Deno.test(`${name}: --max-conns turns away extra clients with ERR server busy`, async () => {
-    // With the pool, the cap is per worker: one worker makes it exact.
-    const server = await start(
-      "--max-conns",
-      "2",
-      ...(name.endsWith("threads") ? ["--workers", "1"] : []),
-    );
+    // For the pool (two workers here) it caps the whole pool; see also tests/threads_test.ts.
+    const server = await start("--max-conns", "2");
     const a = await LineClient.connect(server.port);
     const b = await LineClient.connect(server.port);
     try {
@@ -222,59 +217,6 @@ Deno.test({
       await four.stop();
     }
   },
-});
-
-Deno.test("socket_server_threads replaces a worker that retires and keeps serving", async () => {
-  const server = await startServer("socket_server_threads", [
-    "--port",
-    "0",
-    "--workers",
-    "1",
-    "--recycle-after",
-    "2",
-  ]);
-  try {
-    for (let i = 0; i < 6; i++) {
-      const c = await LineClient.connect(server.port);
-      assert.equal(await withTimeout(c.ask(`n${i}`), 10_000, "reply"), `OK ... n${i}`);
-      c.close();
-      if (i % 2 === 1) {
-        const old = (i + 1) / 2;
-        await server.stdout.waitFor(
-          `worker ${old} retired after 2 clients; worker ${old + 1} took over`,
-        );
-      }
-    }
-  } finally {
-    const done = await server.stop();
-    assert.equal(done.code, 0);
-  }
-});
-
-Deno.test("socket_server_threads: a worker that crashes is reported and replaced", async () => {
-  const server = await startServer("socket_server_threads", [
-    "--port",
-    "0",
-    "--workers",
-    "1",
-    "--crash-after",
-    "1",
-  ]);
-  try {
-    const first = await LineClient.connect(server.port);
-    assert.equal(await first.ask("before the crash"), "OK ... before the crash");
-    first.close();
-    await server.stdout.waitFor(
-      /worker 1 crashed \(.*deliberate crash after 1 client\(s\)\); starting a new one/,
-    );
-    await server.stdout.waitFor("worker 2 replaced worker 1");
-    const after = await LineClient.connect(server.port);
-    assert.equal(await after.ask("after the crash"), "OK ... after the crash");
-    after.close();
-  } finally {
-    const done = await server.stop();
-    assert.equal(done.code, 0, done.stderr);
-  }
 });
 
 Deno.test("socket_server_threads: port in use is one error line and exit 1", async () => {
