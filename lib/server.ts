@@ -197,6 +197,7 @@ export class TcpServer {
   readonly #removeSignals: (() => void) | undefined;
   #acceptFailures = 0; // since the last report
   #lastAcceptReport = -Infinity;
+  #failureReported = false; // and no "accepting again" since
 
   /**
    * Serves on `listener` (see {@linkcode listen}); with `handleSignals`
@@ -278,13 +279,15 @@ export class TcpServer {
     );
     this.#acceptFailures = 0;
     this.#lastAcceptReport = now;
+    this.#failureReported = true;
   }
 
   #acceptRecovered(): void {
-    const missed = this.#acceptFailures > 0 ? ` (${this.#acceptFailures} more failures)` : "";
-    this.#log(`accepting again${missed}`);
-    this.#acceptFailures = 0;
-    this.#lastAcceptReport = -Infinity;
+    // The clock is not reset: at its limit a server flaps (a client leaves, the
+    // next is accepted, the one after fails), and must not log each flap.
+    if (!this.#failureReported) return; // the next report counts the failures since
+    this.#log("accepting again");
+    this.#failureReported = false;
   }
 
   /**
