@@ -36,8 +36,10 @@ export const WAYS: readonly Way[] = ["task", "run -A", "run -A elsewhere"];
 export function scriptCommand(name: string, way: Way): { argv: string[]; cwd: string } {
   if (way === "task") return { argv: taskCommand(name), cwd: ROOT };
   if (way === "run -A") return { argv: ["run", "-A", `scripts/${name}.ts`], cwd: ROOT };
-  return { argv: ["run", "-A", `${ROOT}scripts/${name}.ts`], cwd: Deno.makeTempDirSync() };
+  elsewhere ??= Deno.makeTempDirSync({ prefix: "socket-examples-elsewhere-" }); // one per test run
+  return { argv: ["run", "-A", `${ROOT}scripts/${name}.ts`], cwd: elsewhere };
 }
+let elsewhere: string | undefined;
 
 /**
  * Starts server script `task` with `args` (default `--port 0`), as its task
