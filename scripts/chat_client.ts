@@ -1,0 +1,143 @@
+/**
+ * chat_client.ts — joins the chat room of scripts/chat_server.ts: the lines
+ * you type go to the room, and the room's lines print as they arrive.
+ *
+ * Both happen at once, which is the lesson here: a TCP connection is full
+ * duplex, so the client runs two loops on one socket, standard input to the
+ * socket and the socket to standard output, and neither waits for the other.
+ * (A client that sent a line and then waited for "the reply" would sit
+ * deaf while you type, and mute while the room talks.)
+ *
+ * The server asks `* name?` first: `--name` answers it, else the first line
+ * you type is your name. The room's lines are printed with control bytes
+ * escaped (`\x1b`, `\r`), so nobody in the room can drive your terminal.
+ * End of input (Ctrl+D) half-closes the connection: "nothing more from me",
+ * but still listening; the server announces that you left, sends what it
+ * still owes, and closes; the client then exits 0. Ctrl+C leaves at once
+ * (exit 0). If the server closes first (it stopped, or dropped you), the
+ * client says so in an `error:` line and exits 1. Either way it prints how
+ * many lines it sent and received, on stderr.
+ *
+ * Run (start scripts/chat_server.ts first):
+ *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/chat_client.ts --name alice
+ *   deno task chat_client --name alice       (same thing)
+ * Expected output (nothing typed, so alice joins and leaves):
+ *   * name?
+ *   * welcome alice; nobody else is here
+ *
+ * Without `--name`, the first line is the name:
+ *   $ printf 'bob\nhello, room\n' | deno task chat_client
+ *   * name?
+ *   * welcome bob; nobody else is here
+ *
+ * Chat by hand from two terminals, as alice in one and bob in the other:
+ *   $ deno task chat_client --name bob
+ *
+ * @module
+ */
+
+import { paint, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
+import { connectWithRetry } from "../lib/retry.ts";
+import { closeQuietly, formatAddress } from "../lib/server.ts";
+
+const args = parseCli({
+  name: "chat_client",
+  summary: "Joins the chat room: your lines go out, the room's lines print as they arrive.",
+  options: {
+    host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
+    port: { kind: "port", short: "p", default: 8890, help: "server's TCP port" },
+    name: { kind: "string", short: "n", help: "your name; default: the first line you type" },
+    attempts: {
+      kind: "integer",
+      min: 1,
+      max: 100,
+      default: 5,
+      help: "connection attempts before giving up",
+    },
+  },
+});
+
+const encoder = new TextEncoder();
+const status = (text: string) => console.error(paint("dim", text));
+let sent = 0;
+let received = 0;
+const summary = () => status(`sent ${sent} line(s), received ${received} line(s)`);
+
+/** One line from the room, made safe for the terminal; notices dim, errors red. */
+function show(line: Uint8Array): void {
+  const text = showBytes(line);
+  console.log(
+    text.startsWith("* ")
+      ? paint("dim", text)
+      : text.startsWith("ERR ")
+      ? paint("red", text)
+      : text,
+  );
+  received++;
+}
+
+await runMain(async () => {
+  const conn = await connectWithRetry({
+    hostname: args.host,
+    port: args.port,
+    attempts: args.attempts,
+    onRetry: ({ attempt, error, delayMs }) =>
+      status(
+        `attempt ${attempt} failed: ${error.message}` +
+          (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
+      ),
+  });
+  conn.setNoDelay(true); // each line you type goes out at once
+  status(`connected to ${formatAddress(conn.remoteAddr)}; Ctrl+D leaves`);
+  // Ctrl+C: leave at once. Signals would keep the process alive, so exit here.
+  const onSignal = () => {
+    closeQuietly(conn);
+    summary();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", onSignal);
+
+  // Loop 1, standard input to the socket. Not awaited: it runs beside loop 2.
+  let leaving = false;
+  const typing = (async () => {
+    if (args.name !== undefined) await writeAll(conn, encoder.encode(`${args.name}\n`));
+    for await (const line of new LineReader(Deno.stdin)) {
+      const out = new Uint8Array(line.length + 1);
+      out.set(line);
+      out[line.length] = 0x0a; // one write per line, its newline included
+      await writeAll(conn, out);
+      sent++;
+    }
+    leaving = true;
+    await conn.closeWrite(); // end of input: nothing more from us, but keep listening
+  })();
+  let badInput: Error | undefined;
+  typing.catch((err) => {
+    // A failed write means the server went, which loop 2 sees too; a line of
+    // input too long to be a chat line ends the client (closing ends loop 2).
+    if (err instanceof LineTooLongError) {
+      badInput = new Error(`an input line is longer than ${err.maxLine} bytes`);
+      closeQuietly(conn);
+    }
+  });
+
+  // Loop 2, the socket to standard output, until the server closes.
+  try {
+    for await (const line of new LineReader(conn, { maxLine: 1 << 20, requireNewline: true })) {
+      show(line);
+    }
+  } catch (err) {
+    if (badInput) throw badInput;
+    if (!(err instanceof TruncatedLineError)) throw err;
+    show(err.partial);
+    throw new Error("the server closed the connection in the middle of a line");
+  } finally {
+    closeQuietly(conn);
+    summary();
+  }
+  if (!leaving) throw new Error("the server closed the connection");
+  Deno.exit(0); // standard input may still be waited on: we are done
+});
