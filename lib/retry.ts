@@ -53,29 +53,39 @@ export interface ConnectWithRetryOptions {
   signal?: AbortSignal;
   /** Called after each failed attempt, e.g. to print it. */
   onRetry?: (info: RetryInfo) => void;
+  /**
+   * What to do when every attempt was refused, added to the final error,
+   * e.g. `start it with deno task socket_server`.
+   */
+  hint?: string;
   /** The connect function; tests replace it. Default `Deno.connect`. */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
 
 /**
- * All attempts failed. `cause` is the last attempt's error.
+ * All attempts failed. `cause` is the last attempt's error. When it was
+ * refused, the message asks whether the server runs, and adds `hint`.
  *
  * @example
  * ```ts
  * import { RetriesExhaustedError } from "./retry.ts";
- * const err = new RetriesExhaustedError("127.0.0.1:8888", 5, new Error("refused"));
- * console.log(err.message); // "could not connect to 127.0.0.1:8888 after 5 attempts: refused"
+ * const refused = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
+ * const err = new RetriesExhaustedError("127.0.0.1:8888", 5, refused, "start it first");
+ * console.log(err.message);
+ * // connection refused by 127.0.0.1:8888 after 5 attempts: is the server running? start it first
  * ```
  */
 export class RetriesExhaustedError extends Error {
   /** How many attempts were made. */
   readonly attempts: number;
   /** Builds the error for `attempts` failed attempts at `target`. */
-  constructor(target: string, attempts: number, cause: Error) {
+  constructor(target: string, attempts: number, cause: Error, hint?: string) {
+    const tries = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
     super(
-      `could not connect to ${target} after ${attempts} attempt${
-        attempts === 1 ? "" : "s"
-      }: ${cause.message}`,
+      cause instanceof Deno.errors.ConnectionRefused
+        ? `connection refused by ${target} after ${tries}: is the server running?` +
+          (hint ? ` ${hint}` : "")
+        : `could not connect to ${target} after ${tries}: ${cause.message}`,
       { cause },
     );
     this.name = "RetriesExhaustedError";
@@ -158,6 +168,7 @@ export async function connectWithRetry(
     connectTimeoutMs = 10_000,
     signal,
     onRetry,
+    hint,
     connect = Deno.connect,
   } = options;
   const target = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
@@ -179,7 +190,7 @@ export async function connectWithRetry(
       const last = attempt >= attempts;
       const delayMs = last ? undefined : backoffDelay(attempt, baseDelayMs, maxDelayMs);
       onRetry?.({ attempt, error, delayMs });
-      if (last) throw new RetriesExhaustedError(target, attempts, error);
+      if (last) throw new RetriesExhaustedError(target, attempts, error, hint);
       await sleep(delayMs!, signal);
     }
   }

@@ -83,6 +83,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
+    hint: "start it with deno task chat_server",
     onRetry: ({ attempt, error, delayMs }) =>
       status(
         `attempt ${attempt} failed: ${error.message}` +

@@ -23,11 +23,10 @@
  * @module
  */
 
-import { CliError, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
-import { formatAddress } from "../lib/server.ts";
+import { connectWithRetry } from "../lib/retry.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -43,21 +42,14 @@ const args = parseCli({
 if (/[\r\n]/.test(args.message)) {
   usageError("hello_client", "--message must be one line: the server reads up to the first \\n");
 }
-const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 
 await runMain(async () => {
-  const conn = await connectWithRetry({ hostname: args.host, port: args.port, attempts: 3 })
-    .catch((err) => {
-      if (
-        err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
-      ) {
-        throw new CliError(
-          `connection refused by ${target} after ${err.attempts} attempts: ` +
-            `is the server running? start it with deno task hello_server`,
-        );
-      }
-      throw err;
-    });
+  const conn = await connectWithRetry({
+    hostname: args.host,
+    port: args.port,
+    attempts: 3,
+    hint: "start it with deno task hello_server",
+  });
   try {
     const greeting = await new LineReader(conn, { timeoutMs: secondsToMs(args.timeout) })
       .readLine();

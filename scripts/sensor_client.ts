@@ -36,10 +36,10 @@
  * @module
  */
 
-import { CliError, paint, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { paint, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { ReadTimeoutError, secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader, TruncatedLineError } from "../lib/lines.ts";
-import { connectWithRetry, RetriesExhaustedError, sleep } from "../lib/retry.ts";
+import { connectWithRetry, sleep } from "../lib/retry.ts";
 import { closeQuietly, formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
@@ -101,6 +101,7 @@ async function connect(): Promise<Link | null> {
       attempts: 3,
       connectTimeoutMs: timeoutMs,
       signal: stop.signal,
+      hint: "start it with deno task sensor_server",
     });
     conn.setNoDelay(true); // small messages, timed: no Nagle delay
     // requireNewline: a reply cut off by the server closing is not a reply.
@@ -113,14 +114,6 @@ async function connect(): Promise<Link | null> {
     return { conn, replies };
   } catch (err) {
     if (stop.signal.aborted) return null;
-    if (
-      err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
-    ) {
-      throw new CliError(
-        `connection refused by ${target} after ${err.attempts} attempts: ` +
-          `is the server running? start it with deno task sensor_server`,
-      );
-    }
     throw err;
   }
 }

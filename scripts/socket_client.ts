@@ -36,7 +36,7 @@
 import { CliError, paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
 import { concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
-import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
+import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
@@ -108,22 +108,12 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
+    hint: "start it with deno task socket_server",
     onRetry: ({ attempt, error, delayMs }) =>
       status(
         `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
           (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
       ),
-  }).catch((err) => {
-    if (
-      err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
-    ) {
-      throw new CliError(
-        `connection refused by ${target} after ${err.attempts} attempt${
-          err.attempts === 1 ? "" : "s"
-        }: is the server running? start it with deno task socket_server`,
-      );
-    }
-    throw err;
   });
   try {
     conn.setNoDelay(true);

@@ -23,9 +23,9 @@
  * @module
  */
 
-import { ask, CliError, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { ask, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
-import { connectWithRetry, RetriesExhaustedError } from "../lib/retry.ts";
+import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
@@ -80,23 +80,13 @@ await runMain(async () => {
     hostname: host,
     port,
     attempts: args.attempts,
+    hint: "start it with deno task tcp_server",
     onRetry: ({ attempt, error, delayMs }) =>
       console.log(paint(
         "yellow",
         `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
           (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
       )),
-  }).catch((err) => {
-    if (
-      err instanceof RetriesExhaustedError && err.cause instanceof Deno.errors.ConnectionRefused
-    ) {
-      throw new CliError(
-        `connection refused by ${target} after ${err.attempts} attempt${
-          err.attempts === 1 ? "" : "s"
-        }: is the server running? start it with deno task tcp_server`,
-      );
-    }
-    throw err;
   });
   try {
     console.log(`connected to ${target}`);

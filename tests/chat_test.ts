@@ -390,7 +390,10 @@ Deno.test("chat_client: Ctrl+C leaves at once (exit 0); an endless input line is
 Deno.test("chat_client: a refused connection is one error line and exit 1", async () => {
   const r = await runTask("chat_client", ["--port", "1", "--attempts", "1", "--name", "x"]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^error: could not connect to 127\.0\.0\.1:1 after 1 attempt/m);
+  assert.match(
+    r.stderr,
+    /^error: connection refused by 127\.0\.0\.1:1 after 1 attempt: is the server running\? start it with deno task chat_server$/m,
+  );
 });
 
 Deno.test({
