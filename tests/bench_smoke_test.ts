@@ -21,3 +21,12 @@ Deno.test({
     if (Deno.build.os === "linux") assert.match(r.stdout, /Server CPU time per reply, µs/);
   },
 });
+
+Deno.test("deno task bench:chat runs: one small round prints deliveries per second", async () => {
+  const r = await new Running([
+    ...taskCommand("bench:chat"),
+    ...["--lines", "500", "--rounds", "1", "--clients", "5"],
+  ]).finished(60_000);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /deno chat_server\s+[\d,]+ deliveries\/s/);
+});
