@@ -12,7 +12,7 @@
  * (`\x1b`, `\r`), so a server cannot drive your terminal.
  *
  * Run (start scripts/basic_server.ts first):
- *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/basic_client.ts
+ *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/basic_client.ts
  *   deno task basic_client             (same thing)
  * Expected output:
  *   Response from the server: Message received: Hello Server !

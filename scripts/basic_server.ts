@@ -11,7 +11,7 @@
  * exactly as received.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/basic_server.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/basic_server.ts
  *   deno task basic_server            (same thing)
  *
  * Try it from a second terminal:

@@ -19,7 +19,7 @@
  * many lines it sent and received, on stderr.
  *
  * Run (start scripts/chat_server.ts first):
- *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/chat_client.ts --name alice
+ *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/chat_client.ts --name alice
  *   deno task chat_client --name alice       (same thing)
  * Expected output (nothing typed, so alice joins and leaves):
  *   * name?

@@ -29,7 +29,7 @@
  * quietly is normal.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/chat_server.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/chat_server.ts
  *   deno task chat_server            (same thing)
  *
  * Try it from a second terminal:

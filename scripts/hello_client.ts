@@ -11,7 +11,7 @@
  * socket is closed whatever happens.
  *
  * Run (start scripts/hello_server.ts first):
- *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/hello_client.ts
+ *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts
  *   deno task hello_client             (same thing)
  * Expected output:
  *   Server: Hello client!

@@ -11,7 +11,7 @@
  * served one client and exited; so does this, unless `--forever`.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/hello_server.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/hello_server.ts
  *   deno task hello_server            (same thing)
  *
  * Try it from a second terminal:

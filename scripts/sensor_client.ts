@@ -20,7 +20,7 @@
  * terminal.
  *
  * Run (start scripts/sensor_server.ts first):
- *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/sensor_client.ts --count 3
+ *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/sensor_client.ts --count 3
  *   deno task sensor_client --count 3       (same thing)
  * Expected output (times vary):
  *   Connected to 127.0.0.1:8889 in 0.61 ms; ping answered in 1.02 ms

@@ -14,7 +14,7 @@
  * escaped (`\x1b`, `\r`), so a sensor cannot drive the server's terminal.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/sensor_server.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/sensor_server.ts
  *   deno task sensor_server            (same thing)
  *
  * Try it from a second terminal:

@@ -17,7 +17,7 @@
  * stdout, so output can be piped.
  *
  * Run (start scripts/socket_server.ts first):
- *   deno run --allow-net=127.0.0.1,[::1],localhost scripts/socket_client.ts --message hello
+ *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/socket_client.ts --message hello
  *   deno task socket_client --message hello     (same thing)
  * Expected output:
  *   OK ... hello

@@ -16,7 +16,7 @@
  * `... is offline`, the words of the other line servers.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/socket_server.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server.ts
  *   deno task socket_server            (same thing)
  *
  * Try it from a second terminal:

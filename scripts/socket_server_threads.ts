@@ -35,7 +35,7 @@
  * this file and lib/).
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
  *   deno task socket_server_threads            (same thing)
  *
  * Try it from a second terminal:
@@ -51,13 +51,14 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { CliError, lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { serveLines } from "../lib/lines.ts";
 import {
   closeQuietly,
   type ConnectionCap,
   formatAddress,
   lineLimits,
+  listen,
   onStopSignal,
   TcpServer,
 } from "../lib/server.ts";
@@ -226,7 +227,25 @@ async function supervise() {
     const count = why ? 1 : args.workers;
     const counts = new SharedArrayBuffer(4 * (count + 1)); // see sharedCap()
     const pool = new Map<number, Worker>(); // slot (1..count) -> its worker
-    let port = args.port; // becomes the port really bound, once the first worker listens
+    // A worker loads this file from disk: without read access it would die
+    // with a two-line "Uncaught (in worker)" error.
+    const self = new URL(import.meta.url);
+    if (
+      self.protocol === "file:" &&
+      Deno.permissions.querySync({ name: "read", path: self }).state !== "granted"
+    ) {
+      throw new CliError(
+        "the workers load this file and lib/ from disk: run with " +
+          "--allow-read=scripts/socket_server_threads.ts,lib (deno task socket_server_threads does)",
+      );
+    }
+    // A reusePort listener would silently join another server already on this
+    // port, and the kernel would split the clients between the two. A plain
+    // listener fails with "port in use" instead; it also picks the port for
+    // --port 0. The workers bind that port once it is free again.
+    const probe = listen(args.host, args.port);
+    const port = probe.addr.port;
+    probe.close();
     let nextId = 1;
     let stopping = false;
 
@@ -273,10 +292,8 @@ async function supervise() {
       });
     }
 
-    // The first worker binds (port 0 picks a free port); the rest join that port.
     try {
-      port = await startWorker(1);
-      await Promise.all(Array.from({ length: count - 1 }, (_, i) => startWorker(i + 2)));
+      await Promise.all(Array.from({ length: count }, (_, i) => startWorker(i + 1)));
     } catch (err) {
       for (const w of pool.values()) w.terminate();
       throw err;

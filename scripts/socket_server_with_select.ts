@@ -20,7 +20,7 @@
  * descriptors: see `ulimit -n` in the README.
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/socket_server_with_select.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server_with_select.ts
  *   deno task socket_server_with_select        (same thing)
  *
  * Try it from a second terminal:

@@ -14,7 +14,7 @@
  * on 127.0.0.1, as the seed does (`--host` may change it).
  *
  * Run:
- *   deno run --allow-net=127.0.0.1,[::1] scripts/tcp_server.ts --port 5005
+ *   deno run --allow-net='127.0.0.1,[::1]' scripts/tcp_server.ts --port 5005
  *   deno task tcp_server --port 5005      (same thing)
  *
  * Try it from a second terminal with the companion client:

@@ -113,7 +113,8 @@ function expectation(lines: string[]): RegExp {
 
 /** argv (after `deno`) for a `deno run` or `deno task` line, as `deno task` would run it. */
 function denoArgv(command: string): string[] {
-  const words = command.split(/\s+/);
+  // Single quotes are the shell's (they keep zsh from globbing `[::1]`), not the argument's.
+  const words = command.split(/\s+/).map((w) => w.replaceAll("'", ""));
   assert.equal(words[0], "deno", command);
   if (words[1] === "task") return [...taskCommand(words[2]), ...words.slice(3)];
   return words.slice(1);

@@ -80,6 +80,35 @@ for (const way of WAYS) {
   });
 }
 
+Deno.test(`${NAME}: a second pool on the same port is 'port in use', not a silent partner`, async () => {
+  const first = await start(["--workers", "2", "--quiet"]);
+  try {
+    // reusePort would let it join the first pool and take half its clients.
+    const second = await runTask(NAME, ["--port", String(first.port), "--workers", "2"]);
+    assert.equal(second.code, 1, second.stdout + second.stderr);
+    assert.match(second.stderr, new RegExp(`^error: port ${first.port} is already in use`));
+    assert.doesNotMatch(second.stdout, /listening on/);
+    // Without --allow-read a worker could not load: one error line, not "Uncaught (in worker)".
+    const noRead = await new Running([
+      "run",
+      "--allow-net=127.0.0.1",
+      `scripts/${NAME}.ts`,
+      "-p",
+      "0",
+    ])
+      .finished();
+    assert.equal(noRead.code, 1);
+    assert.match(
+      noRead.stderr,
+      /^error: the workers load this file and lib\/ from disk: run with --allow-read=/,
+    );
+    assert.equal(noRead.stderr.trim().split("\n").length, 1, noRead.stderr);
+  } finally {
+    const done = await first.stop();
+    assert.equal(done.code, 0, done.stderr);
+  }
+});
+
 Deno.test(`${NAME}: without unstable net (--no-config) it says so and serves with one worker`, async () => {
   const server = new Running([
     "run",
