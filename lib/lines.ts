@@ -116,7 +116,8 @@ export class TruncatedLineError extends Error {
   readonly partial: Uint8Array;
   /** Builds the error for the unfinished line `partial`. */
   constructor(partial: Uint8Array) {
-    super(`the stream ended in the middle of a line (${partial.length} bytes without a newline)`);
+    const bytes = `${partial.length} byte${partial.length === 1 ? "" : "s"}`;
+    super(`the stream ended in the middle of a line (${bytes} without a newline)`);
     this.name = "TruncatedLineError";
     this.partial = partial;
   }

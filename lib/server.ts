@@ -348,7 +348,7 @@ export class TcpServer {
     for (const conn of this.#conns) closeQuietly(conn);
     await Promise.all(this.#tasks);
     this.#removeSignals?.();
-    this.#log(paint("dim", `${this.#options.name}: shut down, ${open} client(s) closed`));
+    this.#log(paint("dim", `${this.#options.name}: shut down, ${plural(open, "client")} closed`));
   }
 
   #turnAway(conn: Deno.Conn): void {
@@ -377,6 +377,11 @@ export function lineLimits(
   signal: AbortSignal,
 ): ServeLinesOptions {
   return { maxLine: flags["max-line"], idleTimeoutMs: secondsToMs(flags["idle-timeout"]), signal };
+}
+
+/** `1 client`, `2 clients`. */
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 /**

@@ -66,7 +66,11 @@ await runMain(async () => {
       closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
         const lines = new LineReader(conn, { maxLine: args["max-line"], signal: server.signal });
         const message = await lines.readLine();
-        if (message === null) return console.log(`${peer} sent nothing`);
+        if (message === null) {
+          return console.log(
+            `${peer} ${server.signal.aborted ? "closed at shutdown" : "sent nothing"}`,
+          );
+        }
         idle?.restart();
         // Peer bytes are shown escaped: they must not drive the terminal.
         console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);

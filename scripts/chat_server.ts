@@ -174,7 +174,11 @@ async function chat(conn: Deno.Conn, peer: string, idle: IdleClock | undefined):
     send(client, ASK_NAME);
     while (!client.name) {
       const line = await lines.readLine();
-      if (line === null) return log(`${peer} left without a name`);
+      if (line === null) {
+        return log(
+          `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a name"}`,
+        );
+      }
       idle?.restart();
       const name = checkName(line);
       if (typeof name !== "string") {

@@ -187,5 +187,6 @@ await runMain(async () => {
   if (failed.length > 0) {
     throw new Error(`${failed.length} of ${pairs.length} pairs failed: ${failed.join(", ")}`);
   }
-  console.log(paint("green", `All ${pairs.length} pairs worked.`) + " Next: deno task test");
+  const all = pairs.length === 1 ? "The pair worked." : `All ${pairs.length} pairs worked.`;
+  console.log(paint("green", all) + " Next: deno task test");
 });

@@ -57,8 +57,11 @@ await runMain(async () => {
         timeoutMs: secondsToMs(args.timeout),
         signal: server.signal,
       }).readLine();
-      if (answer === null) console.log(`${peer} left without a word`);
-      else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+      if (answer === null) {
+        console.log(
+          `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a word"}`,
+        );
+      } else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     });
     if (!args.forever) break;
   }

@@ -30,8 +30,10 @@
  *   3 samples sent, 3 received, 0% loss
  *   rtt min/avg/max/p99 = 0.201/0.233/0.250/0.250 ms
  *
- * Without our server, nc can play it (type `pong` for each line):
- *   $ nc -l 127.0.0.1 8889
+ * Without our server, nc can play it (type `pong` for each line within
+ * `--timeout`; `-k` keeps it listening, since the client reconnects after a
+ * loss):
+ *   $ nc -lk 127.0.0.1 8889
  *
  * @module
  */

@@ -18,7 +18,7 @@
  *   sent 32 bytes of 0x02
  *
  * Without our server, nc can receive and show the bytes:
- *   $ nc -l 127.0.0.1 5005 | od -An -tx1
+ *   $ nc -l 127.0.0.1 5005 | od -An -tx1 -v
  *
  * @module
  */

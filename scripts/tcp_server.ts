@@ -31,7 +31,7 @@
  */
 
 import { ask, parseCli, parsePort, runMain } from "../lib/cli.ts";
-import { closeWhenIdle, readExact, secondsToMs } from "../lib/io.ts";
+import { closeWhenIdle, readExact, ReadTimeoutError, secondsToMs } from "../lib/io.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
@@ -41,7 +41,11 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "address to listen on" },
     port: { kind: "port", short: "p", help: "TCP port (asked for when absent; 0: any free port)" },
     size: { kind: "integer", min: 1, max: 1024 * 1024, default: 32, help: "bytes in one message" },
-    timeout: { kind: "seconds", default: 10, help: "drop a client silent this long (0: never)" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "drop a client whose message is not all in within this long (0: never)",
+    },
   },
 });
 
@@ -62,6 +66,9 @@ await runMain(async () => {
         // server.handle logs that in one line and closes the connection.
         const message = await readExact(conn, args.size, { signal: server.signal });
         console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+      }).catch((err) => {
+        if (!(err instanceof ReadTimeoutError)) throw err;
+        throw new Error(`not all ${args.size} bytes within ${args.timeout} s, disconnected`);
       }));
   }
 });
