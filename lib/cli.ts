@@ -336,7 +336,8 @@ export function printError(message: string): void {
   const label = Deno.stderr.isTerminal() && !Deno.noColor
     ? styleText(["bold", "red"], "error:", { validateStream: false })
     : "error:";
-  console.error(`${label} ${message}`);
+  // One line, whatever the message quotes (a flag's value, a peer's bytes).
+  console.error(`${label} ${showBytes(new TextEncoder().encode(message))}`);
 }
 
 /**
@@ -400,7 +401,7 @@ export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
 /** How many bytes of a peer's message a server's log line shows. */
 export const LOG_PREVIEW = 200;
 
-const UTF8 = new TextDecoder();
+const UTF8 = new TextDecoder("utf-8", { ignoreBOM: true }); // a BOM is shown, not dropped
 /** Format characters that reorder, join or hide text, and line/paragraph separators. */
 const INVISIBLE = /[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/u;
 const NAMED_ESCAPES: Record<number, string> = { 0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r" };

@@ -24,6 +24,8 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
+
 /** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
 export interface Reader {
   /** Reads up to `p.byteLength` bytes into `p`; `null` means end of stream. */
@@ -230,6 +232,28 @@ export async function writeAll(
     written += await writer.write(bytes.subarray(written));
     progress?.restart();
   }
+}
+
+/**
+ * Resolves once the event loop has polled for I/O again, so that every other
+ * connection's ready reads and writes are handled first.
+ *
+ * Why a server needs it: a read or write that can complete at once does so
+ * without going back to the event loop. A client that keeps its socket full
+ * would then be served on and on, batch after batch, while every other
+ * connection waits (a probe waited 0.5-0.8 s among 20 flooding clients; with
+ * a `nextTurn()` after each big batch, 20-30 ms). `setImmediate` runs after
+ * the next poll; `setTimeout(0)` would too, but timers set from timers are
+ * held back 4 ms each.
+ *
+ * @example
+ * ```ts
+ * import { nextTurn } from "./io.ts";
+ * await nextTurn();
+ * ```
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /**

@@ -35,9 +35,9 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import {
   IdleClock,
+  nextTurn,
   type Reader,
   type ReadOptions,
   ReadTimeoutError,
@@ -432,7 +432,8 @@ export class LineReader {
   }
 }
 
-const LINE_TOO_LONG = new TextEncoder().encode("ERR line too long\n");
+/** What a server answers to a line over its limit, before it closes the connection. */
+export const LINE_TOO_LONG: Uint8Array = new TextEncoder().encode("ERR line too long\n");
 /** Reply batches this big (a busy stream) are built in a buffer kept between writes. */
 const KEEP_OUTPUT_FROM = 4096;
 const NO_BYTES = new Uint8Array(0);
@@ -446,15 +447,6 @@ const NO_BYTES = new Uint8Array(0);
 const SMALL_REPLY = 256;
 const MAX_SPARE = 1024;
 const spare: Uint8Array[] = [];
-
-/**
- * Resolves after the event loop has polled for I/O once, so every other
- * connection's ready reads and writes are handled first. (`setTimeout(0)`
- * would do that too, but timers set from timers are held back 4 ms each.)
- */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 /** A copy of `bytes[0, used)` in a buffer of at least `needed` bytes (doubling). */
 function grow(bytes: Uint8Array, used: number, needed: number): Uint8Array {
@@ -575,11 +567,7 @@ export async function serveLines(
       }
       const busy = size >= KEEP_OUTPUT_FROM;
       send();
-      // Fairness: a read or write that can finish at once does, without
-      // returning to the event loop, so a client that keeps its socket full
-      // would be served on and on while everyone else waits. After a big
-      // batch, let the other connections have their turn.
-      if (busy) await nextTurn();
+      if (busy) await nextTurn(); // a flooding client lets the others have their turn
     }
     await writing;
   } catch (err) {

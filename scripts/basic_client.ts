@@ -25,7 +25,7 @@
 
 import { CliError, describeError, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress } from "../lib/server.ts";
 
 const args = parseCli({
@@ -64,7 +64,9 @@ await runMain(async () => {
   });
   try {
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-    const answer = await new LineReader(conn, { timeoutMs }).readLine();
+    // The answer is our message and its prefix: allow for both.
+    const answer = await new LineReader(conn, { timeoutMs, maxLine: DEFAULT_MAX_LINE + 1024 })
+      .readLine();
     if (answer === null) throw new Error("the server closed the connection without answering");
     // The server's bytes, but never raw control bytes.
     console.log(`Response from the server: ${showBytes(answer)}`);

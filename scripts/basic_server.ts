@@ -27,7 +27,7 @@
 
 import { LOG_PREVIEW, MAX_LINE_LIMIT, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { closeWhenIdle, concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
-import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
+import { DEFAULT_MAX_LINE, LINE_TOO_LONG, LineReader, LineTooLongError } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
@@ -65,7 +65,11 @@ await runMain(async () => {
       // server (it serves one client at a time) for longer than --timeout.
       closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
         const lines = new LineReader(conn, { maxLine: args["max-line"], signal: server.signal });
-        const message = await lines.readLine();
+        const message = await lines.readLine().catch(async (err) => {
+          // Like the line servers, say why before hanging up.
+          if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
+          throw err;
+        });
         if (message === null) {
           return console.log(
             `${peer} ${server.signal.aborted ? "closed at shutdown" : "sent nothing"}`,

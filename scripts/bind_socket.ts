@@ -91,7 +91,9 @@ await runMain(async () => {
     if (!args.request) return;
     const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
     await writeAll(conn, new TextEncoder().encode(request));
-    const status = await new LineReader(conn, { timeoutMs, maxLine: 8192 }).readLine();
+    // requireNewline: a status line cut off by the server closing is not a status line.
+    const status = await new LineReader(conn, { timeoutMs, maxLine: 8192, requireNewline: true })
+      .readLine();
     if (status === null) throw new CliError(`${host} closed the connection without a reply`);
     console.log(showBytes(status)); // the server's bytes, never raw control bytes
   } finally {

@@ -51,9 +51,16 @@
  */
 
 import { lineServerFlags, LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import { closeWhenIdle, concatBytes, IdleClock, secondsToMs, writeAll } from "../lib/io.ts";
+import {
+  closeWhenIdle,
+  concatBytes,
+  IdleClock,
+  nextTurn,
+  secondsToMs,
+  writeAll,
+} from "../lib/io.ts";
 import { LineReader, LineTooLongError } from "../lib/lines.ts";
-import { closeQuietly, listen, TcpServer } from "../lib/server.ts";
+import { closeQuietly, formatAddress, listen, TcpServer } from "../lib/server.ts";
 
 const flags = lineServerFlags(8890, 0);
 const args = parseCli({
@@ -104,7 +111,8 @@ let server: TcpServer;
 function send(client: Client, bytes: Uint8Array): void {
   if (client.done) return;
   if (client.owed + bytes.length > args["max-queue"]) {
-    console.log(`${client.name}: ${client.owed} bytes not taken, too slow, dropped`);
+    const who = client.name || formatAddress(client.conn.remoteAddr);
+    console.log(`${who}: ${client.owed} bytes not taken, too slow, dropped`);
     client.dropped = client.done = true;
     client.queue = [TOO_SLOW]; // replaces what it was owed
     client.wake?.();
@@ -203,14 +211,19 @@ async function chat(conn: Deno.Conn, peer: string, idle: IdleClock | undefined):
       idle?.restart();
       // The lines that came in the same read go out as one chunk, shared by every queue.
       const parts: Uint8Array[] = [];
+      let chunk: Uint8Array | undefined;
       try {
         for (let line: Uint8Array | null = first; line; line = lines.readBufferedLine()) {
           parts.push(client.prefix, line, NEWLINE);
           log(`${client.name}: ${showBytes(line, LOG_PREVIEW)}`);
         }
       } finally {
-        broadcast(client, concatBytes(parts)); // a copy: the reader reuses its buffer
+        chunk = concatBytes(parts); // a copy: the reader reuses its buffer
+        broadcast(client, chunk);
       }
+      // A client that keeps its socket full is read at once, batch after
+      // batch, without a return to the event loop: let the others in.
+      if (chunk.length >= 4096) await nextTurn();
     }
   } catch (err) {
     if (err instanceof LineTooLongError) send(client, TOO_LONG);

@@ -29,7 +29,7 @@
 
 import { LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { LINE_TOO_LONG, LineReader, LineTooLongError } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
@@ -56,7 +56,11 @@ await runMain(async () => {
       const answer = await new LineReader(conn, {
         timeoutMs: secondsToMs(args.timeout),
         signal: server.signal,
-      }).readLine();
+      }).readLine().catch(async (err) => {
+        // Like the line servers, say why before hanging up.
+        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
+        throw err;
+      });
       if (answer === null) {
         console.log(
           `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a word"}`,

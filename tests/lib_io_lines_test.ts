@@ -429,4 +429,5 @@ Deno.test("showBytes escapes control bytes, invalid UTF-8 and invisible characte
   assert.equal(showBytes(b(0x7f, 0xc2, 0x9b)), String.raw`\x7f\u{9b}`); // DEL, C1 CSI
   assert.equal(showBytes(enc.encode("a\u202eb")), String.raw`a\u{202e}b`); // right-to-left override
   assert.equal(showBytes(enc.encode("x".repeat(300)), 10), "xxxxxxxxxx... (300 bytes)");
+  assert.equal(showBytes(enc.encode("\ufeffbom")), String.raw`\u{feff}bom`); // a BOM is shown, not dropped
 });

@@ -337,3 +337,58 @@ for (const name of ["sensor_server", "basic_server", "hello_server"]) {
     }
   });
 }
+
+Deno.test({
+  name: "chat_server: one client flooding the room does not keep a newcomer waiting",
+  ignore: !hasCommand("nc") || !hasCommand("timeout"),
+  async fn() {
+    const server = await startServer("chat_server", ["--port", "0", "--quiet"]);
+    const dir = await Deno.makeTempDir();
+    try {
+      // nc streams a file as fast as the server reads it, from its own process.
+      await Deno.writeFile(`${dir}/flood`, encoder.encode(("f".repeat(99) + "\n").repeat(500_000)));
+      const flooder = sh(
+        `(printf 'flooder\\n'; cat ${dir}/flood ${dir}/flood ${dir}/flood) | ` +
+          `timeout 4 nc -N 127.0.0.1 ${server.port} > /dev/null`,
+        20_000,
+      );
+      await new Promise((r) => setTimeout(r, 300)); // the flood is under way
+      let worst = 0;
+      for (let i = 0; i < 8; i++) {
+        const t0 = performance.now();
+        const c = await LineClient.connect(server.port);
+        assert.equal(await c.line(), "* name?");
+        worst = Math.max(worst, performance.now() - t0);
+        c.close();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await flooder;
+      console.log(`worst wait for '* name?' during the flood: ${worst.toFixed(1)} ms`);
+      assert.ok(worst < 1000, `a newcomer waited ${worst.toFixed(0)} ms`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      const done = await server.stop();
+      assert.equal(done.code, 0, done.stderr);
+    }
+  },
+});
+
+for (const name of ["basic_server", "hello_server"]) {
+  Deno.test(`${name}: a message over --max-line is answered 'ERR line too long', like the line servers`, async () => {
+    const server = await startServer(name, SERVERS[name]);
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      try {
+        const writing = writeAll(conn, new Uint8Array(70_000).fill(0x78)).catch(() => {});
+        const reply = decoder.decode(await readAll(conn));
+        await writing;
+        assert.match(reply, /ERR line too long\n$/);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      const done = await server.stop();
+      assert.equal(done.code, 0, done.stderr);
+    }
+  });
+}
