@@ -484,7 +484,9 @@ export interface ServeLinesOptions {
  * `idleTimeoutMs` is one clock for both directions: it restarts when a line
  * is complete and when a write gets bytes out. A client that trickles a line
  * byte by byte, or sends lines but never reads the replies, runs it out; a
- * busy client never does, however long its replies take to send.
+ * busy client never does, however long its replies take to send. (A write
+ * is seen to progress only when the kernel wakes it, after about a third of
+ * its send buffer drained: a reader slower than that per timeout looks idle.)
  *
  * @example An `OK ... <line>` server for one client
  * ```ts
