@@ -16,7 +16,10 @@
  * still owes, and closes; the client then exits 0. Ctrl+C leaves at once
  * (exit 0). If the server closes first (it stopped, or dropped you), the
  * client says so in an `error:` line and exits 1. Either way it prints how
- * many lines it sent and received, on stderr.
+ * many lines it sent and received, on stderr. A line the server cut off
+ * (the connection ended before its newline) is not printed as a line of the
+ * room nor counted: the `error:` line shows its bytes, escaped. `--name` must
+ * be one line (a line break in it is a usage error, exit 2).
  *
  * Run (start scripts/chat_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/chat_client.ts --name alice
@@ -36,7 +39,7 @@
  * @module
  */
 
-import { paint, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -60,6 +63,15 @@ const args = parseCli({
 });
 
 const encoder = new TextEncoder();
+
+// A name is one line: a line break in it would send a second line to the room.
+if (args.name !== undefined && /[\r\n]/.test(args.name)) {
+  usageError(
+    "chat_client",
+    `--name must be one line: '${showBytes(encoder.encode(args.name))}' holds a line break`,
+  );
+}
+
 const status = (text: string) => console.error(paint("dim", text));
 let sent = 0;
 let received = 0;
@@ -133,8 +145,11 @@ await runMain(async () => {
   } catch (err) {
     if (badInput) throw badInput;
     if (!(err instanceof TruncatedLineError)) throw err;
-    show(err.partial);
-    throw new Error("the server closed the connection in the middle of a line");
+    // Bytes after the last newline are not a line the room sent: name them, don't count them.
+    throw new Error(
+      `the server closed the connection in the middle of a line: ` +
+        `'${showBytes(err.partial)}' was cut off (no newline)`,
+    );
   } finally {
     closeQuietly(conn);
     summary();

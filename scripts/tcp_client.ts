@@ -9,6 +9,9 @@
  * lib/retry.ts) and each failed attempt says why. Only failures a retry can
  * cure are retried: a refused port is, a mistyped host name is not. The
  * message is sent with `writeAll`, since one `write` may send fewer bytes.
+ * An IPv6 address may be typed bare (`::1`) or in brackets (`[::1]`). Port 0
+ * (a server's "any free port") is a usage error here: there is nothing to
+ * connect to.
  *
  * Run (start scripts/tcp_server.ts first):
  *   deno run --allow-net scripts/tcp_client.ts --host 127.0.0.1 --port 5005
@@ -61,12 +64,23 @@ function parseByte(text: string): number | undefined {
   return value >= 0 && value <= 255 ? value : undefined;
 }
 
+// Port 0 means "any free port" to a server; a client cannot connect to it.
+if (args.port === 0) {
+  usageError("tcp_client", "invalid --port '0': expected a port from 1 to 65535");
+}
+
+/** An answer to the address prompt: `[::1]` is written the URL way; the address is `::1`. */
+function parseHost(answer: string): string | undefined {
+  const host = /^\[.*\]$/.test(answer) ? answer.slice(1, -1).trim() : answer;
+  return host || undefined;
+}
+
 const byte = parseByte(args.byte) ??
   usageError("tcp_client", `invalid --byte '${args.byte}': expected 0-255 or 0x00-0xff`);
 
 await runMain(async () => {
   const host = args.host ??
-    await ask("tcp_client", "Enter the remote IP address: ", (a) => a || undefined, "an address");
+    await ask("tcp_client", "Enter the remote IP address: ", parseHost, "an address");
   const port = args.port ??
     await ask(
       "tcp_client",

@@ -396,6 +396,78 @@ Deno.test("chat_client: a refused connection is one error line and exit 1", asyn
   );
 });
 
+/**
+ * A fake chat server for one chat_client: asks `* name?`, reads the name
+ * line, sends `then`, and closes. Resolves with the name line it got.
+ */
+function fakeRoom(then: Uint8Array) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const conn = await listener.accept();
+    listener.close();
+    try {
+      await conn.write(encoder.encode("* name?\n"));
+      let got = "";
+      const buf = new Uint8Array(256);
+      while (!got.includes("\n")) {
+        const n = await withTimeout(conn.read(buf), WAIT_MS, "the name line");
+        if (n === null) break;
+        got += decoder.decode(buf.subarray(0, n));
+      }
+      let at = 0;
+      while (at < then.length) at += await conn.write(then.subarray(at));
+      return got;
+    } finally {
+      conn.close();
+    }
+  })();
+  return { port: listener.addr.port, done };
+}
+
+Deno.test("chat_client: a line the server cut off is an error line, escaped, not a line of the room", async () => {
+  // The second line has no newline: the server closed in the middle of it.
+  const room = fakeRoom(encoder.encode("bob: hi\nbob: cut\x1b[2J-of"));
+  const r = await runTask("chat_client", ["--port", String(room.port), "--name", "alice"]);
+  assert.equal(await room.done, "alice\n");
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, "* name?\nbob: hi\n"); // never `bob: cut-of` as if it were whole
+  assert.match(r.stderr, /sent 0 line\(s\), received 2 line\(s\)\n/);
+  assert.match(
+    r.stderr,
+    /\nerror: the server closed the connection in the middle of a line: 'bob: cut\\x1b\[2J-of' was cut off \(no newline\)\n$/,
+  );
+  assert.ok(!(r.stdout + r.stderr).includes("\x1b"), "a raw ESC reached the terminal");
+});
+
+Deno.test("chat_client: a --name with a line break is a usage error; nothing is sent", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  let connected = false;
+  const accepting = listener.accept().then((c) => {
+    connected = true;
+    c.close();
+  }, () => {});
+  try {
+    for (const [name, shown] of [["a\nb", "a\\nb"], ["a\rb", "a\\rb"], ["a\r\n", "a\\r\\n"]]) {
+      const r = await runTask("chat_client", [
+        "--port",
+        String(listener.addr.port),
+        "--name",
+        name,
+      ]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stdout, "");
+      assert.equal(
+        r.stderr,
+        `error: --name must be one line: '${shown}' holds a line break (see chat_client --help)\n`,
+      );
+    }
+  } finally {
+    listener.close();
+    await accepting;
+  }
+  assert.equal(connected, false);
+});
+
 Deno.test({
   name: "chat: nc joins and talks like any client",
   ignore: !hasCommand("nc"),

@@ -60,13 +60,33 @@ function answering(reply: (line: string) => Uint8Array | string) {
   };
 }
 
+/** Runs a Python server `script` that prints its port first; `stop()` kills it. */
+async function pythonServer(script: string, args: string[] = []) {
+  const child = new Deno.Command("python3", {
+    args: ["-c", script, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const out = new Output(child.stdout);
+  const port = (await out.waitFor(/^(\d+)\n/, WAIT_MS))[1];
+  return {
+    port,
+    async stop() {
+      child.kill("SIGKILL");
+      await child.status;
+      await out.done;
+    },
+  };
+}
+
 /**
  * A Python line server on a free port, one thread per connection. `answer`
  * is the body of `def answer(line)`, returning `(delay_s, reply_bytes,
  * close_after)`; a reply of `None` is never sent.
  */
-async function pythonPeer(answer: string) {
-  const script = `
+function pythonPeer(answer: string) {
+  return pythonServer(`
 import socket, threading, time
 def answer(line):
 ${answer.trim().split("\n").map((l) => "    " + l).join("\n")}
@@ -91,23 +111,45 @@ print(srv.getsockname()[1], flush=True)
 while True:
     c, _ = srv.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
-`;
-  const child = new Deno.Command("python3", {
-    args: ["-c", script],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const out = new Output(child.stdout);
-  const port = (await out.waitFor(/^(\d+)\n/, WAIT_MS))[1];
-  return {
-    port,
-    async stop() {
-      child.kill("SIGKILL");
-      await child.status;
-      await out.done;
-    },
-  };
+`);
+}
+
+/**
+ * A pong server that sends more than it is asked for (Python, one thread per
+ * connection), by `mode`:
+ * - `dead`: the first line of a connection gets three pongs, later lines none;
+ * - `twice`: every line gets two pongs at once;
+ * - `early`: a pong as soon as the client connects, then one per line;
+ * - `lagging`: every line gets a pong, and 50 ms later another.
+ */
+function extraLinesPeer(mode: "dead" | "twice" | "early" | "lagging") {
+  return pythonServer(
+    `
+import socket, sys, threading, time
+mode = sys.argv[1]
+def serve(c):
+    try:
+        with c:
+            if mode == "early": c.sendall(b"pong\\n")
+            n = 0
+            for line in c.makefile("rb"):
+                n += 1
+                if mode == "dead":
+                    if n == 1: c.sendall(b"pong\\npong\\npong\\n")
+                elif mode == "twice": c.sendall(b"pong\\npong\\n")
+                elif mode == "early": c.sendall(b"pong\\n")
+                elif mode == "lagging":
+                    c.sendall(b"pong\\n"); time.sleep(0.05); c.sendall(b"pong\\n")
+    except OSError:
+        pass
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+`,
+    [mode],
+  );
 }
 
 // 1. A cut-off reply is not a reply.
@@ -208,6 +250,112 @@ return (0, b"pong\\n", False)`);
   },
 });
 
+// 2b. sensor_client: a line nobody asked for is never counted as a reply.
+//
+// The pong protocol has no ids, so a stale pong looks like a fresh one. A
+// server that sends extra or early lines must not make lost samples look
+// received: the client holds it to one line per request, counts the sample
+// the extra line could have answered as lost, and reconnects.
+
+for (const mode of ["dead", "twice", "early", "lagging"] as const) {
+  Deno.test({
+    name:
+      `sensor_client: extra pongs (${mode} server) are protocol errors; no stale pong is counted`,
+    ignore: !HAS_PYTHON,
+    async fn() {
+      const peer = await extraLinesPeer(mode);
+      try {
+        // The pause (--interval) is longer than the Python server takes to
+        // answer, even on a busy machine: each extra line comes within it.
+        const r = await runTask("sensor_client", [
+          ...["-p", peer.port, "--count", "4", "--interval", "0.25", "--timeout", "2"],
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stdout, /\n4 samples sent, 0 received, 100% loss\n$/, r.stdout);
+        assert.doesNotMatch(r.stdout, /rtt min/);
+        // Every sample ends lost: at once, or named lost by a later Protocol error line.
+        for (const value of [102, 104, 106, 108]) {
+          assert.match(
+            r.stdout,
+            new RegExp(
+              `${value}\\) \\| Packet loss \\(protocol error: unsolicited line 'pong' ` +
+                `|Protocol error: unsolicited line 'pong' after the reply to sample ${value}: ` +
+                `sample ${value} counted as lost\\n`,
+            ),
+            r.stdout,
+          );
+        }
+        assert.match(r.stderr, /protocol error.*: reconnecting/);
+        if (mode === "lagging") {
+          // The extra line comes after the reply was printed: the correction follows it.
+          assert.match(
+            r.stdout,
+            /102\) \| Received: pong \| RTT: [\d.]+ ms\nProtocol error: unsolicited line 'pong' after the reply to sample 102: sample 102 counted as lost\n/,
+          );
+        }
+      } finally {
+        await peer.stop();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "sensor_client --json: an extra line after a reply adds a lost object for that seq",
+  ignore: !HAS_PYTHON,
+  async fn() {
+    const peer = await extraLinesPeer("lagging");
+    try {
+      const r = await runTask("sensor_client", [
+        ...["-p", peer.port, "--count", "2", "--interval", "0.25", "--timeout", "2", "--json"],
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const objects = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const last = new Map<number, { lost?: boolean; why?: string }>();
+      for (const o of objects.slice(0, -1)) last.set(o.seq, o);
+      assert.deepEqual([...last.keys()], [1, 2]);
+      for (const o of last.values()) {
+        assert.equal(o.lost, true);
+        assert.match(o.why!, /^protocol error: unsolicited line 'pong'/);
+      }
+      assert.deepEqual(objects.at(-1).summary, {
+        sent: 2,
+        received: 0,
+        loss_pct: 100,
+        rtt_ms: null,
+      });
+      assert.match(
+        r.stderr,
+        /Protocol error: unsolicited line 'pong' after the reply to the opening ping/,
+      );
+    } finally {
+      await peer.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "sensor_client: bytes of a line nobody asked for (no newline yet) are unsolicited too",
+  ignore: !HAS_PYTHON,
+  async fn() {
+    // Each reply comes with the start of another line behind it.
+    const peer = await pythonPeer(`return (0, b"pong\\npo", False)`);
+    try {
+      const r = await runTask("sensor_client", [
+        ...["-p", peer.port, "--count", "2", "--interval", "0.05", "--timeout", "2"],
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout,
+        /102\) \| Packet loss \(protocol error: unsolicited bytes 'po' \(no newline yet\)|Protocol error: unsolicited bytes 'po' \(no newline yet\) after the reply to sample 102/,
+      );
+      assert.match(r.stdout, /\n2 samples sent, 0 received, 100% loss\n$/);
+    } finally {
+      await peer.stop();
+    }
+  },
+});
+
 // 3. A message is one line; an input line over the limit is named; replies are shown as bytes.
 
 Deno.test("socket_client: a --message with a newline or CR is a usage error, nothing sent", async () => {
@@ -269,7 +417,7 @@ Deno.test("socket_client, hello_client, basic_client, sensor_client print a serv
 
   const sensorPeer = denoPeer(answering(() => hostileBytes("pong")));
   const sensor = await runTask("sensor_client", [
-    ...["-p", sensorPeer.port, "--count", "1", "--timeout", "5"],
+    ...["-p", sensorPeer.port, "--count", "1", "--interval", "0.05", "--timeout", "5"],
   ]);
   await sensorPeer.done;
   assert.equal(sensor.code, 0, sensor.stderr);
@@ -302,7 +450,9 @@ Deno.test("clients write an IPv6 peer as [::1]:PORT", async () => {
 
   const sensorPeer = denoPeer(answering(() => "pong\n"), { hostname: "::1" });
   const sensor = await runTask("sensor_client", [
-    ...["--host", "::1", "-p", sensorPeer.port, "--count", "1", "--timeout", "5"],
+    ...["--host", "::1", "-p", sensorPeer.port, "--count", "1", "--interval", "0.05"],
+    "--timeout",
+    "5",
   ]);
   await sensorPeer.done;
   assert.equal(sensor.code, 0, sensor.stderr);
@@ -325,6 +475,34 @@ Deno.test("clients write an IPv6 peer as [::1]:PORT", async () => {
   ]);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /\nerror: connection refused by \[::1\]:\d+ after 1 attempt: /);
+});
+
+// 4b. tcp_client: port 0 is not a place to connect to; a bracketed IPv6 answer is an address.
+
+Deno.test("tcp_client --port 0 is a usage error: a port from 1 to 65535", async () => {
+  for (const args of [["--host", "127.0.0.1", "--port", "0"], ["-p", "0"]]) {
+    const r = await runTask("tcp_client", args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.equal(
+      r.stderr,
+      "error: invalid --port '0': expected a port from 1 to 65535 (see tcp_client --help)\n",
+    );
+  }
+});
+
+Deno.test("tcp_client: the address prompt takes [::1] as ::1", async () => {
+  const peer = denoPeer(async (conn) => void await conn.read(new Uint8Array(64)), {
+    hostname: "::1",
+  });
+  const r = await runTask("tcp_client", [], `[::1]\n${peer.port}\n`);
+  await peer.done;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stdout,
+    `Enter the remote IP address: \nEnter the remote port: \n` +
+      `connected to [::1]:${peer.port}\nsent 32 bytes of 0x02\n`,
+  );
 });
 
 // 5. bind_socket prints each step only once it has happened.
