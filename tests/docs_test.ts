@@ -140,18 +140,41 @@ async function shell(command: string) {
   };
 }
 
+/** Waits until nothing holds `port` on 127.0.0.1, polling every 500 ms, at most `ms`. */
+async function waitUntilFree(port: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 /** A background process from a doc line: one of our servers, or another (`python3 -m http.server`). */
 async function startBackground(
   command: string,
+  retried = false,
 ): Promise<{ out: Output; stop: () => Promise<void>; port?: number }> {
   if (command.startsWith("deno ")) {
     const server = new Running(denoArgv(command));
     const m = await server.stdout.waitFor(/listening on \S+:(\d+)/).catch(async (err) => {
       server.kill("SIGKILL");
-      throw new Error(
+      return new Error(
         `'${command}' did not start: ${(await server.finished()).stderr || err.message}`,
       );
     });
+    if (m instanceof Error) {
+      // The docs name fixed ports, and 50000 lies in the range the kernel picks
+      // client ports from: another test's connection may hold it (for 60 s in
+      // TIME_WAIT). Wait until it is free, once.
+      const port = m.message.match(/port (\d+) is already in use/)?.[1];
+      if (port === undefined || retried) throw m;
+      await waitUntilFree(Number(port), 70_000);
+      return startBackground(command, true);
+    }
     return { out: server.stdout, port: Number(m[1]), stop: async () => void (await server.stop()) };
   }
   const child = new Deno.Command("sh", {
