@@ -12,7 +12,9 @@ import {
   hasCommand,
   LineClient,
   readAll,
+  Running,
   runTask,
+  scriptCommand,
   type Server,
   sh,
   startServer,
@@ -29,7 +31,22 @@ const SERVERS: Record<string, string[]> = {
   basic_server: ["--port", "0"],
   hello_server: ["--port", "0", "--forever"],
   tcp_server: ["--port", "0"],
+  chat_server: ["--port", "0"],
 };
+
+Deno.test("every script runs as 'deno run -A scripts/NAME.ts', from the project and from elsewhere", async () => {
+  const scripts = [...Deno.readDirSync(new URL("../scripts", import.meta.url))]
+    .map((e) => e.name.replace(/\.ts$/, ""));
+  await Promise.all(scripts.map(async (name) => {
+    for (const way of ["run -A", "run -A elsewhere"] as const) {
+      const { argv, cwd } = scriptCommand(name, way);
+      const r = await new Running([...argv, "--help"], "null", cwd).finished();
+      assert.equal(r.code, 0, `${name} (${way}): ${r.stderr}`);
+      assert.match(r.stdout, /Usage: /, `${name} (${way})`);
+      assert.equal(r.stderr, "", `${name} (${way})`);
+    }
+  }));
+});
 
 Deno.test("a signal the instant 'listening on' appears: exit 0 within 2 s, every time, every way it is run", async () => {
   const TRIES = 3; // per signal; each try uses the next way of running the script
