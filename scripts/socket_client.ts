@@ -34,7 +34,7 @@
  */
 
 import { CliError, paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
-import { concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
+import { concatBytes, ReadTimeoutError, secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress } from "../lib/server.ts";
@@ -136,6 +136,13 @@ await runMain(async () => {
         }
         if (err instanceof LineTooLongError) {
           throw new CliError(`a reply from ${target} is longer than ${MAX_REPLY} bytes`);
+        }
+        if (err instanceof ReadTimeoutError) {
+          // Connected but unanswered: the classic sign of a one-client-at-a-time server.
+          throw new CliError(
+            `no reply from ${target} within ${args.timeout} s (--timeout): is the server busy ` +
+              `with another client? (socket_server serves one at a time; the others wait)`,
+          );
         }
         throw err;
       });

@@ -292,3 +292,28 @@ Deno.test("socket_client times out on a server that never answers", async () => 
     mute.close();
   }
 });
+
+Deno.test("socket_client against socket_server busy with another client: a timeout that says why", async () => {
+  const server = await startServer("socket_server");
+  const holder = await LineClient.connect(server.port);
+  try {
+    assert.equal(await holder.ask("mine"), "OK ... mine"); // the server is now busy with us
+    const r = await runTask("socket_client", [
+      "-p",
+      String(server.port),
+      "-m",
+      "hi",
+      "--timeout",
+      "0.5",
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /^error: no reply from 127\.0\.0\.1:\d+ within 0\.5 s \(--timeout\): is the server busy with another client\?/m,
+    );
+  } finally {
+    holder.close();
+    const done = await server.stop();
+    assert.equal(done.code, 0, done.stderr);
+  }
+});
