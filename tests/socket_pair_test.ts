@@ -286,7 +286,7 @@ Deno.test("socket_client times out on a server that never answers", async () => 
       "x",
     ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /error: no reply within 0\.5 s/);
+    assert.match(r.stderr, /error: no reply from \S+ within 0\.5 s \(--timeout\)/);
   } finally {
     (await accepted).close();
     mute.close();
