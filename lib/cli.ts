@@ -480,6 +480,21 @@ export function describeError(err: unknown, target = ""): string {
 }
 
 /**
+ * What a client refused by `port` advises: `start it with deno task NAME`,
+ * plus `--port N` unless `port` is that server's default, so that the server
+ * it suggests is the one it will find.
+ *
+ * @example
+ * ```ts
+ * import { startHint } from "./cli.ts";
+ * console.log(startHint("socket_server", 9000, 8888)); // start it with deno task socket_server --port 9000
+ * ```
+ */
+export function startHint(server: string, port: number, defaultPort?: number): string {
+  return `start it with deno task ${server}${port === defaultPort ? "" : ` --port ${port}`}`;
+}
+
+/**
  * Runs a script's main function: any error it throws becomes one line
  * `error: ...` on stderr and exit code 1 (2 for a usage {@linkcode CliError}).
  *

@@ -23,7 +23,15 @@
  * @module
  */
 
-import { CliError, describeError, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  showBytes,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress } from "../lib/server.ts";
@@ -57,7 +65,8 @@ await runMain(async () => {
   }).catch((err) => {
     if (err instanceof Deno.errors.ConnectionRefused) {
       throw new CliError(
-        `connection refused by ${target}: is the server running? start it with deno task basic_server`,
+        `connection refused by ${target}: is the server running? ` +
+          startHint("basic_server", args.port, 12345),
       );
     }
     throw new CliError(`cannot connect: ${describeError(err, target)}`);

@@ -39,7 +39,7 @@
  * @module
  */
 
-import { paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { paint, parseCli, runMain, showBytes, startHint, usageError } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -95,7 +95,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
-    hint: "start it with deno task chat_server",
+    hint: startHint("chat_server", args.port, 8890),
     onRetry: ({ attempt, error, delayMs }) =>
       status(
         `attempt ${attempt} failed: ${error.message}` +

@@ -23,7 +23,7 @@
  * @module
  */
 
-import { parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, showBytes, startHint, usageError } from "../lib/cli.ts";
 import { secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -48,7 +48,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: 3,
-    hint: "start it with deno task hello_server",
+    hint: startHint("hello_server", args.port, 50000),
   });
   try {
     const greeting = await new LineReader(conn, { timeoutMs: secondsToMs(args.timeout) })

@@ -56,7 +56,7 @@
  * @module
  */
 
-import { paint, parseCli, runMain, showBytes } from "../lib/cli.ts";
+import { paint, parseCli, runMain, showBytes, startHint } from "../lib/cli.ts";
 import { nextTurn, secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader, TruncatedLineError } from "../lib/lines.ts";
 import { connectWithRetry, sleep } from "../lib/retry.ts";
@@ -245,7 +245,7 @@ async function connect(): Promise<Link | null> {
       attempts: 3,
       connectTimeoutMs: timeoutMs,
       signal: stop.signal,
-      hint: "start it with deno task sensor_server",
+      hint: startHint("sensor_server", args.port, 8889),
     });
     conn.setNoDelay(true); // small messages, timed: no Nagle delay
     return new Link(conn);

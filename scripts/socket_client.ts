@@ -33,7 +33,15 @@
  * @module
  */
 
-import { CliError, paint, parseCli, runMain, showBytes, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  paint,
+  parseCli,
+  runMain,
+  showBytes,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { concatBytes, ReadTimeoutError, secondsToMs, writeAll } from "../lib/io.ts";
 import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -108,7 +116,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
-    hint: "start it with deno task socket_server",
+    hint: startHint("socket_server", args.port, 8888),
     onRetry: ({ attempt, error, delayMs }) =>
       status(
         `attempt ${attempt}/${args.attempts} failed: ${error.message}` +

@@ -26,7 +26,7 @@
  * @module
  */
 
-import { ask, paint, parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { ask, paint, parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress } from "../lib/server.ts";
@@ -94,7 +94,7 @@ await runMain(async () => {
     hostname: host,
     port,
     attempts: args.attempts,
-    hint: "start it with deno task tcp_server",
+    hint: startHint("tcp_server", port),
     onRetry: ({ attempt, error, delayMs }) =>
       console.log(paint(
         "yellow",

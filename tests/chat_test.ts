@@ -392,7 +392,7 @@ Deno.test("chat_client: a refused connection is one error line and exit 1", asyn
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /^error: connection refused by 127\.0\.0\.1:1 after 1 attempt: is the server running\? start it with deno task chat_server$/m,
+    /^error: connection refused by 127\.0\.0\.1:1 after 1 attempt: is the server running\? start it with deno task chat_server --port 1$/m,
   );
 });
 

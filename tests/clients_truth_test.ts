@@ -558,7 +558,7 @@ Deno.test("socket_client --help says what is sent without -m: stdin lines, or on
   assert.match(r.stdout, /--attempts N +.*\(default 5, max 100\)/);
 });
 
-Deno.test("a refused connection after all attempts says what to do", async () => {
+Deno.test("a refused connection after all attempts says what to do, on the port it tried", async () => {
   const port = String(freePort());
   const cases: [string, string[], string][] = [
     ["socket_client", ["-p", port, "--attempts", "2", "-m", "x"], "after 2 attempts"],
@@ -574,7 +574,7 @@ Deno.test("a refused connection after all attempts says what to do", async () =>
       r.stderr,
       new RegExp(
         `(^|\\n)error: connection refused by 127\\.0\\.0\\.1:${port}${after ? ` ${after}` : ""}: ` +
-          `is the server running\\? start it with deno task ${server}\\n$`,
+          `is the server running\\? start it with deno task ${server} --port ${port}\\n$`,
       ),
       r.stderr,
     );
