@@ -111,14 +111,28 @@ export async function readAll(conn: Deno.Conn, timeoutMs = WAIT_MS): Promise<Uin
   return out;
 }
 
-/** Rejects if `promise` takes longer than `ms`. */
-export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * Rejects with "WHAT: no result within MS ms" if `promise` takes longer than
+ * `ms`, after calling `onTimeout` (give it a way to end the wait, such as
+ * closing the connection a read waits on: a read cannot be cancelled, and a
+ * read left pending is a leak the test sanitizers report). The timer is
+ * cleared either way.
+ */
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  onTimeout?: () => void,
+): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     return await Promise.race([
       promise,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
+        timer = setTimeout(() => {
+          onTimeout?.();
+          reject(new Error(`${what}: no result within ${ms} ms`));
+        }, ms);
       }),
     ]);
   } finally {
@@ -180,13 +194,19 @@ export async function floodAndRead(port: number, bytes: Uint8Array): Promise<Uin
   return new Uint8Array(chunks.flatMap((c) => [...c]));
 }
 
-/** A client that reads replies line by line. */
+/**
+ * A client that reads replies line by line. Each wait for a line is bounded
+ * by `WAIT_MS`; past it the connection is closed and the wait fails.
+ */
 export class LineClient {
   readonly conn: Deno.TcpConn;
   readonly lines: LineReader;
+  readonly #peer: string;
+  #closed = false;
   private constructor(conn: Deno.TcpConn) {
     this.conn = conn;
-    this.lines = new LineReader(conn, { timeoutMs: WAIT_MS });
+    this.lines = new LineReader(conn);
+    this.#peer = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
   }
   static async connect(port: number, hostname = "127.0.0.1"): Promise<LineClient> {
     return new LineClient(await Deno.connect({ hostname, port }));
@@ -194,21 +214,39 @@ export class LineClient {
   send(text: string | Uint8Array): Promise<void> {
     return writeAll(this.conn, typeof text === "string" ? encoder.encode(text) : text);
   }
+  /** The next line's bytes (without `\n` or `\r\n`), or `null` at end of stream. */
+  rawLine(): Promise<Uint8Array | null> {
+    const what = `a line from ${this.#peer}`;
+    return withTimeout(this.lines.readLine(), WAIT_MS, what, () => this.close());
+  }
+  /** The next line as text, or `null` at end of stream. */
   async line(): Promise<string | null> {
-    const l = await this.lines.readLine();
+    const l = await this.rawLine();
     return l === null ? null : decoder.decode(l);
   }
   async ask(text: string): Promise<string | null> {
     await this.send(text + "\n");
     return await this.line();
   }
+  /** Closes the connection (a read waiting on it fails); closing twice is harmless. */
   close() {
-    this.lines.close();
+    if (this.#closed) return;
+    this.#closed = true;
     try {
       this.conn.close();
     } catch {
-      // already closed
+      // closed through `conn` already
     }
+  }
+}
+
+/** Asks one line of a fresh client and closes it. */
+export async function askOnce(port: number, text: string): Promise<string | null> {
+  const c = await LineClient.connect(port);
+  try {
+    return await c.ask(text);
+  } finally {
+    c.close();
   }
 }
 
@@ -241,4 +279,54 @@ export async function sh(
   const out = await child.output();
   clearTimeout(timer);
   return { code: out.code, stdout: out.stdout, stderr: decoder.decode(out.stderr) };
+}
+
+/** Runs a Python snippet with `python3 -c`; `{PORT}` in it is replaced by `port`. */
+export function python(
+  code: string,
+  port: number,
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  return sh(`python3 -c '${code.replaceAll("{PORT}", String(port)).replaceAll("'", "'\\''")}'`);
+}
+
+/**
+ * A Deno peer (a stand-in server) on `hostname`: each connection is handed to
+ * `talk`, up to `connections` of them. `done` resolves once every one has ended.
+ */
+export function denoPeer(
+  talk: (conn: Deno.TcpConn, lines: LineReader) => Promise<void>,
+  { hostname = "127.0.0.1", connections = 1 } = {},
+): { port: string; done: Promise<void> } {
+  const listener = Deno.listen({ hostname, port: 0 });
+  const done = (async () => {
+    try {
+      for (let i = 0; i < connections; i++) {
+        const conn = await listener.accept();
+        try {
+          await talk(conn, new LineReader(conn));
+        } catch {
+          // the client may leave first: only what it printed matters here
+        } finally {
+          try {
+            conn.close();
+          } catch { /* closed by talk */ }
+        }
+      }
+    } finally {
+      listener.close();
+    }
+  })();
+  return { port: String(listener.addr.port), done };
+}
+
+/** A `denoPeer` talk that answers each line with `reply(line)` until the client leaves. */
+export function answering(
+  reply: (line: string) => Uint8Array | string,
+): (conn: Deno.TcpConn, lines: LineReader) => Promise<void> {
+  return async (conn, lines) => {
+    for await (const line of lines) {
+      const r = reply(decoder.decode(line));
+      await writeAll(conn, typeof r === "string" ? encoder.encode(r) : r);
+    }
+  };
 }
