@@ -287,42 +287,6 @@ Deno.test("limits past what the runtime can honour are usage errors, shown in --
   assert.match(help.stdout, /--max-line N .*\(default 65536, max 16777216\)/);
 });
 
-Deno.test("socket_server: a last line cut by end of stream obeys --max-line and loses its \\r", async () => {
-  const server = await startServer("socket_server", ["--port", "0", "--max-line", "10"]);
-  try {
-    const exchange = async (text: string) => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-      try {
-        await writeAll(conn, encoder.encode(text));
-        await conn.closeWrite();
-        return decoder.decode(await readAll(conn));
-      } finally {
-        conn.close();
-      }
-    };
-    assert.equal(await exchange("0123456789A"), "ERR line too long\n");
-    assert.equal(await exchange("0123456789\r"), "OK ... 0123456789\n");
-    assert.equal(await exchange("ok\nlast\r"), "OK ... ok\nOK ... last\n");
-  } finally {
-    const done = await server.stop();
-    assert.equal(done.code, 0, done.stderr);
-  }
-});
-
-Deno.test("basic_server --timeout 0 means never: a message after a pause is answered", async () => {
-  const server = await startServer("basic_server", ["--port", "0", "--timeout", "0"]);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-  try {
-    await new Promise((r) => setTimeout(r, 500)); // the pause is what is tested
-    await writeAll(conn, encoder.encode("late\n"));
-    assert.equal(decoder.decode(await readAll(conn)), "Message received: late\n");
-  } finally {
-    conn.close();
-    const done = await server.stop();
-    assert.equal(done.code, 0, done.stderr);
-  }
-});
-
 /** Bytes that would retitle the window, clear the screen and fake a log line if printed raw. */
 const HOSTILE = encoder.encode("\x1b]0;pwned\x07\x1b[2J\rlistening on 6.6.6.6:1\n");
 const SHOWN = String.raw`\x1b]0;pwned\x07\x1b[2J\rlistening on 6.6.6.6:1`;

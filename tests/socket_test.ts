@@ -1,21 +1,27 @@
 /**
  * End-to-end: scripts/socket_server.ts and scripts/socket_client.ts as real
- * processes, started the way their `deno task` starts them.
+ * processes, started the way their `deno task` starts them: with each other,
+ * with nc and Python, and with stand-in peers that cut a reply off, never
+ * answer, or are busy with another client.
  */
 import assert from "node:assert/strict";
 import {
+  answering,
   decoder,
+  denoPeer,
   encoder,
   exchange,
   freePort,
   hasCommand,
   LineClient,
+  readAll,
   Running,
   runTask,
   sh,
   startServer,
   taskCommand,
 } from "./helpers.ts";
+import { writeAll } from "../lib/io.ts";
 
 const HAS_NC = hasCommand("nc");
 const HAS_PYTHON = hasCommand("python3");
@@ -156,6 +162,28 @@ Deno.test("socket_server drops an endless line with ERR line too long and keeps 
   }
 });
 
+Deno.test("socket_server: a last line cut by end of stream obeys --max-line and loses its \\r", async () => {
+  const server = await startServer("socket_server", ["--port", "0", "--max-line", "10"]);
+  try {
+    const exchange = async (text: string) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      try {
+        await writeAll(conn, encoder.encode(text));
+        await conn.closeWrite();
+        return decoder.decode(await readAll(conn));
+      } finally {
+        conn.close();
+      }
+    };
+    assert.equal(await exchange("0123456789A"), "ERR line too long\n");
+    assert.equal(await exchange("0123456789\r"), "OK ... 0123456789\n");
+    assert.equal(await exchange("ok\nlast\r"), "OK ... ok\nOK ... last\n");
+  } finally {
+    const done = await server.stop();
+    assert.equal(done.code, 0, done.stderr);
+  }
+});
+
 Deno.test("socket_server drops a silent client after --idle-timeout", async () => {
   const server = await startServer("socket_server", ["--port", "0", "--idle-timeout", "0.3"]);
   try {
@@ -242,6 +270,16 @@ Deno.test("socket_client sends --message values and stdin lines, prints replies"
   }
 });
 
+Deno.test("socket_client --help says what is sent without -m: stdin lines, or one sample on a terminal", async () => {
+  const r = await runTask("socket_client", ["--help"]);
+  assert.equal(r.code, 0);
+  assert.match(
+    r.stdout,
+    /--message TEXT +.*each line of stdin when stdin is a pipe or file; on a terminal, or with empty input, one sample reading/,
+  );
+  assert.match(r.stdout, /--attempts N +.*\(default 5, max 100\)/);
+});
+
 Deno.test("socket_client retries until a server that starts late is up", async () => {
   const port = freePort();
   const client = new Running([
@@ -316,4 +354,29 @@ Deno.test("socket_client against socket_server busy with another client: a timeo
     const done = await server.stop();
     assert.equal(done.code, 0, done.stderr);
   }
+});
+
+Deno.test("socket_client: a reply cut off by the server closing is an error, not a reply", async () => {
+  const peer = denoPeer(async (conn, lines) => {
+    await lines.readLine();
+    await writeAll(conn, encoder.encode("OK ... hel")); // no newline, then close
+  });
+  const r = await runTask("socket_client", ["-p", peer.port, "-m", "hello"]);
+  await peer.done;
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, "");
+  assert.match(
+    r.stderr,
+    /\nerror: the reply was cut off: 127\.0\.0\.1:\d+ closed the connection after 'OK \.\.\. hel' \(no newline\)\n$/,
+  );
+});
+
+Deno.test("socket_client: a stdin line over the limit is named as the input's line 3", async () => {
+  const peer = denoPeer(answering((line) => `OK ... ${line}\n`));
+  const input = `first\nsecond\n${"x".repeat(70_000)}\nfourth\n`;
+  const r = await runTask("socket_client", ["-p", peer.port], input);
+  await peer.done;
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, "OK ... first\nOK ... second\n");
+  assert.match(r.stderr, /\nerror: input line 3 is longer than 65536 bytes\n$/);
 });

@@ -1,13 +1,16 @@
 /**
- * End-to-end: tcp_server.ts / tcp_client.ts (exact 32-byte messages, prompts,
- * retries) and bind_socket.ts (name resolution), as real processes.
+ * End-to-end: scripts/tcp_server.ts and scripts/tcp_client.ts (exact 32-byte
+ * messages, prompts, retries) as real processes, with each other, with Python
+ * and nc, and with an IPv6 stand-in server.
  */
 import assert from "node:assert/strict";
 import {
   decoder,
+  denoPeer,
   freePort,
   hasCommand,
   Output,
+  readAll,
   Running,
   runTask,
   sh,
@@ -15,7 +18,6 @@ import {
   taskCommand,
   WAIT_MS,
 } from "./helpers.ts";
-import { readAll } from "./helpers.ts";
 
 const HAS_NC = hasCommand("nc");
 const HAS_PYTHON = hasCommand("python3");
@@ -188,59 +190,28 @@ Deno.test("tcp_client with no server gives up after 5 attempts with an error lin
   );
 });
 
-Deno.test({
-  name: "bind_socket resolves localhost through the hosts file and sends HEAD / to a local server",
-  ignore: !HAS_PYTHON,
-  async fn() {
-    const port = freePort();
-    const http = new Deno.Command("python3", {
-      args: ["-m", "http.server", String(port), "--bind", "127.0.0.1"],
-      stdout: "null",
-      stderr: "piped",
-      cwd: "/tmp",
-    }).spawn();
-    try {
-      // Wait until the Python server listens (it takes a moment to start).
-      for (let i = 0; i < 200; i++) {
-        const probe = await Deno.connect({ hostname: "127.0.0.1", port }).catch(() => null);
-        if (probe) {
-          probe.close();
-          break;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      const r = await runTask("bind_socket", [
-        "--host",
-        "localhost",
-        "-p",
-        String(port),
-        "--request",
-      ]);
-      assert.equal(r.code, 0, r.stderr);
-      assert.equal(
-        r.stdout,
-        `IP address of localhost is 127.0.0.1\nSocket created\n` +
-          `Socket connected to localhost on ip 127.0.0.1 port ${port}\nHTTP/1.0 200 OK\n`,
-      );
-    } finally {
-      http.kill();
-      await http.stderr.cancel();
-      await http.status;
-    }
-  },
+Deno.test("tcp_client --port 0 is a usage error: a port from 1 to 65535", async () => {
+  for (const args of [["--host", "127.0.0.1", "--port", "0"], ["-p", "0"]]) {
+    const r = await runTask("tcp_client", args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.equal(
+      r.stderr,
+      "error: invalid --port '0': expected a port from 1 to 65535 (see tcp_client --help)\n",
+    );
+  }
 });
 
-Deno.test("bind_socket fails with one error line for an unknown name and a refused port", async () => {
-  // A 64-letter label is not a valid DNS name: the resolver rejects it without
-  // sending a query, so this test stays on this machine.
-  const unknown = await runTask("bind_socket", ["--host", `${"x".repeat(64)}.invalid`]);
-  assert.equal(unknown.code, 1);
-  assert.match(unknown.stderr, /^error: cannot resolve x{64}\.invalid/);
-  assert.equal(unknown.stderr.trim().split("\n").length, 1);
-  const refused = await runTask("bind_socket", ["--host", "localhost", "-p", String(freePort())]);
-  assert.equal(refused.code, 1);
-  assert.match(
-    refused.stderr,
-    /^error: cannot connect to localhost \(127\.0\.0\.1\) port \d+: Connection refused/,
+Deno.test("tcp_client: the address prompt takes [::1] as ::1", async () => {
+  const peer = denoPeer(async (conn) => void await conn.read(new Uint8Array(64)), {
+    hostname: "::1",
+  });
+  const r = await runTask("tcp_client", [], `[::1]\n${peer.port}\n`);
+  await peer.done;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stdout,
+    `Enter the remote IP address: \nEnter the remote port: \n` +
+      `connected to [::1]:${peer.port}\nsent 32 bytes of 0x02\n`,
   );
 });
