@@ -1,6 +1,7 @@
 /**
- * End-to-end: chat_server and chat_client as real processes, with our own
- * clients, nc, and a client that never reads.
+ * End-to-end: scripts/chat_server.ts and scripts/chat_client.ts as real
+ * processes, with our own clients, nc, a client that never reads, one that
+ * floods the room, and a stand-in room that cuts a line off.
  */
 import assert from "node:assert/strict";
 import {
@@ -90,7 +91,7 @@ Deno.test("chat: a line's bytes pass exactly (invalid UTF-8, escapes); the log e
     const alice = await join("alice");
     const bob = await join("bob");
     await alice.send(new Uint8Array([0xff, 0xfe, 0x1b, 0x5b, 0x32, 0x4a, 0x41, 0x0d, 0x0a]));
-    const line = await bob.lines.readLine();
+    const line = await bob.rawLine();
     assert.deepEqual(
       [...line!],
       [...encoder.encode("alice: "), 0xff, 0xfe, 0x1b, 0x5b, 0x32, 0x4a, 0x41],
@@ -191,6 +192,41 @@ async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   }
   return out;
 }
+
+Deno.test({
+  name: "chat_server: one client flooding the room does not keep a newcomer waiting",
+  ignore: !hasCommand("nc") || !hasCommand("timeout"),
+  async fn() {
+    const server = await startServer("chat_server", ["--port", "0", "--quiet"]);
+    const dir = await Deno.makeTempDir();
+    try {
+      // nc streams a file as fast as the server reads it, from its own process.
+      await Deno.writeFile(`${dir}/flood`, encoder.encode(("f".repeat(99) + "\n").repeat(500_000)));
+      const flooder = sh(
+        `(printf 'flooder\\n'; cat ${dir}/flood ${dir}/flood ${dir}/flood) | ` +
+          `timeout 4 nc -N 127.0.0.1 ${server.port} > /dev/null`,
+        20_000,
+      );
+      await new Promise((r) => setTimeout(r, 300)); // the flood is under way
+      let worst = 0;
+      for (let i = 0; i < 8; i++) {
+        const t0 = performance.now();
+        const c = await LineClient.connect(server.port);
+        assert.equal(await c.line(), "* name?");
+        worst = Math.max(worst, performance.now() - t0);
+        c.close();
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await flooder;
+      console.log(`worst wait for '* name?' during the flood: ${worst.toFixed(1)} ms`);
+      assert.ok(worst < 1000, `a newcomer waited ${worst.toFixed(0)} ms`);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+      const done = await server.stop();
+      assert.equal(done.code, 0, done.stderr);
+    }
+  },
+});
 
 Deno.test("chat: clients resetting or leaving mid-line harm nobody", () =>
   withRoom(["--quiet"], async (server, join) => {

@@ -1,39 +1,31 @@
 /**
  * End-to-end: the worker pool (scripts/socket_server_threads.ts) at its
  * edges: every way it is run (and the one-worker fallback without unstable
- * net), signals the instant it is ready and doubled, a cap shared by the whole
- * pool, a worker's crash, and, with the two other TcpServer servers, clients
- * that reset before they are accepted and a process out of file descriptors.
+ * net), more workers making more threads, port in use, signals the instant
+ * it is ready and doubled, a cap shared by the whole pool, and a worker's
+ * crash. What it shares with the other servers (many clients at once,
+ * resets before accept(), running out of file descriptors) is in
+ * tests/servers_test.ts.
  */
 import assert from "node:assert/strict";
 import {
-  hasCommand,
+  askOnce,
+  decoder,
   LineClient,
-  Output,
-  ROOT,
   Running,
   runTask,
   type Server,
+  sh,
   startServer,
-  taskCommand,
   WAYS,
   withTimeout,
 } from "./helpers.ts";
 import { writeAll } from "../lib/io.ts";
 
 const NAME = "socket_server_threads";
+
 const start = (args: string[], way?: (typeof WAYS)[number]) =>
   startServer(NAME, ["--port", "0", ...args], way);
-
-/** Asks one line of a fresh client and closes it. */
-async function askOnce(port: number, text: string): Promise<string | null> {
-  const c = await LineClient.connect(port);
-  try {
-    return await c.ask(text);
-  } finally {
-    c.close();
-  }
-}
 
 /** Connects, retrying only while the port is refused (no worker listening), for up to 5 s. */
 async function connectWhileRefused(port: number): Promise<{ client: LineClient; refused: number }> {
@@ -80,6 +72,37 @@ for (const way of WAYS) {
   });
 }
 
+/** The number of OS threads of a process, from /proc (Linux). */
+async function threadsOf(pid: number): Promise<number> {
+  const out = await sh(`ps -o nlwp= -p ${pid}`);
+  return Number(decoder.decode(out.stdout).trim());
+}
+
+Deno.test({
+  name: "socket_server_threads: more workers, more threads; clients spread over workers",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const one = await startServer("socket_server_threads", ["--port", "0", "--workers", "1"]);
+    const four = await startServer("socket_server_threads", ["--port", "0", "--workers", "4"]);
+    try {
+      await four.stdout.waitFor("4 worker thread(s) sharing the port");
+      const diff = await threadsOf(four.child.pid) - await threadsOf(one.child.pid);
+      assert.ok(diff >= 3, `4 workers should add at least 3 threads, added ${diff}`);
+      for (let i = 0; i < 40; i++) {
+        const c = await LineClient.connect(four.port);
+        assert.equal(await c.ask(`c${i}`), `OK ... c${i}`);
+        c.close();
+      }
+      await four.stdout.waitForCount(/is offline/, 40);
+      const used = new Set(four.stdout.text.match(/\[worker \d\]/g));
+      assert.ok(used.size >= 2, `clients all went to ${[...used]}`);
+    } finally {
+      await one.stop();
+      await four.stop();
+    }
+  },
+});
+
 Deno.test(`${NAME}: a second pool on the same port is 'port in use', not a silent partner`, async () => {
   const first = await start(["--workers", "2", "--quiet"]);
   try {
@@ -106,6 +129,23 @@ Deno.test(`${NAME}: a second pool on the same port is 'port in use', not a silen
   } finally {
     const done = await first.stop();
     assert.equal(done.code, 0, done.stderr);
+  }
+});
+
+Deno.test("socket_server_threads: port in use is one error line and exit 1", async () => {
+  const first = await startServer("socket_server_with_select");
+  try {
+    const r = await runTask("socket_server_threads", [
+      "--port",
+      String(first.port),
+      "--workers",
+      "2",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`^error: port ${first.port} is already in use`));
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+  } finally {
+    await first.stop();
   }
 });
 
@@ -283,167 +323,5 @@ for (const workers of [1, 2]) {
     assert.ok([...perWorker.values()].every((n) => n === 1), JSON.stringify([...perWorker]));
     assert.doesNotMatch(done.stdout, /reset|went away|could not replace/);
     console.log(`  ${refusals} connection attempt(s) refused while no worker listened`);
-  });
-}
-
-// ------------------------------------------- the three TcpServer servers at their limits
-
-const POOLS: Record<string, string[]> = {
-  socket_server: [],
-  socket_server_with_select: ["--quiet"],
-  socket_server_threads: ["--quiet", "--workers", "2"],
-};
-
-/** 200 clients that connect and reset at once (SO_LINGER 0), before the server accepts them. */
-const RESETS = `
-import socket, struct, sys
-for _ in range(200):
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-`;
-
-for (const [name, flags] of Object.entries(POOLS)) {
-  Deno.test({
-    name: `${name}: 200 clients resetting before accept() do not delay the next one`,
-    ignore: !hasCommand("python3"),
-    async fn() {
-      const server = await startServer(name, ["--port", "0", ...flags]);
-      // socket_server takes one client at a time: with one held, all 200 wait in the backlog.
-      const busy = await LineClient.connect(server.port);
-      try {
-        assert.equal(await busy.ask("busy"), "OK ... busy");
-        const py = await new Deno.Command("python3", {
-          args: ["-c", RESETS, String(server.port)],
-          stdout: "null",
-          stderr: "piped",
-        }).output();
-        assert.equal(py.code, 0, new TextDecoder().decode(py.stderr));
-        busy.close();
-        const t0 = performance.now();
-        assert.equal(await askOnce(server.port, "honest"), "OK ... honest");
-        const ms = performance.now() - t0;
-        console.log(`  ${name}: answered ${ms.toFixed(0)} ms after 200 resets`);
-        assert.ok(ms < 1500, `answered after ${ms.toFixed(0)} ms`);
-      } finally {
-        busy.close();
-        const done = await server.stop();
-        assert.equal(done.code, 0, done.stderr);
-        assert.doesNotMatch(done.stdout, /accept failed/);
-      }
-    },
-  });
-}
-
-/** A server started through `sh -c 'ulimit -n N; exec deno ...'`: a process short of descriptors. */
-async function startWithFdLimit(name: string, args: string[], maxFds: number) {
-  const child = new Deno.Command("sh", {
-    args: [
-      "-c",
-      `ulimit -n ${maxFds} && exec "$0" "$@"`,
-      Deno.execPath(),
-      ...taskCommand(name),
-      ...args,
-    ],
-    cwd: ROOT,
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new Output(child.stdout);
-  const stderr = new Output(child.stderr);
-  const finished = async () => {
-    const status = await child.status;
-    await Promise.all([stdout.done, stderr.done]);
-    return status;
-  };
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* exited */ }
-    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-    const status = await finished();
-    clearTimeout(timer);
-    return status;
-  };
-  try {
-    const [, port] = await stdout.waitFor(/listening on 127\.0\.0\.1:(\d+)/);
-    return { port: Number(port), stdout, stderr, stop };
-  } catch (err) {
-    child.kill("SIGKILL");
-    await finished();
-    throw new Error(`${(err as Error).message}\nstderr: ${stderr.text}`);
-  }
-}
-
-const FD_LIMIT = 48;
-const CLIENTS = 60;
-
-for (const [name, flags] of Object.entries(POOLS)) {
-  const oneAtATime = name === "socket_server";
-  const workers = name === NAME ? 2 : 1;
-  Deno.test(`${name}: out of file descriptors (ulimit -n ${FD_LIMIT}, ${CLIENTS} clients held), at most one 'accept failed' a second; served again once clients leave`, async () => {
-    const server = await startWithFdLimit(name, ["--port", "0", ...flags], FD_LIMIT);
-    const clients: LineClient[] = [];
-    const answered: LineClient[] = []; // in the order their replies came
-    const wrong: string[] = [];
-    let wake = () => {};
-    let failedAt = 0;
-    try {
-      const failed = server.stdout.waitFor(/accept failed/, 30_000);
-      failed.then(() => failedAt = performance.now(), () => {});
-      for (let i = 0; i < CLIENTS; i++) {
-        const c = await LineClient.connect(server.port);
-        clients.push(c);
-        await c.send(`hi ${i}\n`);
-        const reply = c.line().then((line) => {
-          if (line !== `OK ... hi ${i}`) wrong.push(`client ${i}: ${line}`);
-          answered.push(c);
-          wake();
-        });
-        reply.catch(() => {}); // a timeout shows as a client never answered
-        // Until the process runs out, each client is accepted and answered (socket_server: the first).
-        if (failedAt === 0 && (i === 0 || !oneAtATime)) await Promise.race([reply, failed]);
-      }
-      const accepted = answered.length;
-      if (oneAtATime) {
-        // It holds one client at a time: the others wait in the backlog and cost it no descriptor.
-        assert.equal(accepted, 1);
-      } else {
-        // Out of descriptors: let it fail for two seconds at least (three reports).
-        await failed;
-        assert.ok(accepted < CLIENTS, `${accepted} accepted`);
-        await server.stdout.waitForCount(/accept failed/, 3 * workers, 15_000);
-      }
-      // Answered clients leave one at a time, each freeing one descriptor for one waiting
-      // client: the server is at its limit, accepting one and failing the next, again and again.
-      for (let left = 0; answered.length < CLIENTS; left++) {
-        answered[left].close();
-        const next = new Promise<void>((resolve) => wake = resolve);
-        await withTimeout(next, 5000, `a waiting client served after ${left + 1} left`);
-      }
-      assert.deepEqual(wrong, []);
-      for (const c of clients) c.close();
-      assert.equal(await askOnce(server.port, "after"), "OK ... after");
-      console.log(`  ${name}: ${accepted} clients accepted before it ran out`);
-    } finally {
-      for (const c of clients) c.close();
-      const status = await server.stop();
-      assert.equal(status.code, 0, server.stderr.text);
-    }
-    const lines = server.stdout.text.match(/.*accept failed.*/g) ?? [];
-    if (oneAtATime) {
-      assert.equal(lines.length, 0);
-      return;
-    }
-    assert.match(server.stdout.text, /accepting again/);
-    const seconds = (performance.now() - failedAt) / 1000;
-    const log = server.stdout.text.match(/.*accept(ing again| failed).*/g)!.join("\n");
-    for (let w = 1; w <= workers; w++) {
-      const own = workers === 1 ? lines : lines.filter((l) => l.startsWith(`[worker ${w}]`));
-      assert.ok(own.length <= Math.ceil(seconds) + 1, `${own.length} in ${seconds} s:\n${log}`);
-    }
-    console.log(`  ${name}: ${lines.length} 'accept failed' line(s) in ${seconds.toFixed(1)} s`);
   });
 }
