@@ -15,6 +15,9 @@
  *   prints while the recipe before it runs.
  * In expected output, `PORT` is any port, `N` any whole number, `...` alone on a line is any lines,
  * and decimals and timestamps stand for any value (they are measurements).
+ *
+ * And every call a top comment names is made by the code below it (see
+ * `namedCalls`): a comment cannot keep naming a call the code dropped.
  * Commands that need a person at the keyboard or the Internet are not run;
  * the ports they name are still checked against the server's real one.
  */
@@ -153,15 +156,36 @@ async function waitUntilFree(port: number, ms: number): Promise<void> {
   }
 }
 
+/** Runs Deno with `argv`, with `DENO_DIR` set to `denoDir` if given. */
+function runDeno(argv: string[], denoDir?: string): Running {
+  if (!denoDir) return new Running(argv);
+  const old = Deno.env.get("DENO_DIR");
+  Deno.env.set("DENO_DIR", denoDir); // the child takes its environment when it starts
+  try {
+    return new Running(argv);
+  } finally {
+    if (old === undefined) Deno.env.delete("DENO_DIR");
+    else Deno.env.set("DENO_DIR", old);
+  }
+}
+
 /** A background process from a doc line: one of our servers, or another (`python3 -m http.server`). */
 async function startBackground(
   command: string,
   retried = false,
 ): Promise<{ out: Output; stop: () => Promise<void>; port?: number }> {
   if (command.startsWith("deno ")) {
-    const server = new Running(denoArgv(command));
+    // Deno caches a script run by URL and does not fetch it again: such a run gets a cache of
+    // its own, as on a reader's first run, so that today's files are the ones that run.
+    const cache = /\shttps?:\/\//.test(command)
+      ? Deno.makeTempDirSync({ prefix: "docs-url-cache-" })
+      : undefined;
+    const dropCache = () => cache && Deno.removeSync(cache, { recursive: true });
+    const server = runDeno(denoArgv(command), cache);
     const m = await server.stdout.waitFor(/listening on \S+:(\d+)/).catch(async (err) => {
       server.kill("SIGKILL");
+      await server.finished();
+      dropCache();
       return new Error(
         `'${command}' did not start: ${(await server.finished()).stderr || err.message}`,
       );
@@ -175,11 +199,18 @@ async function startBackground(
       await waitUntilFree(Number(port), 70_000);
       return startBackground(command, true);
     }
-    return { out: server.stdout, port: Number(m[1]), stop: async () => void (await server.stop()) };
+    return {
+      out: server.stdout,
+      port: Number(m[1]),
+      stop: async () => {
+        await server.stop();
+        dropCache();
+      },
+    };
   }
   const child = new Deno.Command("sh", {
     args: ["-c", `exec ${command}`],
-    cwd: "/tmp",
+    cwd: ROOT, // as a reader runs it: a web server in the project serves the project
     env: ENV,
     stdout: "piped",
     stderr: "null",
@@ -206,9 +237,105 @@ async function startBackground(
   };
 }
 
-/** Ports a command names (`127.0.0.1 8888`, `:8888`, `--port 8888`). */
+/**
+ * Ports a command names (`127.0.0.1 8888`, `:8888`, `--port 8888`); not a web address's
+ * (`http://127.0.0.1:8000/scripts/x.ts` is where the script comes from).
+ */
 function portsIn(command: string): number[] {
-  return [...command.matchAll(/(?:127\.0\.0\.1[ :]|--port |-p )(\d+)/g)].map((m) => Number(m[1]));
+  return [...command.matchAll(/(?:(?<!\/\/)127\.0\.0\.1[ :]|--port |-p )(\d+)/g)]
+    .map((m) => Number(m[1]));
+}
+
+/** The names of what `lib/*.ts` exports as values (functions, classes, constants). */
+function libExports(): Set<string> {
+  const names = new Set<string>();
+  for (const entry of Deno.readDirSync(`${ROOT}/lib`)) {
+    if (!entry.name.endsWith(".ts")) continue;
+    const src = Deno.readTextFileSync(`${ROOT}/lib/${entry.name}`);
+    const declared =
+      /^export\s+(?:async\s+)?(?:function\*?|class|const|let)\s+([A-Za-z_$][\w$]*)/gm;
+    for (const m of src.matchAll(declared)) names.add(m[1]);
+    for (const m of src.matchAll(/^export\s*\{([^}]*)\}/gm)) {
+      for (const part of m[1].split(",").map((p) => p.trim())) {
+        if (part && !part.startsWith("type ")) names.add(part.split(/\s+as\s+/).at(-1)!);
+      }
+    }
+  }
+  return names;
+}
+
+/** Methods of a `Deno.Conn` or `Deno.Listener`: a bare `read()` in a comment is one of them. */
+const SOCKET_METHODS = [
+  "read",
+  "write",
+  "accept",
+  "close",
+  "closeWrite",
+  "setNoDelay",
+  "setKeepAlive",
+];
+
+/**
+ * Names a top comment may mention without the code using them, each with why: the
+ * alternative a script explains it does not take. An entry must still be true (named in the
+ * comment, absent from the code), so the list cannot go stale.
+ */
+const NOT_CALLED: Record<string, { name: string; why: string }[]> = {
+  bind_socket: [{ name: "Deno.resolveDns", why: "the resolver it does not use, and why" }],
+};
+
+/**
+ * The calls a script's top comment claims, each with the text the code below the
+ * comment must contain. A claim is a backticked name (`await ` and arguments
+ * dropped: `conn.read()` is `conn.read`) that is:
+ * - `Deno.x...` with `x` lower case (a function, not a type like `Deno.Conn`): the name as written;
+ * - exported by `lib/*.ts`, or `Name.member` of one: `Name`, and `.member`;
+ * - `conn.x` or `listener.x` (the collection's names for a Deno socket): the name as written;
+ * - a bare `read()`, `accept()`, ... (a socket method, with its parentheses): `.read(`;
+ * - `new X(...)`: `new X`;
+ * - any other lowerCamelCase name (`readExact`, `reusePort`, a lib name since removed): the name.
+ * Other backticked text (flags, output, the seeds' Python like `recv(1024)`) claims nothing.
+ * "Contains" means as a whole word, outside comments.
+ */
+function namedCalls(
+  comment: string,
+  lib: Set<string>,
+): { token: string; needs: string[] }[] {
+  const claims: { token: string; needs: string[] }[] = [];
+  for (const [, token] of comment.matchAll(/`([^`]+)`/g)) {
+    let t = token.replace(/^await\s+/, "");
+    const isNew = /^new\s+/.test(t);
+    t = t.replace(/^new\s+/, "");
+    const call = t.match(/^([^(]+)\((.*)\)$/);
+    const name = call ? call[1] : t;
+    if (!/^[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*$/.test(name)) continue;
+    const [head, ...rest] = name.split(".");
+    let needs: string[] | undefined;
+    if (isNew) needs = [`new ${name}`];
+    else if (head === "Deno") needs = /^[a-z]/.test(rest[0] ?? "") ? [name] : undefined;
+    else if (lib.has(head)) needs = [head, ...rest.map((r) => `.${r}`)];
+    else if (head === "conn" || head === "listener") needs = rest.length ? [name] : undefined;
+    else if (!rest.length && call && SOCKET_METHODS.includes(head)) needs = [`.${head}(`];
+    else if (/^[a-z][a-z0-9]*[A-Z]/.test(head)) needs = [head, ...rest.map((r) => `.${r}`)];
+    if (needs) claims.push({ token, needs });
+  }
+  return claims;
+}
+
+/** `code` without its comments (block comments, whole-line and trailing `// ...` ones). */
+function withoutComments(code: string): string {
+  return code.replace(/\/\*[\s\S]*?\*\//g, "")
+    .split("\n")
+    .map((line) => line.replace(/^\s*\/\/.*$/, "").replace(/\s\/\/\s.*$/, ""))
+    .join("\n");
+}
+
+/** Whether `code` holds `text` with no identifier character glued to either end. */
+function containsWord(code: string, text: string): boolean {
+  const escaped = text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const start = /^[\w$]/.test(text) ? "(?<![\\w$])" : "";
+  const end = /[\w$]$/.test(text) ? "(?![\\w$])" : "";
+  return new RegExp(`${start}${escaped}${end}`).test(code);
 }
 
 const executed: string[] = [];
@@ -221,6 +348,56 @@ const IS_SERVER = (name: string) => /_server/.test(name);
 const HAS = (cmd: string) =>
   new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`], stdout: "null" }).outputSync()
     .success;
+
+Deno.test("namedCalls: which backticked names are claims, and what the code must hold", () => {
+  const comment = [
+    "every `await conn.read()` below; `Deno.listen`, not `Deno.Conn`; `readExact` and",
+    "`TcpServer.handle`; `accept()`, `new Worker(import.meta.url)`, `serveLines`; the seed's",
+    "`recv(1024)`, `socket.socket()`, `select()`; `--max-line`, `OK ... <line>`, `write`",
+  ].join("\n");
+  assert.deepEqual(namedCalls(comment, new Set(["readExact", "TcpServer"])), [
+    { token: "await conn.read()", needs: ["conn.read"] },
+    { token: "Deno.listen", needs: ["Deno.listen"] },
+    { token: "readExact", needs: ["readExact"] },
+    { token: "TcpServer.handle", needs: ["TcpServer", ".handle"] },
+    { token: "accept()", needs: [".accept("] },
+    { token: "new Worker(import.meta.url)", needs: ["new Worker"] },
+    { token: "serveLines", needs: ["serveLines"] },
+  ]);
+  const code = withoutComments("const n = await conn.read(buf); // readExact\n/* readExact */");
+  assert.ok(containsWord(code, "conn.read"));
+  assert.ok(!containsWord(code, "readExact"), "a name in a comment is not a call");
+  assert.ok(!containsWord("conn.readable", "conn.read"), "conn.readable is not conn.read");
+});
+
+const LIB = libExports();
+for (const name of SCRIPTS) {
+  Deno.test(`${name}: every call the top comment names is in the code below it`, () => {
+    const text = Deno.readTextFileSync(`${ROOT}/scripts/${name}.ts`);
+    const code = withoutComments(text.slice(text.indexOf("*/") + 2));
+    const comment = topComment(name).join("\n");
+    const exempt = NOT_CALLED[name] ?? [];
+    const missing: string[] = [];
+    for (const { token, needs } of namedCalls(comment, LIB)) {
+      if (exempt.some((e) => e.name === token.replace(/\(.*\)$/, ""))) continue;
+      const absent = needs.filter((n) => !containsWord(code, n));
+      if (absent.length) {
+        missing.push(`\`${token}\` (no ${absent.map((n) => `'${n}'`).join(", ")})`);
+      }
+    }
+    for (const e of exempt) {
+      assert.ok(comment.includes(`\`${e.name}`), `${name}: NOT_CALLED lists ${e.name}, not named`);
+      assert.ok(!containsWord(code, e.name), `${name}: NOT_CALLED lists ${e.name}, which is used`);
+    }
+    if (missing.length) {
+      assert.fail(
+        `scripts/${name}.ts: its top comment names calls the code below it does not make:\n  ${
+          missing.join("\n  ")
+        }`,
+      );
+    }
+  });
+}
 
 for (const name of SCRIPTS) {
   Deno.test(`${name}: the top comment's commands are true`, async () => {
@@ -350,12 +527,14 @@ Deno.test("README: every command shown is run, or checked", async () => {
           /terminal 1/.test(note) ||
           (/^deno (run|task) /.test(command) && /_server/.test(command) && !expect.length)
         ) {
-          background = await startBackground(command);
+          const started = await startBackground(command);
           executed.push(`README: ${command}`);
-          for (const port of portsIn(command)) assert.equal(port, background.port, command);
-          if (!/terminal 1/.test(note)) {
-            await background.stop();
-            background = undefined;
+          for (const port of portsIn(command)) assert.equal(port, started.port, command);
+          if (/terminal 1/.test(note)) {
+            await background?.stop();
+            background = started;
+          } else {
+            await started.stop(); // what terminal 1 runs stays up for it
           }
         } else if (command.startsWith("deno install ")) {
           const r = await shell(`${command} --root ${root}`);
