@@ -10,7 +10,8 @@
  * @module
  */
 
-import { LineReader, serveLines } from "../lib/lines.ts";
+import { LineReader } from "../lib/lines.ts";
+import { ReplyBatch } from "../lib/replies.ts";
 import { readExact } from "../lib/io.ts";
 
 const LINE = new TextEncoder().encode("a".repeat(63) + "\n");
@@ -44,13 +45,10 @@ Deno.bench("LineReader.readLine", { group: "lines", baseline: true }, async () =
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 
-Deno.bench("LineReader.readBufferedLine batches (as serveLines)", { group: "lines" }, async () => {
+Deno.bench("LineReader.batches (as the line servers)", { group: "lines" }, async () => {
   const lines = new LineReader(stream());
   let count = 0;
-  while ((await lines.readLine()) !== null) {
-    count++;
-    while (lines.readBufferedLine() !== null) count++;
-  }
+  for await (const batch of lines.batches()) count += batch.length;
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 
@@ -95,11 +93,16 @@ const NL = new TextEncoder().encode("\n");
 const REPLIES = 65_536 * (OK.length + LINE.length);
 
 Deno.bench(
-  "serveLines: OK ... <line> for each line",
+  "LineReader.batches + ReplyBatch: OK ... <line> for each line (as the line servers)",
   { group: "serve", baseline: true },
   async () => {
     const conn = duplex();
-    await serveLines(conn, (line) => [OK, line, NL]);
+    const lines = new LineReader(conn);
+    const replies = new ReplyBatch(conn);
+    for await (const batch of lines.batches()) {
+      for (const line of batch) replies.add(OK, line, NL);
+      await replies.send();
+    }
     if (conn.written !== REPLIES) throw new Error(`wrote ${conn.written}`);
   },
 );

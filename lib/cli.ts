@@ -28,8 +28,8 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { ReadTimeoutError, writeAll } from "./io.ts";
-import { LineReader } from "./lines.ts";
+import { CliError, describeError } from "./errors.ts";
+import { showBytes } from "./text.ts";
 
 /** How a flag's value is read and checked. */
 export type OptionKind =
@@ -85,18 +85,6 @@ export interface CliSpec<T extends Record<string, OptionSpec>> {
   options: T;
   /** The arguments to parse; defaults to `Deno.args`. */
   args?: string[];
-}
-
-/** A failure the user can fix; {@linkcode runMain} prints its message only. */
-export class CliError extends Error {
-  /** The process exit code: 2 for bad usage, 1 for a runtime failure. */
-  readonly exitCode: number;
-  /** Builds an error printed as `error: message`. */
-  constructor(message: string, exitCode = 1) {
-    super(message);
-    this.name = "CliError";
-    this.exitCode = exitCode;
-  }
 }
 
 const NUMERIC: readonly OptionKind[] = ["port", "integer", "seconds"];
@@ -341,145 +329,6 @@ export function printError(message: string): void {
 }
 
 /**
- * Colours text for a person at a terminal; plain when stdout is a pipe or
- * `NO_COLOR` is set. Needs no permission.
- *
- * @example
- * ```ts
- * import { paint } from "./cli.ts";
- * console.log(paint("green", "OK"));
- * ```
- */
-export function paint(style: Parameters<typeof styleText>[0], text: string): string {
-  return COLOR ? styleText(style, text, { validateStream: false }) : text;
-}
-
-const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
-
-/**
- * A peer's bytes made safe to print: UTF-8 text as it is, but every control
- * byte shown escaped (`\x1b`, `\r`, `\n`, `\t`), bytes that are not UTF-8
- * as `\xNN`, and the invisible characters that reorder or hide text (such as
- * U+202E) as `\u{202e}`. A peer can then neither move the cursor, clear the
- * screen, retitle the window, nor overwrite a line to fake a log entry.
- * Use it wherever bytes from the network reach a terminal or a log; the
- * bytes on the wire stay exact. With `maxBytes`, only that many bytes are
- * shown, then `... (N bytes)`: a log line stays a line.
- *
- * @example
- * ```ts
- * import { showBytes } from "./cli.ts";
- * console.log(showBytes(new Uint8Array([0x68, 0x69, 0x1b, 0x5b, 0x32, 0x4a, 0x0d, 0xff])));
- * // hi\x1b[2J\r\xff
- * console.log(showBytes(new TextEncoder().encode("héllo ✓"))); // héllo ✓
- * ```
- */
-export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
-  let out = "";
-  const end = Math.min(bytes.length, maxBytes);
-  for (let i = 0; i < end;) {
-    const b = bytes[i];
-    if (b >= 0x20 && b < 0x7f) {
-      out += String.fromCharCode(b);
-      i++;
-      continue;
-    }
-    const length = utf8Length(bytes, i);
-    if (length === 0) {
-      out += escapeCode(b); // a control byte, or a byte that is not UTF-8
-      i++;
-      continue;
-    }
-    const char = UTF8.decode(bytes.subarray(i, i + length));
-    const code = char.codePointAt(0)!;
-    out += code <= 0x9f || INVISIBLE.test(char) ? `\\u{${code.toString(16)}}` : char;
-    i += length;
-  }
-  return end < bytes.length ? `${out}... (${bytes.length} bytes)` : out;
-}
-
-/** How many bytes of a peer's message a server's log line shows. */
-export const LOG_PREVIEW = 200;
-
-const UTF8 = new TextDecoder("utf-8", { ignoreBOM: true }); // a BOM is shown, not dropped
-/** Format characters that reorder, join or hide text, and line/paragraph separators. */
-const INVISIBLE = /[\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]/u;
-const NAMED_ESCAPES: Record<number, string> = { 0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r" };
-
-function escapeCode(b: number): string {
-  return NAMED_ESCAPES[b] ?? `\\x${b.toString(16).padStart(2, "0")}`;
-}
-
-/** The length of the valid UTF-8 sequence at `bytes[i]` (2-4), or 0 for ASCII or invalid. */
-function utf8Length(bytes: Uint8Array, i: number): number {
-  const b = bytes[i];
-  const [length, low, high] = b >= 0xc2 && b <= 0xdf
-    ? [2, 0x80, 0xbf]
-    : b === 0xe0
-    ? [3, 0xa0, 0xbf] // no overlong forms
-    : b === 0xed
-    ? [3, 0x80, 0x9f] // no UTF-16 surrogates
-    : b >= 0xe1 && b <= 0xef
-    ? [3, 0x80, 0xbf]
-    : b === 0xf0
-    ? [4, 0x90, 0xbf]
-    : b >= 0xf1 && b <= 0xf3
-    ? [4, 0x80, 0xbf]
-    : b === 0xf4
-    ? [4, 0x80, 0x8f] // nothing past U+10FFFF
-    : [0, 0, 0];
-  if (length === 0 || i + length > bytes.length) return 0;
-  if (bytes[i + 1] < low || bytes[i + 1] > high) return 0;
-  for (let k = 2; k < length; k++) if ((bytes[i + k] & 0xc0) !== 0x80) return 0;
-  return length;
-}
-
-/**
- * Explains a failure in one line: what failed and what to try.
- *
- * @example
- * ```ts
- * import { describeError } from "./cli.ts";
- * const err = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * console.log(describeError(err, "127.0.0.1:8888"));
- * // connection refused by 127.0.0.1:8888: is the server running?
- * ```
- */
-export function describeError(err: unknown, target = ""): string {
-  const at = target ? ` ${target}` : "";
-  if (err instanceof CliError) return err.message;
-  if (err instanceof Deno.errors.AddrInUse) {
-    return `address${at} is already in use: stop the other server, or pick another --port (--port 0 takes a free one)`;
-  }
-  if (err instanceof Deno.errors.AddrNotAvailable) {
-    return `cannot use address${at}: it is not an address of this machine`;
-  }
-  if (err instanceof Deno.errors.ConnectionRefused) {
-    return `connection refused${at ? ` by${at}` : ""}: is the server running?`;
-  }
-  if (err instanceof Deno.errors.ConnectionReset) return `connection reset by peer${at}`;
-  if (err instanceof Deno.errors.TimedOut) return `timed out${at}`;
-  if (err instanceof ReadTimeoutError) {
-    return `no reply${at ? ` from${at}` : ""} within ${err.timeoutMs / 1000} s (--timeout)`;
-  }
-  if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
-    const flag = String((err as Error).message).match(/--allow-\w+/)?.[0];
-    const what = String((err as Error).message).match(/access to "([^"]*)"/)?.[1];
-    const hint = flag && what ? ` (run with ${flag}=${what.replace(/:\d+$/, "")})` : "";
-    return `permission missing: ${(err as Error).message.split(",")[0]}${hint}`;
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  if (
-    /lookup address|Name or service not known|nodename nor servname|No address associated/i.test(
-      message,
-    )
-  ) {
-    return `cannot resolve host${at}: check the name, or the network`;
-  }
-  return `${message.split("\n")[0]}${at ? ` (${target})` : ""}`;
-}
-
-/**
  * What a client refused by `port` advises: `start it with deno task NAME`,
  * plus `--port N` unless `port` is that server's default, so that the server
  * it suggests is the one it will find.
@@ -514,44 +363,5 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
   } catch (err) {
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
-  }
-}
-
-let stdinLines: LineReader | undefined;
-
-/**
- * Asks a question and reads the answer from standard input, for scripts that
- * prompt like the seeds do.
- *
- * Deno's `prompt()` prints nothing and returns `null` when stdin is a pipe,
- * so this prints the question itself and reads one line from `Deno.stdin`:
- * `printf '8888\n' | deno task tcp_server` answers the prompt. An answer that
- * `parse` rejects is asked again on a terminal; from a pipe it is a usage
- * error (exit 2), since nobody is there to correct it.
- *
- * @example
- * ```ts ignore
- * import { ask, parsePort } from "./cli.ts";
- * const port = await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
- * ```
- */
-export async function ask<T>(
-  script: string,
-  question: string,
-  parse: (answer: string) => T | undefined,
-  expected: string,
-): Promise<T> {
-  stdinLines ??= new LineReader(Deno.stdin, { maxLine: 4096 });
-  const interactive = Deno.stdin.isTerminal();
-  while (true) {
-    await writeAll(Deno.stdout, new TextEncoder().encode(question));
-    const line = await stdinLines.readLine();
-    if (!interactive) console.log(); // the answer was not echoed: end the prompt's line
-    if (line === null) usageError(script, `no answer to '${question.trim()}' (stdin ended)`);
-    const answer = new TextDecoder().decode(line).trim();
-    const value = parse(answer);
-    if (value !== undefined) return value;
-    if (!interactive) usageError(script, `invalid answer '${answer}': expected ${expected}`);
-    console.log(`Please enter ${expected}.`);
   }
 }

@@ -25,6 +25,8 @@
  * @module
  */
 
+import { RetriesExhaustedError } from "./errors.ts";
+
 /** Why an attempt failed and what happens next. */
 export interface RetryInfo {
   /** 1 for the first attempt. */
@@ -62,36 +64,7 @@ export interface ConnectWithRetryOptions {
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
 
-/**
- * All attempts failed. `cause` is the last attempt's error. When it was
- * refused, the message asks whether the server runs, and adds `hint`.
- *
- * @example
- * ```ts
- * import { RetriesExhaustedError } from "./retry.ts";
- * const refused = new Deno.errors.ConnectionRefused("Connection refused (os error 111)");
- * const err = new RetriesExhaustedError("127.0.0.1:8888", 5, refused, "start it first");
- * console.log(err.message);
- * // connection refused by 127.0.0.1:8888 after 5 attempts: is the server running? start it first
- * ```
- */
-export class RetriesExhaustedError extends Error {
-  /** How many attempts were made. */
-  readonly attempts: number;
-  /** Builds the error for `attempts` failed attempts at `target`. */
-  constructor(target: string, attempts: number, cause: Error, hint?: string) {
-    const tries = `${attempts} attempt${attempts === 1 ? "" : "s"}`;
-    super(
-      cause instanceof Deno.errors.ConnectionRefused
-        ? `connection refused by ${target} after ${tries}: is the server running?` +
-          (hint ? ` ${hint}` : "")
-        : `could not connect to ${target} after ${tries}: ${cause.message}`,
-      { cause },
-    );
-    this.name = "RetriesExhaustedError";
-    this.attempts = attempts;
-  }
-}
+export { RetriesExhaustedError };
 
 /**
  * True for connection errors that a later attempt may not meet again.

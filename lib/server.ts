@@ -25,33 +25,26 @@
  * @module
  */
 
-import { CliError, paint } from "./cli.ts";
-import { ReadTimeoutError, secondsToMs, writeAll } from "./io.ts";
-import { LineTooLongError, type ServeLinesOptions } from "./lines.ts";
+import { IdleClock } from "./deadline.ts";
+import {
+  explainClientError,
+  listenErrorText,
+  plural,
+  ReadTimeoutError,
+  SERVER_BUSY,
+} from "./errors.ts";
+import { closeQuietly, writeAll } from "./io.ts";
+import { onStopSignal } from "./signals.ts";
+import { formatAddress, paint } from "./text.ts";
 
 /** How long shutdown waits for replies in flight before closing connections. */
 const DRAIN_MS = 1500;
 
 /**
- * Formats an address as `HOST:PORT`, with IPv6 hosts in brackets.
- *
- * @example
- * ```ts
- * import { formatAddress } from "./server.ts";
- * console.log(formatAddress({ transport: "tcp", hostname: "::1", port: 80 })); // [::1]:80
- * ```
- */
-export function formatAddress(addr: Deno.Addr): string {
-  if (addr.transport !== "tcp" && addr.transport !== "udp") return String(addr.transport);
-  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-  return `${host}:${addr.port}`;
-}
-
-/**
  * `Deno.listen` with errors a person can act on. ({@linkcode TcpServer}
  * prints `listening on HOST:PORT` once it can also handle Ctrl+C.)
  *
- * @throws {CliError} naming the address when the port is taken, the address
+ * @throws {Error} naming the address when the port is taken, the address
  *   is not local, or `--allow-net` is missing.
  *
  * @example
@@ -63,68 +56,11 @@ export function formatAddress(addr: Deno.Addr): string {
  * ```
  */
 export function listen(hostname: string, port: number): Deno.TcpListener {
-  const where = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
-  let listener: Deno.TcpListener;
   try {
-    listener = Deno.listen({ hostname, port });
+    return Deno.listen({ hostname, port });
   } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      throw new CliError(
-        `port ${port} is already in use on ${hostname}: stop the other server, or pick another --port (--port 0 takes a free one)`,
-      );
-    }
-    if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
-      throw new CliError(
-        `no permission to listen on ${where}: run with --allow-net=${
-          hostname.includes(":") ? `[${hostname}]` : hostname
-        }`,
-      );
-    }
-    if (err instanceof Deno.errors.AddrNotAvailable) {
-      throw new CliError(
-        `cannot listen on ${where}: ${hostname} is not an address of this machine`,
-      );
-    }
-    throw new CliError(`cannot listen on ${where}: ${(err as Error).message}`);
+    throw new Error(listenErrorText(err, hostname, port), { cause: err });
   }
-  return listener;
-}
-
-/** Two signals closer together than this are one Ctrl+C, delivered twice. */
-const SAME_SIGNAL_MS = 300;
-
-/**
- * Calls `stop` on the first SIGINT or SIGTERM, and exits at once (code 0) on
- * a second one a moment later: a second Ctrl+C means "now". Signals that
- * arrive together count as one: under `deno task`, one Ctrl+C reaches the
- * script twice (the terminal sends it to the whole process group, and the
- * task runner forwards its own copy). Returns a function that removes the
- * listeners.
- *
- * @example
- * ```ts
- * import { onStopSignal } from "./server.ts";
- * const remove = onStopSignal(() => console.log("stopping"));
- * remove();
- * ```
- */
-export function onStopSignal(stop: () => void): () => void {
-  let first: number | undefined;
-  const onSignal = () => {
-    const now = performance.now();
-    if (first === undefined) {
-      first = now;
-      stop();
-    } else if (now - first > SAME_SIGNAL_MS) {
-      Deno.exit(0);
-    }
-  };
-  // Windows has no SIGTERM.
-  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
-  return () => {
-    for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
-  };
 }
 
 /**
@@ -156,6 +92,16 @@ const CLIENT_GONE = new Set(["ENOTCONN", "ECONNABORTED", "ECONNRESET", "EPROTO"]
 /** The longest pause after accept() fails for lack of file descriptors or memory. */
 const MAX_ACCEPT_PAUSE_MS = 1000;
 
+/** What {@linkcode TcpServer.handle} gives each conversation besides its connection. */
+export interface Client {
+  /** The client's address, `HOST:PORT` (`[::1]:PORT` for IPv6). */
+  peer: string;
+  /** Aborts when the server shuts down. Pass it to a `LineReader`. */
+  signal: AbortSignal;
+  /** With `idleTimeoutMs`: closes the connection unless restarted in time. */
+  idle: IdleClock | undefined;
+}
+
 /** Options for {@linkcode TcpServer}. */
 export interface TcpServerOptions {
   /** Printed in the last line at shutdown. */
@@ -168,6 +114,11 @@ export interface TcpServerOptions {
    * Default true.
    */
   handleSignals?: boolean;
+  /**
+   * Close a client that makes no progress for this long (see
+   * {@linkcode TcpServer.handle}). Unset: never.
+   */
+  idleTimeoutMs?: number;
   /** Log lines for connects, disconnects and errors (default `console.log`). */
   log?: (line: string) => void;
 }
@@ -189,7 +140,7 @@ export class TcpServer {
   readonly listener: Deno.TcpListener;
   readonly #options: TcpServerOptions;
   readonly #stopping = new AbortController();
-  readonly #conns = new Set<Deno.Conn>();
+  readonly #conns = new Map<Deno.Conn, AbortController>(); // each client's stop signal
   readonly #counted = new Set<Deno.Conn>(); // the ones that took a place under maxConns
   readonly #tasks = new Set<Promise<void>>();
   readonly #log: (line: string) => void;
@@ -291,26 +242,39 @@ export class TcpServer {
   }
 
   /**
-   * Runs `serve(conn, peer)` and always closes `conn` afterwards. Its errors
-   * are logged in one line and go no further, so one client's reset or
-   * garbage cannot stop the server. The returned promise never rejects: await
-   * it to serve one client at a time, or don't, to serve many at once.
+   * Runs `serve(client)` for one accepted connection and always closes it
+   * afterwards. `client` carries what the conversation needs besides the
+   * connection: `peer` (`HOST:PORT`), `signal` (aborts at shutdown: pass it
+   * to the reader, so that a client waiting for its next line is let go) and,
+   * with `idleTimeoutMs`, `idle`: a running {@linkcode IdleClock} that closes
+   * the connection when it runs out. Restart it when the client makes
+   * progress; pass it to `writeAll`.
+   *
+   * Errors are logged in one line and go no further, so one client's reset
+   * or garbage cannot stop the server. The returned promise never rejects:
+   * await it to serve one client at a time, or don't, to serve many at once.
    */
-  handle(conn: Deno.Conn, serve: (conn: Deno.Conn, peer: string) => Promise<void>): Promise<void> {
+  handle(conn: Deno.Conn, serve: (client: Client) => Promise<void>): Promise<void> {
     const peer = formatAddress(conn.remoteAddr);
-    this.#conns.add(conn);
+    const stop = new AbortController();
+    this.#conns.set(conn, stop);
+    const timeoutMs = this.#options.idleTimeoutMs;
+    const idle = timeoutMs === undefined ? undefined : new IdleClock(timeoutMs, () => conn.close());
+    idle?.restart();
     // A promise chain rather than an async function: an idle connection waits
-    // inside `serve`, and each suspended async frame would cost it ~1 KiB.
-    // (The fewer promises and closures per connection, the more fit in memory.)
+    // inside `serve`, and each suspended async frame would cost it memory.
     let served: Promise<void>;
     try {
-      served = serve(conn, peer);
+      served = serve({ peer, idle, signal: stop.signal });
     } catch (err) {
       served = Promise.reject(err);
     }
     const task: Promise<void> = served.then(undefined, (err) => {
+      // The clock closed the connection under a read or a write: say why.
+      if (idle?.expired) err = new ReadTimeoutError(idle.timeoutMs);
       if (!this.signal.aborted) this.#log(`${peer}: ${explainClientError(err)}`);
     }).then(() => {
+      idle?.stop();
       this.#conns.delete(conn);
       if (this.#counted.delete(conn)) this.#cap!.give();
       this.#tasks.delete(task);
@@ -338,6 +302,7 @@ export class TcpServer {
     if (this.#stopping.signal.aborted) return;
     this.#stopping.abort();
     closeQuietly(this.listener);
+    for (const stop of this.#conns.values()) stop.abort();
     const open = this.#conns.size;
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
@@ -345,7 +310,7 @@ export class TcpServer {
       new Promise((resolve) => timer = setTimeout(resolve, DRAIN_MS)),
     ]);
     clearTimeout(timer);
-    for (const conn of this.#conns) closeQuietly(conn);
+    for (const conn of this.#conns.keys()) closeQuietly(conn);
     await Promise.all(this.#tasks);
     this.#removeSignals?.();
     this.#log(paint("dim", `${this.#options.name}: shut down, ${plural(open, "client")} closed`));
@@ -354,69 +319,6 @@ export class TcpServer {
   #turnAway(conn: Deno.Conn): void {
     this.#log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
     // Not awaited: a client that never reads must not stall the accept loop.
-    writeAll(conn, BUSY).catch(() => {}).finally(() => closeQuietly(conn));
-  }
-}
-
-const BUSY = new TextEncoder().encode("ERR server busy\n");
-
-/**
- * The limits a line server puts on each client, from its `--max-line` and
- * `--idle-timeout` flags (0 means no timeout), plus the shutdown signal so
- * that a client waiting for its next line is let go on Ctrl+C.
- *
- * @example
- * ```ts
- * import { lineLimits } from "./server.ts";
- * const limits = lineLimits({ "max-line": 1024, "idle-timeout": 30 }, new AbortController().signal);
- * console.log(limits.maxLine, limits.idleTimeoutMs); // 1024 30000
- * ```
- */
-export function lineLimits(
-  flags: { "max-line": number; "idle-timeout": number },
-  signal: AbortSignal,
-): ServeLinesOptions {
-  return { maxLine: flags["max-line"], idleTimeoutMs: secondsToMs(flags["idle-timeout"]), signal };
-}
-
-/** `1 client`, `2 clients`. */
-function plural(n: number, noun: string): string {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
-}
-
-/**
- * Says in a few words why a client's connection ended badly.
- *
- * @example
- * ```ts
- * import { explainClientError } from "./server.ts";
- * console.log(explainClientError(new Deno.errors.ConnectionReset("reset"))); // connection reset by client
- * ```
- */
-export function explainClientError(err: unknown): string {
-  if (err instanceof Deno.errors.ConnectionReset) return "connection reset by client";
-  if (err instanceof Deno.errors.BrokenPipe) return "client went away before the reply was sent";
-  if (err instanceof ReadTimeoutError) return `idle for ${err.timeoutMs / 1000} s, disconnected`;
-  if (err instanceof Deno.errors.Interrupted) return "connection closed";
-  if (err instanceof LineTooLongError) return `sent a ${err.message}, disconnected`;
-  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
-}
-
-/**
- * Closes a connection or listener that may already be closed.
- *
- * @example
- * ```ts
- * import { closeQuietly } from "./server.ts";
- * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * closeQuietly(listener);
- * closeQuietly(listener); // no error the second time
- * ```
- */
-export function closeQuietly(resource: { close(): void }): void {
-  try {
-    resource.close();
-  } catch {
-    // Already closed.
+    writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
   }
 }

@@ -25,10 +25,13 @@
  * @module
  */
 
-import { LOG_PREVIEW, MAX_LINE_LIMIT, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import { closeWhenIdle, concatBytes, secondsToMs, writeAll } from "../lib/io.ts";
-import { DEFAULT_MAX_LINE, LINE_TOO_LONG, LineReader, LineTooLongError } from "../lib/lines.ts";
+import { MAX_LINE_LIMIT, parseCli, runMain } from "../lib/cli.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { concatBytes, writeAll } from "../lib/io.ts";
+import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "basic_server",
@@ -56,30 +59,30 @@ const encoder = new TextEncoder();
 const NEWLINE = encoder.encode("\n");
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), { name: "basic_server" });
+  // One clock for the whole conversation: a client that trickles its message
+  // byte by byte, or never reads the answer, cannot hold the server (it
+  // serves one client at a time) for longer than --timeout.
+  const server = new TcpServer(listen(args.host, args.port), {
+    name: "basic_server",
+    idleTimeoutMs: secondsToMs(args.timeout),
+  });
   console.log("Server is running, waiting for connections...");
   for await (const conn of server.accept()) {
-    await server.handle(conn, (conn, peer) =>
-      // One clock for the whole conversation: a client that trickles its
-      // message byte by byte, or never reads the answer, cannot hold the
-      // server (it serves one client at a time) for longer than --timeout.
-      closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
-        const lines = new LineReader(conn, { maxLine: args["max-line"], signal: server.signal });
-        const message = await lines.readLine().catch(async (err) => {
-          // Like the line servers, say why before hanging up.
-          if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
-          throw err;
-        });
-        if (message === null) {
-          return console.log(
-            `${peer} ${server.signal.aborted ? "closed at shutdown" : "sent nothing"}`,
-          );
-        }
-        idle?.restart();
-        // Peer bytes are shown escaped: they must not drive the terminal.
-        console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
-        const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
-        await writeAll(conn, answer, idle);
-      }));
+    await server.handle(conn, async ({ peer, idle, signal }) => {
+      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
+      const message = await lines.readLine().catch(async (err) => {
+        // Like the line servers, say why before hanging up.
+        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
+        throw err;
+      });
+      if (message === null) {
+        return console.log(`${peer} ${signal.aborted ? "closed at shutdown" : "sent nothing"}`);
+      }
+      idle?.restart();
+      // Peer bytes are shown escaped: they must not drive the terminal.
+      console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
+      const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
+      await writeAll(conn, answer, idle); // each byte the client takes restarts its clock
+    });
   }
 });

@@ -50,17 +50,13 @@
  * @module
  */
 
-import { lineServerFlags, LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import {
-  closeWhenIdle,
-  concatBytes,
-  IdleClock,
-  nextTurn,
-  secondsToMs,
-  writeAll,
-} from "../lib/io.ts";
-import { LineReader, LineTooLongError } from "../lib/lines.ts";
-import { closeQuietly, formatAddress, listen, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { type IdleClock, secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { closeQuietly, concatBytes, nextTurn, writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { type Client as Connection, listen, TcpServer } from "../lib/server.ts";
+import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 
 const flags = lineServerFlags(8890, 0);
 const args = parseCli({
@@ -99,7 +95,6 @@ const NEWLINE = text("");
 const ASK_NAME = text("* name?");
 const BAD_NAME = text("ERR a name is 1 to 32 bytes of UTF-8, no spaces or control characters");
 const TOO_SLOW = text("ERR too slow, disconnected");
-const TOO_LONG = text("ERR line too long");
 const GRACE_MS = 1000; // how long a leaving client may take to receive what it is owed
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 const clients = new Set<Client>();
@@ -168,7 +163,7 @@ function checkName(bytes: Uint8Array): string | Uint8Array {
   return names.has(name) ? text(`ERR the name ${name} is taken`) : name;
 }
 
-async function chat(conn: Deno.Conn, peer: string, idle: IdleClock | undefined): Promise<void> {
+async function chat(conn: Deno.Conn, { peer, idle, signal }: Connection): Promise<void> {
   const client: Client = { conn, name: "", prefix: NEWLINE, queue: [], owed: 0, done: false };
   clients.add(client);
   const writing = writer(client, idle);
@@ -176,7 +171,7 @@ async function chat(conn: Deno.Conn, peer: string, idle: IdleClock | undefined):
   const lines = new LineReader(conn, {
     maxLine: args["max-line"],
     requireNewline: true,
-    signal: server.signal,
+    signal,
   });
   try {
     send(client, ASK_NAME);
@@ -205,31 +200,24 @@ async function chat(conn: Deno.Conn, peer: string, idle: IdleClock | undefined):
       send(client, text(`* welcome ${name}; ${here}`));
       broadcast(client, text(`* ${name} joined`));
     }
-    while (!client.done) {
-      const first = await lines.readLine();
-      if (first === null) return;
+    for await (const batch of lines.batches()) { // the lines that came in one read
       idle?.restart();
-      // The lines that came in the same read go out as one chunk, shared by every queue.
       const parts: Uint8Array[] = [];
-      let chunk: Uint8Array | undefined;
-      try {
-        for (let line: Uint8Array | null = first; line; line = lines.readBufferedLine()) {
-          parts.push(client.prefix, line, NEWLINE);
-          log(`${client.name}: ${showBytes(line, LOG_PREVIEW)}`);
-        }
-      } finally {
-        chunk = concatBytes(parts); // a copy: the reader reuses its buffer
-        broadcast(client, chunk);
+      for (const line of batch) {
+        parts.push(client.prefix, line, NEWLINE);
+        log(`${client.name}: ${showBytes(line, LOG_PREVIEW)}`);
       }
+      const chunk = concatBytes(parts); // a copy, shared by every queue: the reader reuses its buffer
+      broadcast(client, chunk);
       // A client that keeps its socket full is read at once, batch after
       // batch, without a return to the event loop: let the others in.
       if (chunk.length >= 4096) await nextTurn();
+      if (client.done) break;
     }
   } catch (err) {
-    if (err instanceof LineTooLongError) send(client, TOO_LONG);
+    if (err instanceof LineTooLongError) send(client, LINE_TOO_LONG);
     if (!client.dropped) throw err; // logged in one line by TcpServer
   } finally {
-    lines.close();
     leave(client);
     client.done = true;
     client.wake?.();
@@ -245,16 +233,13 @@ await runMain(async () => {
   server = new TcpServer(listen(args.host, args.port), {
     name: "chat_server",
     maxConns: args["max-conns"],
+    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   server.signal.addEventListener("abort", () => broadcast(undefined, text("* server closing")));
   for await (const conn of server.accept()) {
     conn.setNoDelay(true); // chat is interactive: each line goes out at once
     // Not awaited: every client is served at once. The idle clock closes a
     // client that neither completes a line nor takes a byte for that long.
-    server.handle(
-      conn,
-      (conn, peer) =>
-        closeWhenIdle(conn, secondsToMs(args["idle-timeout"]), (idle) => chat(conn, peer, idle)),
-    );
+    server.handle(conn, (client) => chat(conn, client));
   }
 });

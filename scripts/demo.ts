@@ -13,7 +13,8 @@
  * @module
  */
 
-import { paint, parseCli, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, usageError } from "../lib/cli.ts";
+import { paint } from "../lib/text.ts";
 import { Running, taskCommand } from "../lib/process.ts";
 
 const args = parseCli({

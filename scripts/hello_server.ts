@@ -27,10 +27,13 @@
  * @module
  */
 
-import { LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import { secondsToMs, writeAll } from "../lib/io.ts";
-import { LINE_TOO_LONG, LineReader, LineTooLongError } from "../lib/lines.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "hello_server",
@@ -48,23 +51,21 @@ const args = parseCli({
 });
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), { name: "hello_server" });
+  const server = new TcpServer(listen(args.host, args.port), {
+    name: "hello_server",
+    idleTimeoutMs: secondsToMs(args.timeout), // no answer within --timeout: hang up
+  });
   for await (const conn of server.accept()) {
-    await server.handle(conn, async (conn, peer) => {
+    await server.handle(conn, async ({ peer, signal }) => {
       console.log(`New client joined: ${peer}`);
       await writeAll(conn, new TextEncoder().encode("Hello client!\n"));
-      const answer = await new LineReader(conn, {
-        timeoutMs: secondsToMs(args.timeout),
-        signal: server.signal,
-      }).readLine().catch(async (err) => {
+      const answer = await new LineReader(conn, { signal }).readLine().catch(async (err) => {
         // Like the line servers, say why before hanging up.
         if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
         throw err;
       });
       if (answer === null) {
-        console.log(
-          `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a word"}`,
-        );
+        console.log(`${peer} ${signal.aborted ? "closed at shutdown" : "left without a word"}`);
       } else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     });
     if (!args.forever) break;

@@ -4,7 +4,7 @@
  *
  * The seed (`server.py`, port 8889) started a thread per client and called
  * `recv(1024)` in a loop, taking each chunk as one message. Here each client
- * is an async task instead of a thread: while one client's `read()` waits,
+ * is an async task instead of a thread: while one client's read waits,
  * Deno's event loop runs the others, so thousands of sensors cost a few KiB
  * each, not a thread stack each. Messages are lines, split however TCP
  * delivers them, so two readings sent together still get two `pong`s. Limits
@@ -33,9 +33,14 @@
  * @module
  */
 
-import { lineServerFlags, LOG_PREVIEW, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import { serveLines } from "../lib/lines.ts";
-import { lineLimits, listen, TcpServer } from "../lib/server.ts";
+import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { ReplyBatch } from "../lib/replies.ts";
+import { listen, TcpServer } from "../lib/server.ts";
+import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "sensor_server",
@@ -59,17 +64,31 @@ await runMain(async () => {
   const server = new TcpServer(listen(args.host, args.port), {
     name: "sensor_server",
     maxConns: args["max-conns"],
+    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   for await (const conn of server.accept()) {
     conn.setNoDelay(true); // the client times each round trip: send pong at once
     // Not awaited: this client's task runs while we accept the next one.
-    server.handle(conn, async (conn, peer) => {
+    server.handle(conn, async ({ peer, idle, signal }) => {
       console.log(`Client (${peer}) connected`);
-      await serveLines(conn, (line) => {
-        // Escaped: a peer's bytes must not move the cursor or fake a log line.
-        if (!args.quiet) console.log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
-        return [PONG];
-      }, lineLimits(args, server.signal));
+      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
+      const replies = new ReplyBatch(conn, idle);
+      try {
+        for await (const batch of lines.batches()) { // every whole line that has arrived
+          idle?.restart(); // a line came in: this client is not idle
+          for (const line of batch) {
+            // Escaped: a peer's bytes must not move the cursor or fake a log line.
+            if (!args.quiet) {
+              console.log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
+            }
+            replies.add(PONG);
+          }
+          await replies.send(); // one write() answers them all
+        }
+      } catch (err) {
+        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
+        throw err; // handle() logs it in one line and closes the connection
+      }
       console.log(`Client (${peer}) is offline`);
     });
   }

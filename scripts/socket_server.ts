@@ -4,7 +4,7 @@
  *
  * The seed (`socket_server.py`) called `recv(4096)` once and treated what it
  * got as one message. TCP has no messages: one read can hold half a line or
- * many lines. Here the bytes are split on `\n` by `serveLines` (lib/lines.ts),
+ * many lines. Here a `LineReader` (lib/lines.ts) splits the bytes on `\n`,
  * the reply carries the client's bytes exactly (never decoded), and a
  * client that resets or sends an endless line (`--max-line`, answered
  * `ERR line too long`) is dropped without stopping the server. So is an idle
@@ -32,8 +32,12 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { serveLines } from "../lib/lines.ts";
-import { lineLimits, listen, TcpServer } from "../lib/server.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { ReplyBatch } from "../lib/replies.ts";
+import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
   name: "socket_server",
@@ -45,14 +49,28 @@ const OK = new TextEncoder().encode("OK ... ");
 const NEWLINE = new TextEncoder().encode("\n");
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), { name: "socket_server" });
-  // One client at a time: we do not call accept() again until this client is done.
+  // listen() is Deno.listen with an error that names the address.
+  const server = new TcpServer(listen(args.host, args.port), {
+    name: "socket_server",
+    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
+  });
+  // One client at a time: accept() is not called again until this client is done.
   for await (const conn of server.accept()) {
-    conn.setNoDelay(true); // replies are small; don't let Nagle hold them back
-    await server.handle(conn, async (conn, peer) => {
+    conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
+    await server.handle(conn, async ({ peer, idle, signal }) => {
       console.log(`Client (${peer}) connected`);
-      // Limits from --max-line and --idle-timeout; on Ctrl+C, stop waiting for the next line.
-      await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(args, server.signal));
+      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
+      const replies = new ReplyBatch(conn, idle);
+      try {
+        for await (const batch of lines.batches()) { // every whole line that has arrived
+          idle?.restart(); // a line came in: this client is not idle
+          for (const line of batch) replies.add(OK, line, NEWLINE);
+          await replies.send(); // one write() answers them all
+        }
+      } catch (err) {
+        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
+        throw err; // handle() logs it in one line and closes the connection
+      }
       console.log(`Client (${peer}) is offline`);
     });
   }

@@ -5,18 +5,20 @@
  * The seed (`socket_server_with_select.py`) kept a list of sockets and called
  * `select()` to learn which were readable, then did one `recv()` on each. In
  * Deno the event loop is that `select()` (epoll on Linux, kqueue on macOS):
- * every `await conn.read()` below registers interest in one socket, and the
- * loop resumes whichever connection has bytes. So each client is just an async
- * function, written as if it were alone, and `accept()` keeps running beside
- * them. Nothing here blocks: a silent client costs a pending read and a
- * 256-byte buffer (grown only for long lines or bursts), so thousands can wait
- * at once.
+ * each read awaited below (the `LineReader` calls conn.read() underneath)
+ * registers interest in one socket, and the loop resumes whichever
+ * connection has bytes. So each client is just an async function, written as
+ * if it were alone, and `accept()` keeps running beside them. Nothing here
+ * blocks: a silent client costs a pending read and a 256-byte buffer (grown
+ * only for long lines or bursts), so thousands can wait at once.
  *
- * What the seed got wrong is handled: one `recv()` is not one message
- * (lines are framed by `serveLines`), a reset client is logged and forgotten
- * instead of crashing the loop, a flood is capped by `--max-line`, silence by
- * `--idle-timeout`, and the number of clients by `--max-conns` (the rest are
- * told `ERR server busy`). Holding many clients needs enough file
+ * What the seed got wrong is handled: one `recv()` is not one message (the
+ * `LineReader` splits lines however the bytes arrive), a reset client is
+ * logged and forgotten instead of crashing the loop, a flood is capped by
+ * `--max-line`, silence by `--idle-timeout`, and the number of clients by
+ * `--max-conns` (the rest are told `ERR server busy`). The lines that arrive
+ * together are answered with one write (`ReplyBatch`), which is what makes
+ * pipelining clients fast. Holding many clients needs enough file
  * descriptors: see `ulimit -n` in the README.
  *
  * Run:
@@ -37,8 +39,12 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { serveLines } from "../lib/lines.ts";
-import { lineLimits, listen, TcpServer } from "../lib/server.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
+import { ReplyBatch } from "../lib/replies.ts";
+import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
   name: "socket_server_with_select",
@@ -64,13 +70,25 @@ await runMain(async () => {
   const server = new TcpServer(listen(args.host, args.port), {
     name: "socket_server_with_select",
     maxConns: args["max-conns"],
+    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   for await (const conn of server.accept()) {
     conn.setNoDelay(true);
     // Not awaited: the loop goes straight back to accept() while this client is served.
-    server.handle(conn, async (conn, peer) => {
+    server.handle(conn, async ({ peer, idle, signal }) => {
       log(`Client (${peer}) connected`);
-      await serveLines(conn, (line) => [OK, line, NEWLINE], lineLimits(args, server.signal));
+      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
+      const replies = new ReplyBatch(conn, idle);
+      try {
+        for await (const batch of lines.batches()) { // every whole line that has arrived
+          idle?.restart(); // a line came in: this client is not idle
+          for (const line of batch) replies.add(OK, line, NEWLINE);
+          await replies.send(); // one write() answers them all
+        }
+      } catch (err) {
+        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
+        throw err; // handle() logs it in one line and closes the connection
+      }
       log(`Client (${peer}) is offline`);
     });
   }

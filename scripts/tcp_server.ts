@@ -30,8 +30,11 @@
  * @module
  */
 
-import { ask, parseCli, parsePort, runMain } from "../lib/cli.ts";
-import { closeWhenIdle, readExact, ReadTimeoutError, secondsToMs } from "../lib/io.ts";
+import { parseCli, parsePort, runMain } from "../lib/cli.ts";
+import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { ReadTimeoutError } from "../lib/errors.ts";
+import { readExact } from "../lib/io.ts";
+import { ask } from "../lib/prompt.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 
 const args = parseCli({
@@ -58,13 +61,13 @@ await runMain(async () => {
   const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
   console.log(`waiting for ${args.size}-byte messages`);
   for await (const conn of server.accept()) {
-    await server.handle(conn, (conn, peer) =>
+    await server.handle(conn, ({ peer }) =>
       // The whole message must arrive within --timeout: a client trickling a
       // byte now and then cannot hold this one-client-at-a-time server.
       closeWhenIdle(conn, secondsToMs(args.timeout), async () => {
         // Throws "connection closed after N of 32 bytes" if the client leaves early;
         // server.handle logs that in one line and closes the connection.
-        const message = await readExact(conn, args.size, { signal: server.signal });
+        const message = await readExact(conn, args.size);
         console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
       }).catch((err) => {
         if (!(err instanceof ReadTimeoutError)) throw err;
