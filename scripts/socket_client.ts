@@ -6,15 +6,20 @@
  * Messages come from `--message` (repeatable), else from standard input when
  * it is a pipe or a file (one message per line), else (a terminal, or empty
  * input) one sample reading. A message is one line, so a `--message` holding
- * a newline is refused: the server would answer it twice. The seed
- * (`socket_client.py`) assumed one `recv(4096)` returns the whole reply; here
- * each reply is read up to its `\n`, however it is split, with a `--timeout`
- * so that a server that never answers cannot hang the client. A reply cut off
- * by the server closing before its `\n` is an error, not a reply. Replies are
- * printed as the server's bytes, with control bytes escaped (`\x1b`, `\r`) so
- * a server cannot drive your terminal. A server that is not up yet is retried
- * `--attempts` times with growing delays. Progress goes to stderr, replies to
- * stdout, so output can be piped.
+ * a newline is refused: the server would answer it twice.
+ *
+ * The three steps are in plain view below. `connectWithRetry` connects,
+ * retrying `--attempts` times with growing delays while the server is not up
+ * yet. `writeAll` sends each message and its `\n` in one write (with Nagle
+ * off, so that the small line leaves at once). A `LineReader` reads each
+ * reply up to its `\n`: the seed (`socket_client.py`) assumed one
+ * `recv(4096)` returns the whole reply, but TCP may deliver it in pieces. A
+ * reply cut off by the server closing before its `\n` is an error, not a
+ * reply, and `closeWhenIdle` gives each reply `--timeout` seconds, so that a
+ * server that never answers cannot hang the client. Replies are printed as
+ * the server's bytes, with control bytes escaped (`\x1b`, `\r`) so a server
+ * cannot drive your terminal. Progress goes to stderr, replies to stdout, so
+ * output can be piped.
  *
  * Run (start scripts/socket_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/socket_client.ts --message hello
@@ -33,19 +38,14 @@
  * @module
  */
 
-import {
-  CliError,
-  paint,
-  parseCli,
-  runMain,
-  showBytes,
-  startHint,
-  usageError,
-} from "../lib/cli.ts";
-import { concatBytes, ReadTimeoutError, secondsToMs, writeAll } from "../lib/io.ts";
-import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
+import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { CliError, LineTooLongError, ReadTimeoutError, TruncatedLineError } from "../lib/errors.ts";
+import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { formatAddress } from "../lib/server.ts";
+import { formatAddress, paint, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "socket_client",
@@ -59,13 +59,7 @@ const args = parseCli({
       help: "a message to send, one line (repeatable). Without -m: each line of stdin when " +
         "stdin is a pipe or file; on a terminal, or with empty input, one sample reading",
     },
-    attempts: {
-      kind: "integer",
-      min: 1,
-      max: 100,
-      default: 5,
-      help: "connection attempts before giving up",
-    },
+    attempts: ATTEMPTS_FLAG,
     timeout: { kind: "seconds", default: 10, help: "wait this long for each reply (0: forever)" },
   },
 });
@@ -84,9 +78,9 @@ for (const m of args.message) {
 /** Longest stdin line sent; a reply is this plus the server's prefix. */
 const MAX_INPUT_LINE = 64 * 1024;
 const MAX_REPLY = MAX_INPUT_LINE + 1024;
+const NEWLINE = encoder.encode("\n");
 const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-const status = (text: string) => console.error(paint("dim", text));
 
 /** The messages to send, read lazily so a long pipe is streamed, not loaded. */
 async function* messages(): AsyncGenerator<Uint8Array> {
@@ -112,52 +106,60 @@ async function* messages(): AsyncGenerator<Uint8Array> {
 }
 
 await runMain(async () => {
+  // 1. Connect. A server that is still starting refuses us: try again, with growing waits.
   const conn = await connectWithRetry({
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
     hint: startHint("socket_server", args.port, 8888),
-    onRetry: ({ attempt, error, delayMs }) =>
-      status(
-        `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
-          (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
-      ),
+    onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
+  // Each message is one small write: send it now, don't let Nagle hold it for more bytes.
+  conn.setNoDelay(true);
+  console.error(paint("dim", `connected to ${target}`));
+  // requireNewline: a reply is complete only once its `\n` has arrived.
+  const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
   try {
-    conn.setNoDelay(true);
-    status(`connected to ${target}`);
-    // requireNewline: a reply is complete only once its `\n` has arrived.
-    const replies = new LineReader(conn, {
-      timeoutMs: secondsToMs(args.timeout),
-      maxLine: MAX_REPLY,
-      requireNewline: true,
+    // --timeout: a read cannot be cancelled, so a watchdog closes the connection
+    // when a reply is late, and the read fails as ReadTimeoutError.
+    await closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
+      idle?.stop(); // it runs only while a reply is due, not while stdin is slow
+      for await (const message of messages()) {
+        // 2. Send: the line and its newline in one write; writeAll, since one
+        // write() may take only part of it.
+        await writeAll(conn, concatBytes([message, NEWLINE]));
+        idle?.restart(); // the reply is due within --timeout of the send
+        // 3. Read the reply: it may arrive in pieces, so read up to its `\n`.
+        const reply = await replies.readLine();
+        idle?.stop();
+        if (reply === null) throw new CliError(`${target} closed the connection before replying`);
+        console.log(showBytes(reply)); // the server's bytes, but never raw control bytes
+      }
     });
-    for await (const message of messages()) {
-      // One write per message: the line and its newline together.
-      await writeAll(conn, concatBytes([message, encoder.encode("\n")]));
-      const reply = await replies.readLine().catch((err) => {
-        if (err instanceof TruncatedLineError) {
-          throw new CliError(
-            `the reply was cut off: ${target} closed the connection after ` +
-              `'${showBytes(err.partial)}' (no newline)`,
-          );
-        }
-        if (err instanceof LineTooLongError) {
-          throw new CliError(`a reply from ${target} is longer than ${MAX_REPLY} bytes`);
-        }
-        if (err instanceof ReadTimeoutError) {
-          // Connected but unanswered: the classic sign of a one-client-at-a-time server.
-          throw new CliError(
-            `no reply from ${target} within ${args.timeout} s (--timeout): is the server busy ` +
-              `with another client? (socket_server serves one at a time; the others wait)`,
-          );
-        }
-        throw err;
-      });
-      if (reply === null) throw new CliError(`${target} closed the connection before replying`);
-      console.log(showBytes(reply)); // the server's bytes, but never raw control bytes
-    }
+  } catch (err) {
+    throw explain(err);
   } finally {
-    conn.close();
+    closeQuietly(conn); // the watchdog may have closed it already
   }
 });
+
+/** A failed reply, in words that say what happened. */
+function explain(err: unknown): unknown {
+  if (err instanceof TruncatedLineError) {
+    return new CliError(
+      `the reply was cut off: ${target} closed the connection after ` +
+        `'${showBytes(err.partial)}' (no newline)`,
+    );
+  }
+  if (err instanceof LineTooLongError) {
+    return new CliError(`a reply from ${target} is longer than ${MAX_REPLY} bytes`);
+  }
+  if (err instanceof ReadTimeoutError) {
+    // Connected but unanswered: the classic sign of a one-client-at-a-time server.
+    return new CliError(
+      `no reply from ${target} within ${args.timeout} s (--timeout): is the server busy ` +
+        `with another client? (socket_server serves one at a time; the others wait)`,
+    );
+  }
+  return err;
+}
