@@ -5,8 +5,8 @@
  * Like the seed (`tcp_client.py`) it asks for the remote IP address and port
  * unless `--host`/`--port` are given (piped answers work too), tries to
  * connect, and gives up after 5 attempts (`--attempts`). The seed retried at
- * a fixed pace; here the delay grows (exponential backoff with jitter, in
- * lib/retry.ts) and each failed attempt says why. Only failures a retry can
+ * a fixed pace; here the delay grows (exponential backoff with jitter:
+ * `connectWithRetry`, in lib/retry.ts) and each failed attempt says why. Only failures a retry can
  * cure are retried: a refused port is, a mistyped host name is not. The
  * message is sent with `writeAll`, since one `write` may send fewer bytes.
  * An IPv6 address may be typed bare (`::1`) or in brackets (`[::1]`). Port 0
@@ -26,10 +26,12 @@
  * @module
  */
 
-import { ask, paint, parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
+import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
+import { ask } from "../lib/prompt.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { formatAddress } from "../lib/server.ts";
+import { formatAddress, paint } from "../lib/text.ts";
 
 const args = parseCli({
   name: "tcp_client",
@@ -37,13 +39,7 @@ const args = parseCli({
   options: {
     host: { kind: "host", help: "server address (asked for when absent)" },
     port: { kind: "port", short: "p", help: "server port (asked for when absent)" },
-    attempts: {
-      kind: "integer",
-      min: 1,
-      max: 100,
-      default: 5,
-      help: "connection attempts before giving up",
-    },
+    attempts: ATTEMPTS_FLAG,
     size: { kind: "integer", min: 0, max: 1_048_576, default: 32, help: "bytes to send" },
     byte: {
       kind: "string",
@@ -90,23 +86,22 @@ await runMain(async () => {
     );
   const target = formatAddress({ transport: "tcp", hostname: host, port });
 
+  // 1. Connect: the server may not be up yet, so a refusal is tried again, with growing waits.
   const conn = await connectWithRetry({
     hostname: host,
     port,
     attempts: args.attempts,
     hint: startHint("tcp_server", port),
-    onRetry: ({ attempt, error, delayMs }) =>
-      console.log(paint(
-        "yellow",
-        `attempt ${attempt}/${args.attempts} failed: ${error.message}` +
-          (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
-      )),
+    // "attempt 1/5 failed: ...; retrying in N ms", on stdout like the seed's prints
+    onRetry: reportAttempt(args.attempts, (line) => console.log(paint("yellow", line))),
   });
   try {
     console.log(`connected to ${target}`);
+    // 2. Send: one write() may take only part of the bytes (a full send buffer), so
+    // writeAll loops until every byte is gone. (tcp_server reads exactly 32 of them.)
     await writeAll(conn, new Uint8Array(args.size).fill(byte));
     console.log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
   } finally {
-    conn.close();
+    conn.close(); // 3. Close: the server sees the end of the stream after the bytes
   }
 });
