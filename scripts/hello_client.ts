@@ -2,13 +2,15 @@
  * hello_client.ts — the other half of the first conversation: connect, print
  * the server's greeting, answer `Hello Server!`, close.
  *
- * The seed (`client.py`) took one `recv(2048)` for the whole greeting. Here
- * the greeting is read up to its `\n` (however TCP splits it), with a
- * `--timeout`, and a refused or silent server gives a one-line `error:`
+ * The seed (`client.py`) took one `recv(2048)` for the whole greeting, but
+ * TCP may deliver it in pieces. Here `connectWithRetry` connects (3
+ * attempts), a `LineReader` reads the greeting up to its `\n` (as in the
+ * seed, a greeting may also end with the server closing instead), within
+ * `--timeout` (`closeWhenIdle` closes a silent connection), and `writeAll`
+ * sends the answer. A refused or silent server gives a one-line `error:`
  * instead of a traceback. The greeting is printed with control bytes escaped
- * (`\x1b`, `\r`), so a server cannot drive your terminal. As in the seed, a
- * greeting may also end with the server closing instead of with `\n`. The
- * socket is closed whatever happens.
+ * (`\x1b`, `\r`), so a server cannot drive your terminal. The socket is
+ * closed whatever happens.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts
@@ -23,10 +25,12 @@
  * @module
  */
 
-import { parseCli, runMain, showBytes, startHint, usageError } from "../lib/cli.ts";
-import { secondsToMs, writeAll } from "../lib/io.ts";
+import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
+import { showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -44,6 +48,7 @@ if (/[\r\n]/.test(args.message)) {
 }
 
 await runMain(async () => {
+  // 1. Connect; a server that is still starting refuses, so try 3 times.
   const conn = await connectWithRetry({
     hostname: args.host,
     port: args.port,
@@ -51,12 +56,17 @@ await runMain(async () => {
     hint: startHint("hello_server", args.port, 50000),
   });
   try {
-    const greeting = await new LineReader(conn, { timeoutMs: secondsToMs(args.timeout) })
-      .readLine();
-    if (greeting === null) throw new Error("the server closed the connection without a greeting");
-    console.log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
-    await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
+    // --timeout: a read cannot be cancelled, so a watchdog closes a silent
+    // connection, and the read fails as ReadTimeoutError.
+    await closeWhenIdle(conn, secondsToMs(args.timeout), async () => {
+      // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`.
+      const greeting = await new LineReader(conn).readLine();
+      if (greeting === null) throw new Error("the server closed the connection without a greeting");
+      console.log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
+      // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
+      await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
+    });
   } finally {
-    conn.close();
+    closeQuietly(conn); // the watchdog may have closed it already
   }
 });
