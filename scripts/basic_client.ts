@@ -2,13 +2,15 @@
  * basic_client.ts — send one message, print the one answer, close.
  *
  * Sends `Hello Server !` (or `--message`) and prints
- * `Response from the server: Message received: Hello Server !`. As in the
- * seed (`client.py` of socket_playground), any failure prints a message and
- * the socket is closed whatever happens; unlike it, the failure is one
- * `error:` line with exit code 1 (so scripts can tell), the message ends with
- * `\n` so the server knows where it stops (so it must be one line), and the
- * answer is read up to its `\n` (or, as in the seed, up to the server's
- * close) with a `--timeout`. The answer is printed with control bytes escaped
+ * `Response from the server: Message received: Hello Server !`. The steps
+ * are the seed's (`client.py` of socket_playground): `Deno.connect`, then
+ * `writeAll` the message, then read the answer (a `LineReader`, up to its
+ * `\n`). As in the seed, any failure prints a message and the socket is
+ * closed whatever happens; unlike it, the failure is one `error:` line with
+ * exit code 1 (so scripts can tell), the message ends with `\n` so the server
+ * knows where it stops (so it must be one line), and the answer is read up to
+ * its `\n` (or, as in the seed, up to the server's close) within `--timeout`
+ * (`closeWhenIdle`). The answer is printed with control bytes escaped
  * (`\x1b`, `\r`), so a server cannot drive your terminal.
  *
  * Run (start scripts/basic_server.ts first):
@@ -23,18 +25,12 @@
  * @module
  */
 
-import {
-  CliError,
-  describeError,
-  parseCli,
-  runMain,
-  showBytes,
-  startHint,
-  usageError,
-} from "../lib/cli.ts";
-import { secondsToMs, writeAll } from "../lib/io.ts";
+import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { CliError, describeError } from "../lib/errors.ts";
+import { closeQuietly, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
-import { formatAddress } from "../lib/server.ts";
+import { formatAddress, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "basic_client",
@@ -58,6 +54,7 @@ const target = formatAddress({ transport: "tcp", hostname: args.host, port: args
 
 await runMain(async () => {
   const timeoutMs = secondsToMs(args.timeout);
+  // 1. Connect: once, as the seed does (no retry), but not for longer than --timeout.
   const conn = await Deno.connect({
     hostname: args.host,
     port: args.port,
@@ -72,14 +69,19 @@ await runMain(async () => {
     throw new CliError(`cannot connect: ${describeError(err, target)}`);
   });
   try {
-    await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-    // The answer is our message and its prefix: allow for both.
-    const answer = await new LineReader(conn, { timeoutMs, maxLine: DEFAULT_MAX_LINE + 1024 })
-      .readLine();
-    if (answer === null) throw new Error("the server closed the connection without answering");
-    // The server's bytes, but never raw control bytes.
-    console.log(`Response from the server: ${showBytes(answer)}`);
+    // A read cannot be cancelled: past --timeout a watchdog closes the connection,
+    // and the read fails as ReadTimeoutError.
+    await closeWhenIdle(conn, timeoutMs, async () => {
+      // 2. Send the message and the `\n` that ends it; one write() may send less: writeAll.
+      await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
+      // 3. Read the answer: it may arrive in pieces, so read up to its `\n`. It is
+      // our message and the server's prefix: allow for both.
+      const answer = await new LineReader(conn, { maxLine: DEFAULT_MAX_LINE + 1024 }).readLine();
+      if (answer === null) throw new Error("the server closed the connection without answering");
+      // The server's bytes, but never raw control bytes.
+      console.log(`Response from the server: ${showBytes(answer)}`);
+    });
   } finally {
-    conn.close(); // whatever happened above
+    closeQuietly(conn); // whatever happened above (the watchdog may have closed it already)
   }
 });
