@@ -13,10 +13,10 @@
  * counts, so `--host localhost` works with no network. (`Deno.resolveDns`
  * would send a DNS query instead and skip `/etc/hosts`.) Like
  * `gethostbyname`, it returns an IPv4 address. `--request` sends an HTTP
- * `HEAD /` and prints the status line (control bytes escaped, as for any
- * peer's bytes), to show the connection really works. With no network, an
- * unknown name or a refused port, it prints one `error:` line naming the host
- * and exits 1.
+ * `HEAD /` (`writeAll`) and prints the status line (a `LineReader` reads up
+ * to its `\n`; control bytes escaped, as for any peer's bytes), to show the
+ * connection really works. With no network, an unknown name or a refused
+ * port, it prints one `error:` line naming the host and exits 1.
  *
  * Run:
  *   deno run --allow-net scripts/bind_socket.ts --request
@@ -39,9 +39,12 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { CliError, parseCli, runMain, showBytes } from "../lib/cli.ts";
-import { secondsToMs, writeAll } from "../lib/io.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
+import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { CliError } from "../lib/errors.ts";
+import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
+import { showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "bind_socket",
@@ -61,6 +64,7 @@ const args = parseCli({
 await runMain(async () => {
   const { host, port } = args;
   const timeoutMs = secondsToMs(args.timeout);
+  // 1. Resolve the name, as gethostbyname does (the system resolver, hosts file included).
   let ip: string;
   try {
     ({ address: ip } = await lookup(host, { family: 4 }));
@@ -75,6 +79,7 @@ await runMain(async () => {
   }
   console.log(`IP address of ${host} is ${ip}`);
 
+  // 2. Create the socket and connect it: in Deno, one call does both.
   let conn: Deno.TcpConn;
   try {
     const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
@@ -89,14 +94,19 @@ await runMain(async () => {
     console.log("Socket created"); // by Deno.connect, which also connected it
     console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);
     if (!args.request) return;
-    const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-    await writeAll(conn, new TextEncoder().encode(request));
-    // requireNewline: a status line cut off by the server closing is not a status line.
-    const status = await new LineReader(conn, { timeoutMs, maxLine: 8192, requireNewline: true })
-      .readLine();
-    if (status === null) throw new CliError(`${host} closed the connection without a reply`);
-    console.log(showBytes(status)); // the server's bytes, never raw control bytes
+    // 3. With --request, prove it: a read cannot be cancelled, so past --timeout
+    // a watchdog closes the connection, and the read fails as ReadTimeoutError.
+    await closeWhenIdle(conn, timeoutMs, async () => {
+      const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+      await writeAll(conn, new TextEncoder().encode(request)); // write() may send less
+      // The reply may come in pieces: read up to the status line's `\n`. requireNewline:
+      // a status line cut off by the server closing is not a status line.
+      const status = await new LineReader(conn, { maxLine: 8192, requireNewline: true })
+        .readLine();
+      if (status === null) throw new CliError(`${host} closed the connection without a reply`);
+      console.log(showBytes(status)); // the server's bytes, never raw control bytes
+    });
   } finally {
-    conn.close();
+    closeQuietly(conn); // the watchdog may have closed it already
   }
 });
