@@ -6,20 +6,23 @@
  * duplex, so the client runs two loops on one socket, standard input to the
  * socket and the socket to standard output, and neither waits for the other.
  * (A client that sent a line and then waited for "the reply" would sit
- * deaf while you type, and mute while the room talks.)
+ * deaf while you type, and mute while the room talks.) Both are in plain view
+ * below: `connectWithRetry`, then loop 1 (`writeAll` of each line you type)
+ * and loop 2 (a `LineReader` on the connection, whole lines however they
+ * arrive).
  *
  * The server asks `* name?` first: `--name` answers it, else the first line
  * you type is your name. The room's lines are printed with control bytes
  * escaped (`\x1b`, `\r`), so nobody in the room can drive your terminal.
- * End of input (Ctrl+D) half-closes the connection: "nothing more from me",
- * but still listening; the server announces that you left, sends what it
- * still owes, and closes; the client then exits 0. Ctrl+C leaves at once
- * (exit 0). If the server closes first (it stopped, or dropped you), the
- * client says so in an `error:` line and exits 1. Either way it prints how
- * many lines it sent and received, on stderr. A line the server cut off
- * (the connection ended before its newline) is not printed as a line of the
- * room nor counted: the `error:` line shows its bytes, escaped. `--name` must
- * be one line (a line break in it is a usage error, exit 2).
+ * End of input (Ctrl+D) half-closes the connection (`conn.closeWrite()`):
+ * "nothing more from me", but still listening; the server announces that you
+ * left, sends what it still owes, and closes; the client then exits 0.
+ * Ctrl+C leaves at once (exit 0). If the server closes first (it stopped, or
+ * dropped you), the client says so in an `error:` line and exits 1. Either
+ * way it prints how many lines it sent and received, on stderr. A line the
+ * server cut off (the connection ended before its newline) is not printed as
+ * a line of the room nor counted: the `error:` line shows its bytes, escaped.
+ * `--name` must be one line (a line break in it is a usage error, exit 2).
  *
  * Run (start scripts/chat_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/chat_client.ts --name alice
@@ -39,11 +42,13 @@
  * @module
  */
 
-import { paint, parseCli, runMain, showBytes, startHint, usageError } from "../lib/cli.ts";
-import { writeAll } from "../lib/io.ts";
-import { LineReader, LineTooLongError, TruncatedLineError } from "../lib/lines.ts";
+import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { LineTooLongError, TruncatedLineError } from "../lib/errors.ts";
+import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
+import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { closeQuietly, formatAddress } from "../lib/server.ts";
+import { formatAddress, paint, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "chat_client",
@@ -52,17 +57,12 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
     port: { kind: "port", short: "p", default: 8890, help: "server's TCP port" },
     name: { kind: "string", short: "n", help: "your name; default: the first line you type" },
-    attempts: {
-      kind: "integer",
-      min: 1,
-      max: 100,
-      default: 5,
-      help: "connection attempts before giving up",
-    },
+    attempts: ATTEMPTS_FLAG,
   },
 });
 
 const encoder = new TextEncoder();
+const NEWLINE = encoder.encode("\n");
 
 // A name is one line: a line break in it would send a second line to the room.
 if (args.name !== undefined && /[\r\n]/.test(args.name)) {
@@ -91,18 +91,15 @@ function show(line: Uint8Array): void {
 }
 
 await runMain(async () => {
+  // Connect, retrying while the server starts (a refusal may be gone in a moment).
   const conn = await connectWithRetry({
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
     hint: startHint("chat_server", args.port, 8890),
-    onRetry: ({ attempt, error, delayMs }) =>
-      status(
-        `attempt ${attempt} failed: ${error.message}` +
-          (delayMs === undefined ? "" : `; retrying in ${delayMs} ms`),
-      ),
+    onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
-  conn.setNoDelay(true); // each line you type goes out at once
+  conn.setNoDelay(true); // each line you type goes out at once, not held back by Nagle
   status(`connected to ${formatAddress(conn.remoteAddr)}; Ctrl+D leaves`);
   // Ctrl+C: leave at once. Signals would keep the process alive, so exit here.
   const onSignal = () => {
@@ -118,10 +115,8 @@ await runMain(async () => {
   const typing = (async () => {
     if (args.name !== undefined) await writeAll(conn, encoder.encode(`${args.name}\n`));
     for await (const line of new LineReader(Deno.stdin)) {
-      const out = new Uint8Array(line.length + 1);
-      out.set(line);
-      out[line.length] = 0x0a; // one write per line, its newline included
-      await writeAll(conn, out);
+      // One write per line, its newline included; writeAll, since write() may send less.
+      await writeAll(conn, concatBytes([line, NEWLINE]));
       sent++;
     }
     leaving = true;
@@ -137,7 +132,9 @@ await runMain(async () => {
     }
   });
 
-  // Loop 2, the socket to standard output, until the server closes.
+  // Loop 2, the socket to standard output, until the server closes. The room's
+  // lines come in pieces or many at once: LineReader hands them out whole.
+  // requireNewline: bytes the server cut off are not a line of the room.
   try {
     for await (const line of new LineReader(conn, { maxLine: 1 << 20, requireNewline: true })) {
       show(line);
