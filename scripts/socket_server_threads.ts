@@ -3,40 +3,37 @@
  * threads (Web Workers), each line answered `OK ... <line>`.
  *
  * The seed (`socket_server_threads.py`) accepted in the main thread and
- * started a thread per client, handing it the socket. Deno cannot hand a
+ * handed each client's socket to a thread of its own. Deno cannot hand a
  * socket over: a `Deno.Conn` is a handle into the runtime of the thread that
  * opened it, and threads share no objects, only copies of the messages they
- * post, which cannot carry a handle. Relaying every byte through the main
+ * post, which cannot carry a handle; relaying every byte through the main
  * thread would make it the bottleneck. So each worker opens its *own*
- * listener on the same port with `reusePort` (SO_REUSEPORT): the kernel
+ * listener on the same port with `reusePort` (SO_REUSEPORT), the kernel
  * spreads new connections across the listeners, and each worker serves its
  * clients as socket_server_with_select.ts does, on its own thread and core.
+ * (`reusePort` needs Linux and unstable net: `"unstable": ["net"]` in this
+ * project's deno.json, or `--unstable-net`. Without them, one worker serves.)
  *
- * Besides messages, threads can share memory made for sharing, a
- * SharedArrayBuffer, and that is how `--max-conns` caps the whole pool. A
- * message is a copy that arrives later, so two workers counting clients by
- * messages could both take the last place; one counter in shared memory,
- * taken with `Atomics`, is the same number in every thread at once.
+ * Threads can also share memory made for sharing, a SharedArrayBuffer: that
+ * is how `--max-conns` caps the whole pool. A message is a copy that arrives
+ * later, so two workers counting clients by messages could both take the
+ * last place; one counter in shared memory, taken with `Atomics`, is the
+ * same number in every thread at once.
  *
- * The file plays two roles, each in its own part below; its last lines pick
- * one. The supervisor (`supervise()`, the main thread) never touches a
- * client: it starts `--workers` workers (default: one per CPU), replaces one
- * that crashes, and on Ctrl+C tells them all to finish their replies and
- * stop. A worker (`beWorker()`) listens, accepts and answers. Each worker is
- * `new Worker(import.meta.url)`: this file, read from disk, hence
- * `--allow-read` for it and lib/.
+ * Two roles, each in its own part below (the last lines pick one). The
+ * supervisor, `supervise()`, is the main thread and never touches a client:
+ * it starts `--workers` workers (default: one per CPU), each
+ * `new Worker(import.meta.url)`, this file read from disk (hence
+ * `--allow-read` for it and lib/), replaces one that crashes, and on Ctrl+C
+ * tells them all to finish their replies and stop. A worker, `beWorker()`,
+ * listens, accepts and answers.
  *
  * `--crash-after N` shows a replacement: a worker closes its listener as it
  * accepts its Nth client (the kernel sends later ones to the others; any
  * already queued on it are reset), answers its clients to the end, then
- * throws. While no worker listens (one worker, or all at their last client)
- * new clients are refused, and can retry. Workers are not recycled: closing
- * a reusePort listener drops the connections queued on it, so no hand-over
- * from an old worker to a new one can be lossless.
- *
- * `reusePort` needs Linux and unstable net (`"unstable": ["net"]` in this
- * project's deno.json, or `--unstable-net`); without them the pool serves
- * with one worker and says so.
+ * throws. While no worker listens, new clients are refused and can retry.
+ * Workers are not recycled: closing a reusePort listener drops the
+ * connections queued on it, so no hand-over can be lossless.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
