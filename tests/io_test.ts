@@ -1,0 +1,113 @@
+/**
+ * Unit tests for lib/io.ts: exact reads, complete writes, and the small
+ * helpers around them.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { IdleClock } from "../lib/deadline.ts";
+import { UnexpectedEofError } from "../lib/errors.ts";
+import { closeQuietly, concatBytes, nextTurn, readExact, writeAll } from "../lib/io.ts";
+import { chunked, loopbackPair } from "./fakes.ts";
+import { WAIT_MS, withTimeout } from "./helpers.ts";
+
+Deno.test("readExact reads exactly N bytes however they are split", async () => {
+  const data = new Uint8Array(40).map((_, i) => i);
+  const source = chunked(data, [1, 7, 3]);
+  assert.deepEqual(await readExact(source, 32), data.subarray(0, 32));
+  // The bytes after the 32nd are left for the next read.
+  assert.deepEqual(await readExact(source, 8), data.subarray(32));
+});
+
+Deno.test("readExact reports how many bytes came before EOF", async () => {
+  const err = await readExact(chunked(new Uint8Array(7), [2]), 32).then(
+    () => assert.fail("should have thrown"),
+    (e) => e,
+  );
+  assert.ok(err instanceof UnexpectedEofError);
+  assert.equal(err.received, 7);
+  assert.equal(err.expected, 32);
+  assert.equal(err.message, "connection closed after 7 of 32 bytes");
+});
+
+Deno.test("readExact of 0 bytes reads nothing", async () => {
+  const source = chunked(new Uint8Array(4), [4]);
+  assert.deepEqual(await readExact(source, 0), new Uint8Array(0));
+  assert.equal(source.reads, 0);
+});
+
+Deno.test("readExact across a real socket fed in tiny writes", async () => {
+  const { client, server, close } = await loopbackPair();
+  try {
+    client.setNoDelay(true);
+    const reading = readExact(server, 32);
+    for (let i = 0; i < 32; i++) await writeAll(client, new Uint8Array([2]));
+    // A read cannot be cancelled: on timeout, closing the socket ends it.
+    const got = await withTimeout(reading, WAIT_MS, "readExact", () => server.close());
+    assert.deepEqual(got, new Uint8Array(32).fill(2));
+  } finally {
+    close();
+  }
+});
+
+Deno.test("writeAll loops over short writes", async () => {
+  const written: number[] = [];
+  const writer = {
+    write(p: Uint8Array) {
+      written.push(p[0]);
+      return Promise.resolve(1); // one byte at a time
+    },
+  };
+  await writeAll(writer, new Uint8Array([5, 6, 7, 8]));
+  assert.deepEqual(written, [5, 6, 7, 8]);
+});
+
+Deno.test("writeAll restarts its progress clock after every write that got bytes out", async () => {
+  /** A clock that only counts restarts (no timer runs). */
+  class CountingClock extends IdleClock {
+    restarts = 0;
+    override restart(): void {
+      this.restarts++;
+    }
+  }
+  const clock = new CountingClock(1000, () => assert.fail("never idle"));
+  const writer = { write: (p: Uint8Array) => Promise.resolve(Math.min(3, p.length)) };
+  await writeAll(writer, new Uint8Array(10), clock);
+  assert.equal(clock.restarts, 4); // 3 + 3 + 3 + 1 bytes
+  await writeAll(writer, new Uint8Array(0), clock);
+  assert.equal(clock.restarts, 4); // nothing to write, no write, no restart
+});
+
+Deno.test("concatBytes joins parts in order, empty parts included", () => {
+  const b = (...x: number[]) => new Uint8Array(x);
+  assert.deepEqual(concatBytes([b(1), b(), b(2, 3), b(4)]), b(1, 2, 3, 4));
+  assert.deepEqual(concatBytes([]), b());
+  // A view is copied from its own offset, not from the start of its buffer.
+  assert.deepEqual(concatBytes([b(9, 8, 7, 6).subarray(2)]), b(7, 6));
+});
+
+Deno.test("closeQuietly closes once and ignores a second close", () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  closeQuietly(listener);
+  closeQuietly(listener);
+  assert.throws(() => listener.close(), Deno.errors.BadResource);
+});
+
+Deno.test("nextTurn lets ready I/O run, which awaiting microtasks never does", async () => {
+  const { client, server, close } = await loopbackPair();
+  try {
+    await writeAll(client, new Uint8Array([1]));
+    let done = false;
+    const reading = server.read(new Uint8Array(1)).then((n) => (done = true, n));
+    // Microtasks run before the event loop polls again: the read cannot finish.
+    for (let i = 0; i < 1000; i++) await Promise.resolve();
+    assert.equal(done, false);
+    // Each nextTurn() lets the event loop poll; the byte is already there.
+    for (let i = 0; i < 100 && !done; i++) await nextTurn();
+    assert.equal(done, true);
+    assert.equal(await reading, 1);
+  } finally {
+    close();
+  }
+});
