@@ -37,7 +37,7 @@ import { ReadTimeoutError } from "./errors.ts";
  * ```
  */
 export function secondsToMs(seconds: number): number | undefined {
-  return seconds > 0 ? Math.round(seconds * 1000) : undefined;
+  return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : undefined;
 }
 
 /**

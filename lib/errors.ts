@@ -133,7 +133,7 @@ const PICK_ANOTHER_PORT =
 export function listenErrorText(err: unknown, hostname: string, port: number): string {
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
   if (err instanceof Deno.errors.AddrInUse) {
-    return `port ${port} is already in use on ${hostname}: ${PICK_ANOTHER_PORT}`;
+    return `port ${port} is already in use on ${host}: ${PICK_ANOTHER_PORT}`;
   }
   if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
     return `no permission to listen on ${host}:${port}: run with --allow-net=${host}`;

@@ -63,7 +63,19 @@ export interface LineReaderOptions {
    * until it aborts, so give each connection a signal of its own, as
    * `TcpServer.handle` does.
    */
-  signal?: AbortSignal;
+  signal?: StopSignal;
+}
+
+/**
+ * What can stop a {@linkcode LineReader}: an `AbortSignal`, or anything that
+ * says whether it has aborted and calls a listener once when it does (such
+ * as the lighter per-client signal of `TcpServer.handle`).
+ */
+export interface StopSignal {
+  /** True once it has aborted. */
+  readonly aborted: boolean;
+  /** Calls `listener` when it aborts. */
+  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
 /**
@@ -81,15 +93,10 @@ export interface LineReaderOptions {
  * @example
  * ```ts
  * import { LineReader } from "./lines.ts";
- * const bytes = new TextEncoder().encode("a\nb\r\nc");
+ * const bytes = new TextEncoder().encode("a\nb\r\nc"); // arrives in one read
  * let sent = false;
  * const source = {
- *   read(p: Uint8Array) {
- *     if (sent) return Promise.resolve(null);
- *     p.set(bytes);
- *     sent = true;
- *     return Promise.resolve(bytes.length);
- *   },
+ *   read: (p: Uint8Array) => Promise.resolve(sent ? null : (p.set(bytes), sent = true, bytes.length)),
  * };
  * for await (const line of new LineReader(source)) console.log(new TextDecoder().decode(line));
  * // a

@@ -85,17 +85,20 @@ export class ReplyBatch {
     const out = this.#out;
     const size = this.#size;
     if (size === 0) return;
-    // After a small batch the buffer is let go, so that an idle connection
-    // holds none; a busy stream keeps its own (a fresh 64 KiB per batch costs
-    // more than the copy).
-    if (size < BIG_BATCH) this.#out = NO_BYTES;
+    this.#out = NO_BYTES; // what is added during the write starts a new batch
     this.#size = 0;
     try {
       await writeAll(this.#conn, out.subarray(0, size), this.#progress);
     } finally {
       if (out.length === SMALL && spare.length < MAX_SPARE) spare.push(out);
     }
-    if (size >= BIG_BATCH) await nextTurn();
+    // A busy stream keeps its buffer (a fresh 64 KiB per batch costs more
+    // than the copy); after a small batch it is let go, so that an idle
+    // connection holds none.
+    if (size >= BIG_BATCH) {
+      if (this.#out === NO_BYTES) this.#out = out;
+      await nextTurn();
+    }
   }
 
   #grow(needed: number): void {

@@ -53,8 +53,9 @@ const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
  * U+202E) as `\u{202e}`. A peer can then neither move the cursor, clear the
  * screen, retitle the window, nor overwrite a line to fake a log entry.
  * Use it wherever bytes from the network reach a terminal or a log; the
- * bytes on the wire stay exact. With `maxBytes`, only that many bytes are
- * shown, then `... (N bytes)`: a log line stays a line.
+ * bytes on the wire stay exact. With `maxBytes`, only about that many bytes
+ * are shown (a character is not cut, so up to 3 more), then `... (N bytes)`:
+ * a log line stays a line.
  *
  * @example
  * ```ts

@@ -123,6 +123,28 @@ Deno.test("ReplyBatch: a batch that outgrows a small buffer, and a big batch, ar
   ]);
 });
 
+Deno.test("ReplyBatch: a reply added while a big batch is being written does not touch its bytes", async () => {
+  let captured: Uint8Array | undefined;
+  let finish = () => {};
+  const slowPeer = {
+    write(p: Uint8Array) {
+      captured = p; // the bytes the runtime is still sending
+      return new Promise<number>((resolve) => finish = () => resolve(p.length));
+    },
+  };
+  const replies = new ReplyBatch(slowPeer);
+  replies.add(new Uint8Array(5000).fill(0x61)); // big (>= 4096): its buffer is kept for reuse
+  const sending = replies.send();
+  replies.add(new TextEncoder().encode("XYZ")); // queued meanwhile (chat's fan-out does this)
+  assert.deepEqual(captured, new Uint8Array(5000).fill(0x61));
+  finish();
+  await sending;
+  const second = replies.send();
+  finish();
+  await second;
+  assert.equal(new TextDecoder().decode(captured), "XYZ");
+});
+
 Deno.test("ReplyBatch: every write that gets bytes out restarts the progress clock", async () => {
   const clock = new CountingClock();
   const conn = recorder(4); // a peer that takes 4 bytes per write
