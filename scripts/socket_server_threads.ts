@@ -1,6 +1,7 @@
 /**
  * socket_server_threads.ts — many clients at once, served by a pool of
- * threads (Web Workers), each line answered `OK ... <line>`.
+ * threads (Web Workers), each line answered `OK ... <line>`. This file is the
+ * supervisor; each worker is scripts/socket_server_threads_worker.ts.
  *
  * The seed (`socket_server_threads.py`) accepted in the main thread and
  * handed each client's socket to a thread of its own. Deno cannot hand a
@@ -14,19 +15,12 @@
  * (`reusePort` needs Linux and unstable net: `"unstable": ["net"]` in this
  * project's deno.json, or `--unstable-net`. Without them, one worker serves.)
  *
- * Threads can also share memory made for sharing, a SharedArrayBuffer: that
- * is how `--max-conns` caps the whole pool. A message is a copy that arrives
- * later, so two workers counting clients by messages could both take the
- * last place; one counter in shared memory, taken with `Atomics`, is the
- * same number in every thread at once.
- *
- * Two roles, each in its own part below (the last lines pick one). The
- * supervisor, `supervise()`, is the main thread and never touches a client:
- * it starts `--workers` workers (default: one per CPU), each
- * `new Worker(import.meta.url)`, this file read from disk (hence
- * `--allow-read` for it and lib/), replaces one that crashes, and on Ctrl+C
- * tells them all to finish their replies and stop. A worker, `beWorker()`,
- * listens, accepts and answers.
+ * The supervisor, this main thread, never touches a client: it checks that
+ * the port is free, starts `--workers` workers (default: one per CPU), each
+ * `new Worker(...)` of the worker file read from disk (hence `--allow-read`
+ * for it and lib/), replaces one that crashes, and on Ctrl+C tells them all
+ * to finish their replies and stop. `--max-conns` caps the whole pool with
+ * one counter in shared memory (see the worker file for why).
  *
  * `--crash-after N` shows a replacement: a worker closes its listener as it
  * accepts its Nth client (the kernel sends later ones to the others; any
@@ -36,7 +30,7 @@
  * connections queued on it, so no hand-over can be lossless.
  *
  * Run:
- *   deno run --allow-net='127.0.0.1,[::1]' --allow-read=scripts/socket_server_threads.ts,lib scripts/socket_server_threads.ts
+ *   deno run --allow-net='127.0.0.1,[::1]' --allow-read=scripts,lib scripts/socket_server_threads.ts
  *   deno task socket_server_threads            (same thing)
  *
  * Try it from a second terminal:
@@ -53,19 +47,15 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { secondsToMs } from "../lib/deadline.ts";
-import { CliError, LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
-import { type ConnectionCap, listen, TcpServer } from "../lib/server.ts";
+import { CliError } from "../lib/errors.ts";
+import { listen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
+import type { WorkerReport, WorkerSettings } from "./socket_server_threads_worker.ts";
 
 /** More would only add threads competing for the same cores. */
 const MAX_WORKERS = 32;
-
-// ===================================================== what the roles share
+const WORKER_FILE = new URL("./socket_server_threads_worker.ts", import.meta.url);
 
 /** The flags, parsed by the supervisor; each worker gets a copy. */
 function parseFlags() {
@@ -99,52 +89,16 @@ function parseFlags() {
     },
   });
 }
-type Flags = ReturnType<typeof parseFlags>;
-
-/** What the supervisor posts to a worker it starts: copies, except `counts`, which is shared. */
-interface WorkerSettings {
-  id: number;
-  slot: number; // its place in the pool, 1..workers, which a replacement takes over
-  port: number;
-  reusePort: boolean;
-  counts: SharedArrayBuffer; // see sharedCap()
-  flags: Flags;
-}
-
-/** What a worker posts back. A crash before "listening" means it could not listen. */
-type WorkerReport = "listening" | "stopped" | { crashed: string };
+export type Flags = ReturnType<typeof parseFlags>;
 
 /**
- * The pool's `--max-conns`: counts[0] is the number of clients the whole pool
- * serves, counts[slot] the share of one worker. `Atomics.add` returns the
- * value before the addition, so taking a place is one indivisible step: two
- * workers cannot both see the last one free.
+ * A worker died: give back the places its clients held, so the cap stays
+ * true (counts[0] is the pool's total, counts[slot] one worker's share).
  */
-function sharedCap(counts: SharedArrayBuffer, slot: number, max: number): ConnectionCap {
-  const cells = new Int32Array(counts);
-  return {
-    tryTake() {
-      if (Atomics.add(cells, 0, 1) < max) {
-        Atomics.add(cells, slot, 1);
-        return true;
-      }
-      Atomics.sub(cells, 0, 1); // over the cap: undo
-      return false;
-    },
-    give() {
-      Atomics.sub(cells, slot, 1);
-      Atomics.sub(cells, 0, 1);
-    },
-  };
-}
-
-/** A worker died: the supervisor gives back the places its clients held, so the cap stays true. */
 function freeShare(counts: SharedArrayBuffer, slot: number): void {
   const cells = new Int32Array(counts);
   Atomics.sub(cells, 0, Atomics.exchange(cells, slot, 0));
 }
-
-// ======================== the supervisor: the main thread, which never touches a client
 
 async function supervise(): Promise<void> {
   const flags = parseFlags();
@@ -158,7 +112,7 @@ async function supervise(): Promise<void> {
     /** Starts a worker in `slot`; resolves once it listens, rejects if it ends before. */
     function startWorker(slot: number): Promise<void> {
       const id = nextId++;
-      const worker = new Worker(import.meta.url, { type: "module", name: `worker ${id}` });
+      const worker = new Worker(WORKER_FILE, { type: "module", name: `worker ${id}` });
       pool.set(slot, worker);
       return new Promise((resolve, reject) => {
         let listening = false;
@@ -219,16 +173,15 @@ async function supervise(): Promise<void> {
 
 /** Before any worker starts: can the workers load, can they share the port, is it free? */
 function preflight(flags: Flags): { port: number; reusePort: boolean; count: number } {
-  // A worker loads this file from disk: without read access it would die
+  // A worker loads its file from disk: without read access it would die
   // with a two-line "Uncaught (in worker)" error.
-  const file = new URL(import.meta.url);
   if (
-    file.protocol === "file:" &&
-    Deno.permissions.querySync({ name: "read", path: file }).state !== "granted"
+    WORKER_FILE.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: WORKER_FILE }).state !== "granted"
   ) {
     throw new CliError(
-      "the workers load this file and lib/ from disk: run with " +
-        "--allow-read=scripts/socket_server_threads.ts,lib (deno task socket_server_threads does)",
+      "the workers load scripts/socket_server_threads_worker.ts and lib/ from disk: run with " +
+        "--allow-read=scripts,lib (deno task socket_server_threads does)",
     );
   }
   // Without unstable net, the unstable network functions are missing altogether.
@@ -248,86 +201,4 @@ function preflight(flags: Flags): { port: number; reusePort: boolean; count: num
   return { port, reusePort: !why, count: why ? 1 : flags.workers };
 }
 
-// ============================== a worker: one thread, its own listener, its clients
-
-function beWorker(): void {
-  // Inside a worker, the global scope faces the supervisor as a Worker object faces the worker.
-  const supervisor = globalThis as unknown as Worker;
-  const report = (message: WorkerReport) => supervisor.postMessage(message);
-  // An uncaught error ends this worker: tell the supervisor in one line (no
-  // stack trace on the terminal) and exit; the supervisor starts a new one.
-  const crash = (e: Event, error: unknown) => {
-    e.preventDefault();
-    report({ crashed: error instanceof Error ? error.message : String(error) });
-    close();
-  };
-  addEventListener("error", (e) => crash(e, e.error ?? e.message));
-  addEventListener("unhandledrejection", (e) => crash(e, e.reason));
-
-  let server: TcpServer | undefined;
-  supervisor.onmessage = async ({ data }: MessageEvent<WorkerSettings | "stop">) => {
-    if (data === "stop") {
-      await server?.shutdown();
-      return report("stopped");
-    }
-    const { id, slot, port, reusePort, counts, flags } = data;
-    let listener: Deno.TcpListener;
-    try {
-      listener = Deno.listen({ hostname: flags.host, port, reusePort });
-    } catch (err) {
-      throw new Error(listenErrorText(err, flags.host, port)); // a crash before "listening"
-    }
-    const log = (line: string) => console.log(`[worker ${id}] ${line}`);
-    server = new TcpServer(listener, {
-      name: `worker ${id}`,
-      maxConns: sharedCap(counts, slot, flags["max-conns"]),
-      idleTimeoutMs: secondsToMs(flags["idle-timeout"]),
-      handleSignals: false, // the supervisor handles Ctrl+C and tells us
-      log,
-    });
-    report("listening");
-    await serveClients(server, flags, flags.quiet ? () => {} : log);
-  };
-}
-
-const OK = new TextEncoder().encode("OK ... ");
-const NEWLINE = new TextEncoder().encode("\n");
-
-/** Serves clients until shutdown or, with `--crash-after N`, crashes after its Nth. */
-async function serveClients(server: TcpServer, flags: Flags, log: (line: string) => void) {
-  const crashAfter = flags["crash-after"] || Infinity;
-  let served = 0;
-  for await (const conn of server.accept()) {
-    conn.setNoDelay(true);
-    // Not awaited: the loop goes straight back to accept() while this client is served.
-    server.handle(conn, async ({ peer, idle, signal }) => {
-      log(`Client (${peer}) connected`);
-      const lines = new LineReader(conn, { maxLine: flags["max-line"], signal });
-      const replies = new ReplyBatch(conn, idle);
-      try {
-        for await (const batch of lines.batches()) { // every whole line that has arrived
-          idle?.restart(); // a line came in: this client is not idle
-          for (const line of batch) replies.add(OK, line, NEWLINE);
-          await replies.send(); // one write() answers them all
-        }
-      } catch (err) {
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
-        throw err; // handle() logs it in one line and closes the connection
-      }
-      log(`Client (${peer}) is offline`);
-    });
-    if (++served === crashAfter) break;
-  }
-  if (served < crashAfter) return; // shut down
-  // Its last client: close the listener now, so that no one else queues on it,
-  // and answer every client to the end.
-  await server.stopAccepting();
-  // A real uncaught error (an unhandled rejection), once every reply was sent.
-  if (!server.signal.aborted) throw new Error(`deliberate crash after ${served} client(s)`);
-}
-
-// ================================================================ which role
-
-// WorkerGlobalScope exists only inside a worker: that is how this file knows its role.
-if ("WorkerGlobalScope" in globalThis) beWorker();
-else await supervise();
+await supervise();

@@ -341,7 +341,9 @@ function containsWord(code: string, text: string): boolean {
 const executed: string[] = [];
 const notExecuted: string[] = [];
 
+// A worker file (`*_worker.ts`) is loaded by its script, not run on its own.
 const SCRIPTS = [...Deno.readDirSync(`${ROOT}/scripts`)]
+  .filter((e) => !e.name.endsWith("_worker.ts"))
   .map((e) => e.name.replace(/\.ts$/, ""))
   .sort();
 const IS_SERVER = (name: string) => /_server/.test(name);
