@@ -1,0 +1,38 @@
+/**
+ * The lib's layers, as the README's Layout section lists them: a module
+ * imports only from modules listed above it, so nothing imports upward (the
+ * network layer never depends on the command line) and each part can be
+ * read, and copied, with only what sits under it.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url);
+
+/** The lib modules in the order the README's Layout section lists them. */
+function layerOrder(): string[] {
+  const readme = Deno.readTextFileSync(new URL("README.md", ROOT));
+  const layout = readme.slice(readme.indexOf("## Layout"));
+  return [...layout.matchAll(/`lib\/(\w+)\.ts`/g)].map((m) => m[1])
+    .filter((name, i, all) => all.indexOf(name) === i);
+}
+
+Deno.test("every lib module is in the README's layers, and imports only from the layers above it", () => {
+  const order = layerOrder();
+  const modules = [...Deno.readDirSync(new URL("lib", ROOT))]
+    .map((e) => e.name.replace(/\.ts$/, ""));
+  for (const name of modules) {
+    assert.ok(order.includes(name), `lib/${name}.ts is not in the README's Layout`);
+  }
+  const upward: string[] = [];
+  for (const name of modules) {
+    const source = Deno.readTextFileSync(new URL(`lib/${name}.ts`, ROOT));
+    // Real imports only: the doc comments' examples import the module itself.
+    const code = source.replace(/\/\*\*[\s\S]*?\*\//g, "");
+    for (const m of code.matchAll(/from "\.\/(\w+)\.ts"/g)) {
+      if (order.indexOf(m[1]) >= order.indexOf(name)) {
+        upward.push(`lib/${name}.ts imports ${m[1]}.ts`);
+      }
+    }
+  }
+  assert.deepEqual(upward, []);
+});
