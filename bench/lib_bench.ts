@@ -45,10 +45,10 @@ Deno.bench("LineReader.readLine", { group: "lines", baseline: true }, async () =
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 
-Deno.bench("LineReader.batches (as the line servers)", { group: "lines" }, async () => {
+Deno.bench("LineReader.readBatch (as the line servers)", { group: "lines" }, async () => {
   const lines = new LineReader(stream());
   let count = 0;
-  for await (const batch of lines.batches()) count += batch.length;
+  for (let batch; (batch = await lines.readBatch()) !== null;) count += batch.length;
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 
@@ -93,13 +93,13 @@ const NL = new TextEncoder().encode("\n");
 const REPLIES = 65_536 * (OK.length + LINE.length);
 
 Deno.bench(
-  "LineReader.batches + ReplyBatch: OK ... <line> for each line (as the line servers)",
+  "LineReader.readBatch + ReplyBatch: OK ... <line> for each line (as the line servers)",
   { group: "serve", baseline: true },
   async () => {
     const conn = duplex();
     const lines = new LineReader(conn);
     const replies = new ReplyBatch(conn);
-    for await (const batch of lines.batches()) {
+    for (let batch; (batch = await lines.readBatch()) !== null;) {
       for (const line of batch) replies.add(OK, line, NL);
       await replies.send();
     }

@@ -116,6 +116,7 @@ export class LineReader {
   #eof = false; // the peer closed (or we stopped)
   #reading = false; // a read is in flight
   #error: unknown; // the read error, once one happened
+  #tooLong: unknown; // a line over the limit, found while batching the lines before it
   #lastRead = 0;
   #waiter: { resolve: (line: Uint8Array | null) => void; reject: (e: unknown) => void } | undefined;
 
@@ -168,28 +169,44 @@ export class LineReader {
   }
 
   /**
-   * Every whole line that has arrived, at least one per batch, until end of
-   * stream: the lines a client sent together come out together, so that a
-   * server can answer them with one write. The lines of a batch are valid
-   * until the next one is asked for. A line over the limit ends the stream
-   * with {@linkcode LineTooLongError}, after the batch of lines before it.
+   * Every whole line that has arrived (at least one, waiting for it if need
+   * be), or `null` at end of stream: the lines a client sent together come
+   * out together, so that a server can answer them with one write. They are
+   * valid until the next read. A line over the limit is a
+   * {@linkcode LineTooLongError} from the next call, after the lines before it.
    */
-  async *batches(): AsyncGenerator<Uint8Array[]> {
-    while (true) {
-      const first = await this.readLine();
-      if (first === null) return;
-      const batch = [first];
-      let tooLong: unknown;
-      try {
-        for (let line = this.readBufferedLine(); line !== null; line = this.readBufferedLine()) {
-          batch.push(line);
-        }
-      } catch (err) {
-        tooLong = err; // answer the lines before it first
-      }
-      yield batch;
-      if (tooLong !== undefined) throw tooLong;
+  readBatch(): Promise<Uint8Array[] | null> {
+    const tooLong = this.#tooLong;
+    if (tooLong !== undefined) {
+      this.#tooLong = undefined;
+      return Promise.reject(tooLong);
     }
+    // Not readLine().then(...): an idle connection waits here, and a chained
+    // promise would cost it memory.
+    try {
+      const line = this.#takeLine();
+      if (line !== undefined) return Promise.resolve(line && this.#batchFrom(line));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.#waiter = { resolve: (line) => resolve(line && this.#batchFrom(line)), reject };
+      this.#read();
+    });
+  }
+
+  /** `first` and every whole line buffered after it. */
+  #batchFrom(first: Uint8Array): Uint8Array[] {
+    const batch = [first];
+    try {
+      for (let line = this.readBufferedLine(); line !== null; line = this.readBufferedLine()) {
+        batch.push(line);
+      }
+    } catch (err) {
+      this.#tooLong = err; // thrown by the next call, once the lines before it are answered
+    }
+    return batch;
   }
 
   /** Iterates over the lines until end of stream. */

@@ -1,6 +1,9 @@
 /**
- * Speed part, safe to skip when learning: {@linkcode ReplyBatch} answers
- * every line that arrived together with one `write()`.
+ * Speed part: {@linkcode ReplyBatch} answers every line that arrived
+ * together with one `write()`. All a learner needs of it: `add()` copies a
+ * reply into the batch, and `send()` is one `writeAll` of the batch, after
+ * which a big batch lets the other clients run (the fairness the README
+ * describes). How the batch is built can be skipped.
  *
  * Why: each `write()` is a trip into the runtime and the kernel, and costs
  * about as much as a small reply takes to build. A client that pipelines

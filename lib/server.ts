@@ -94,7 +94,7 @@ const CLIENT_GONE = new Set(["ENOTCONN", "ECONNABORTED", "ECONNRESET", "EPROTO"]
 const MAX_ACCEPT_PAUSE_MS = 1000;
 
 /** What {@linkcode TcpServer.handle} gives each conversation besides its connection. */
-export interface Client {
+export interface ClientContext {
   /** The client's address, `HOST:PORT` (`[::1]:PORT` for IPv6). */
   peer: string;
   /** Aborts when the server shuts down. Pass it to a `LineReader`. */
@@ -185,8 +185,8 @@ export class TcpServer {
   }
 
   /**
-   * Aborts when shutdown begins. Pass it to readers (`signal` option) so that
-   * a handler waiting for the next line stops waiting and returns.
+   * Aborts when shutdown begins. (Each client's reader takes the `signal`
+   * that {@linkcode TcpServer.handle} gives it instead: one of its own.)
    */
   get signal(): AbortSignal {
     return this.#stopping.signal;
@@ -272,7 +272,7 @@ export class TcpServer {
    * or garbage cannot stop the server. The returned promise never rejects:
    * await it to serve one client at a time, or don't, to serve many at once.
    */
-  handle(conn: Deno.Conn, serve: (client: Client) => Promise<void>): Promise<void> {
+  handle(conn: Deno.Conn, serve: (client: ClientContext) => Promise<void>): Promise<void> {
     const peer = formatAddress(conn.remoteAddr);
     const stop = new ClientStop();
     this.#conns.set(conn, stop);

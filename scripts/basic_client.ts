@@ -62,8 +62,7 @@ await runMain(async () => {
   }).catch((err) => {
     if (err instanceof Deno.errors.ConnectionRefused) {
       throw new CliError(
-        `connection refused by ${target}: is the server running? ` +
-          startHint("basic_server", args.port, 12345),
+        `${describeError(err, target)} ${startHint("basic_server", args.port, 12345)}`,
       );
     }
     throw new CliError(`cannot connect: ${describeError(err, target)}`);

@@ -55,7 +55,7 @@ import { type IdleClock, secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, nextTurn, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { type Client as Connection, listen, TcpServer } from "../lib/server.ts";
+import { type ClientContext, listen, TcpServer } from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 
 const flags = lineServerFlags(8890, 0);
@@ -163,7 +163,7 @@ function checkName(bytes: Uint8Array): string | Uint8Array {
   return names.has(name) ? text(`ERR the name ${name} is taken`) : name;
 }
 
-async function chat(conn: Deno.Conn, { peer, idle, signal }: Connection): Promise<void> {
+async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Promise<void> {
   const client: Client = { conn, name: "", prefix: NEWLINE, queue: [], owed: 0, done: false };
   clients.add(client);
   const writing = writer(client, idle);
@@ -200,7 +200,9 @@ async function chat(conn: Deno.Conn, { peer, idle, signal }: Connection): Promis
       send(client, text(`* welcome ${name}; ${here}`));
       broadcast(client, text(`* ${name} joined`));
     }
-    for await (const batch of lines.batches()) { // the lines that came in one read
+    while (true) {
+      const batch = await lines.readBatch(); // every whole line that has arrived
+      if (batch === null) break; // the client is done (or Ctrl+C)
       idle?.restart();
       const parts: Uint8Array[] = [];
       for (const line of batch) {

@@ -74,7 +74,9 @@ await runMain(async () => {
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
-        for await (const batch of lines.batches()) { // every whole line that has arrived
+        while (true) {
+          const batch = await lines.readBatch(); // every whole line that has arrived
+          if (batch === null) break; // the client is done (or Ctrl+C)
           idle?.restart(); // a line came in: this client is not idle
           for (const line of batch) {
             // Escaped: a peer's bytes must not move the cursor or fake a log line.

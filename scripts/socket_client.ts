@@ -41,7 +41,13 @@
 import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError, LineTooLongError, ReadTimeoutError, TruncatedLineError } from "../lib/errors.ts";
+import {
+  CliError,
+  describeError,
+  LineTooLongError,
+  ReadTimeoutError,
+  TruncatedLineError,
+} from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -157,8 +163,8 @@ function explain(err: unknown): unknown {
   if (err instanceof ReadTimeoutError) {
     // Connected but unanswered: the classic sign of a one-client-at-a-time server.
     return new CliError(
-      `no reply from ${target} within ${args.timeout} s (--timeout): is the server busy ` +
-        `with another client? (socket_server serves one at a time; the others wait)`,
+      `${describeError(err, target)}: is the server busy with another client? ` +
+        `(socket_server serves one at a time; the others wait)`,
     );
   }
   return err;

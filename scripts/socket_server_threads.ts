@@ -173,16 +173,25 @@ async function supervise(): Promise<void> {
 
 /** Before any worker starts: can the workers load, can they share the port, is it free? */
 function preflight(flags: Flags): { port: number; reusePort: boolean; count: number } {
-  // A worker loads its file from disk: without read access it would die
-  // with a two-line "Uncaught (in worker)" error.
-  if (
-    WORKER_FILE.protocol === "file:" &&
-    Deno.permissions.querySync({ name: "read", path: WORKER_FILE }).state !== "granted"
-  ) {
-    throw new CliError(
-      "the workers load scripts/socket_server_threads_worker.ts and lib/ from disk: run with " +
-        "--allow-read=scripts,lib (deno task socket_server_threads does)",
-    );
+  // A worker loads its file and lib/ from disk: without them, or without
+  // read access to them, it would die with a two-line "Uncaught (in worker)".
+  if (WORKER_FILE.protocol === "file:") {
+    const lib = new URL("../lib/", import.meta.url);
+    for (const path of [WORKER_FILE, lib]) {
+      if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
+        throw new CliError(
+          "the workers load scripts/socket_server_threads_worker.ts and lib/ from disk: run with " +
+            "--allow-read=scripts,lib (deno task socket_server_threads does)",
+        );
+      }
+    }
+    try {
+      Deno.statSync(WORKER_FILE);
+    } catch {
+      throw new CliError(
+        `${WORKER_FILE.pathname} is missing: copy it beside this script (each worker runs it)`,
+      );
+    }
   }
   // Without unstable net, the unstable network functions are missing altogether.
   const why = Deno.build.os !== "linux"

@@ -2,7 +2,7 @@
  * socket_server_threads_worker.ts — one worker of socket_server_threads.ts:
  * a thread with its own listener on the shared port (`reusePort`), serving
  * the clients the kernel hands it, each line answered `OK ... <line>`. The
- * supervisor starts it with `new Worker(...)`; it is not run on its own.
+ * supervisor starts it as a Web Worker; it is not run on its own.
  *
  * Threads share no objects, but they can share memory made for sharing, a
  * SharedArrayBuffer: that is how `--max-conns` caps the whole pool. A
@@ -106,14 +106,16 @@ async function serveClients(server: TcpServer, flags: Flags, log: (line: string)
   const crashAfter = flags["crash-after"] || Infinity;
   let served = 0;
   for await (const conn of server.accept()) {
-    conn.setNoDelay(true);
+    conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async ({ peer, idle, signal }) => {
       log(`Client (${peer}) connected`);
       const lines = new LineReader(conn, { maxLine: flags["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
-        for await (const batch of lines.batches()) { // every whole line that has arrived
+        while (true) {
+          const batch = await lines.readBatch(); // every whole line that has arrived
+          if (batch === null) break; // the client is done (or Ctrl+C)
           idle?.restart(); // a line came in: this client is not idle
           for (const line of batch) replies.add(OK, line, NEWLINE);
           await replies.send(); // one write() answers them all
@@ -134,4 +136,9 @@ async function serveClients(server: TcpServer, flags: Flags, log: (line: string)
   if (!server.signal.aborted) throw new Error(`deliberate crash after ${served} client(s)`);
 }
 
-beWorker();
+// Only a worker has WorkerGlobalScope; run directly, this file would wait for nothing.
+if ("WorkerGlobalScope" in globalThis) beWorker();
+else {
+  console.error("error: this file is one worker of the pool: run scripts/socket_server_threads.ts");
+  Deno.exit(2);
+}

@@ -73,14 +73,16 @@ await runMain(async () => {
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   for await (const conn of server.accept()) {
-    conn.setNoDelay(true);
+    conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async ({ peer, idle, signal }) => {
       log(`Client (${peer}) connected`);
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
-        for await (const batch of lines.batches()) { // every whole line that has arrived
+        while (true) {
+          const batch = await lines.readBatch(); // every whole line that has arrived
+          if (batch === null) break; // the client is done (or Ctrl+C)
           idle?.restart(); // a line came in: this client is not idle
           for (const line of batch) replies.add(OK, line, NEWLINE);
           await replies.send(); // one write() answers them all

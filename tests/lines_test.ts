@@ -1,6 +1,6 @@
 /**
  * Unit tests for lib/lines.ts: framing a byte stream into lines however the
- * bytes arrive, the line limit, end of stream, stopping, and batches.
+ * bytes arrive, the line limit, end of stream, stopping, and batches (readBatch).
  *
  * @module
  */
@@ -23,7 +23,9 @@ async function allLines(reader: LineReader): Promise<string[]> {
 
 /** Every batch as text; a batch's lines are only valid until the next is asked for. */
 async function allBatches(reader: LineReader, into: string[][] = []): Promise<string[][]> {
-  for await (const batch of reader.batches()) into.push(batch.map((l) => dec.decode(l)));
+  for (let batch; (batch = await reader.readBatch()) !== null;) {
+    into.push(batch.map((l) => dec.decode(l)));
+  }
   return into;
 }
 
@@ -214,7 +216,7 @@ Deno.test("LineReader.close ends a waiting readLine with null, and every later o
   assert.equal(await reader.readLine(), null);
 });
 
-Deno.test("LineReader.batches: lines that arrive together come out together", async () => {
+Deno.test("LineReader.readBatch: lines that arrive together come out together", async () => {
   const reader = new LineReader(arriving(["a\nb\nc", "d\ne\n", "f\n", "g"]));
   assert.deepEqual(await allBatches(reader), [["a", "b"], ["cd", "e"], ["f"], ["g"]]);
   // A flood of 1,000 lines comes out in a few batches, as big as the reader's
@@ -227,7 +229,7 @@ Deno.test("LineReader.batches: lines that arrive together come out together", as
   assert.ok(batches.length <= 5, `${batches.length} batches`);
 });
 
-Deno.test("LineReader.batches: a too-long line throws after the batch of lines before it", async () => {
+Deno.test("LineReader.readBatch: a too-long line throws after the batch of lines before it", async () => {
   // Its newline already in: the lines before it are one batch, then the error.
   const withNewline = new LineReader(
     chunked(enc.encode("a\nbb\r\n" + "c".repeat(20) + "\nnever\n"), [100]),
@@ -245,20 +247,19 @@ Deno.test("LineReader.batches: a too-long line throws after the batch of lines b
   assert.deepEqual(got2, [["x"]]);
 });
 
-Deno.test("LineReader.batches: a signal that aborts ends a waiting batches()", async () => {
+Deno.test("LineReader.readBatch: a signal that aborts ends a waiting readBatch() with null", async () => {
   const { client, server, close } = await loopbackPair();
   try {
     const stop = new AbortController();
-    const batches = new LineReader(server, { signal: stop.signal }).batches();
+    const lines = new LineReader(server, { signal: stop.signal });
     await writeAll(client, enc.encode("one\n"));
-    const first = await withTimeout(batches.next(), WAIT_MS, "the first batch", close);
-    assert.ok(!first.done);
-    assert.deepEqual(first.value.map((l) => dec.decode(l)), ["one"]);
-    const waiting = batches.next(); // nothing more comes: it waits on the socket
+    const first = await withTimeout(lines.readBatch(), WAIT_MS, "the first batch", close);
+    assert.deepEqual(first?.map((l) => dec.decode(l)), ["one"]);
+    const waiting = lines.readBatch(); // nothing more comes: it waits on the socket
     stop.abort();
     const t0 = performance.now();
-    const last = await withTimeout(waiting, WAIT_MS, "batches() after abort", close);
-    assert.equal(last.done, true);
+    const last = await withTimeout(waiting, WAIT_MS, "readBatch() after abort", close);
+    assert.equal(last, null);
     assert.ok(performance.now() - t0 < 100, "ended at once");
   } finally {
     close();

@@ -172,7 +172,7 @@ Deno.test("A line server's loop: every line answered in order, a batch per write
     const lines = new LineReader(conn, { maxLine: 10 });
     const replies = new ReplyBatch(conn);
     try {
-      for await (const batch of lines.batches()) {
+      for (let batch; (batch = await lines.readBatch()) !== null;) {
         for (const line of batch) replies.add(OK, line, NL);
         await replies.send();
       }
@@ -192,7 +192,7 @@ Deno.test("A line server's loop answers a pipelined flood with far fewer writes 
   const conn = { ...chunked(input, [input.length]), ...recorder() };
   const reader = new LineReader(conn);
   const replies = new ReplyBatch(conn);
-  for await (const batch of reader.batches()) {
+  for (let batch; (batch = await reader.readBatch()) !== null;) {
     for (const line of batch) replies.add(OK, line, NL);
     await replies.send();
   }

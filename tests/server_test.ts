@@ -13,7 +13,7 @@ import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import {
-  type Client,
+  type ClientContext,
   type ConnectionCap,
   listen,
   TcpServer,
@@ -31,7 +31,7 @@ const NL = enc.encode("\n");
  * and waits for the loop.
  */
 function serving(
-  serve: (conn: Deno.TcpConn, client: Client) => Promise<void>,
+  serve: (conn: Deno.TcpConn, client: ClientContext) => Promise<void>,
   options: Partial<TcpServerOptions> = {},
 ) {
   const logs: string[] = [];
@@ -62,13 +62,13 @@ function serving(
 /** A line server's conversation, as the scripts write it: each line echoed back. */
 async function echoLines(
   conn: Deno.TcpConn,
-  { idle, signal }: Client,
+  { idle, signal }: ClientContext,
   maxLine?: number,
 ): Promise<void> {
   const lines = new LineReader(conn, { maxLine, signal });
   const replies = new ReplyBatch(conn, idle);
   try {
-    for await (const batch of lines.batches()) {
+    for (let batch; (batch = await lines.readBatch()) !== null;) {
       idle?.restart();
       for (const line of batch) replies.add(line, NL);
       await replies.send();
