@@ -1,10 +1,13 @@
 /**
- * Every error this collection names, and every sentence it says about one,
- * in one place: the error classes the lib throws, the one-line advice a
- * script prints for any failure ({@linkcode describeError}), the log line a
- * server writes when one client's connection ends badly
- * ({@linkcode explainClientError}), and the `ERR ...` replies on the wire.
- * It imports nothing, so every other module can use it.
+ * The errors the lib throws, and every sentence about an error that more
+ * than one place says, in one place: the error classes, the one-line advice
+ * a script prints for any failure ({@linkcode describeError}), why `listen`
+ * failed ({@linkcode listenErrorText}), the log line a server writes when one
+ * client's connection ends badly ({@linkcode explainClientError}), and the
+ * `ERR ...` replies the servers share. A message only one script says (the
+ * chat room's `ERR` lines, a usage error about one flag) stays in that
+ * script, where its reader sees it. This module imports nothing, so every
+ * other module can use it.
  *
  * @example
  * ```ts

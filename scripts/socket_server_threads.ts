@@ -47,7 +47,7 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { CliError } from "../lib/errors.ts";
+import { CliError, plural } from "../lib/errors.ts";
 import { listen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
@@ -166,7 +166,7 @@ async function supervise(): Promise<void> {
       console.log("socket_server_threads: shut down");
       Deno.exit(0);
     });
-    console.log(`${count} worker thread(s) sharing the port`);
+    console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);
   });
 }

@@ -87,7 +87,7 @@ function beWorker(): void {
     }
     const log = (line: string) => console.log(`[worker ${id}] ${line}`);
     server = new TcpServer(listener, {
-      name: `worker ${id}`,
+      name: "this worker", // its log lines already start with [worker N]
       maxConns: sharedCap(counts, slot, flags["max-conns"]),
       idleTimeoutMs: secondsToMs(flags["idle-timeout"]),
       handleSignals: false, // the supervisor handles Ctrl+C and tells us

@@ -85,7 +85,7 @@ Deno.test({
     const one = await startServer("socket_server_threads", ["--port", "0", "--workers", "1"]);
     const four = await startServer("socket_server_threads", ["--port", "0", "--workers", "4"]);
     try {
-      await four.stdout.waitFor("4 worker thread(s) sharing the port");
+      await four.stdout.waitFor("4 worker threads sharing the port");
       const diff = await threadsOf(four.child.pid) - await threadsOf(one.child.pid);
       assert.ok(diff >= 3, `4 workers should add at least 3 threads, added ${diff}`);
       for (let i = 0; i < 40; i++) {
