@@ -62,7 +62,7 @@ for (const way of WAYS) {
   Deno.test(`${NAME}: run as '${way}', the pool shares the port (no fallback)`, async () => {
     const server = await start(["--workers", "2", "--quiet"], way);
     try {
-      assert.match(server.stdout.text, /^2 worker thread\(s\) sharing the port\n/);
+      assert.match(server.stdout.text, /^2 worker threads sharing the port\n/);
       assert.equal(await askOnce(server.port, "hi"), "OK ... hi");
     } finally {
       const done = await server.stop();
