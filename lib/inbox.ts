@@ -30,7 +30,7 @@
  * @module
  */
 
-import { concatBytes, type Reader } from "./io.ts";
+import { concatBytes, nextTurn, type Reader } from "./io.ts";
 import { LineReader, type LineReaderOptions } from "./lines.ts";
 
 /** What came: a line and when (`performance.now()`), or the end of the stream (and why). */
@@ -41,6 +41,7 @@ export class LineInbox {
   readonly #lines: LineReader;
   #partial: Uint8Array = new Uint8Array(0);
   #next: Promise<Arrival>;
+  #arrived: Arrival | undefined; // what #next resolved to, once it has
 
   /** Starts reading `reader` at once; `options` are the {@linkcode LineReader}'s. */
   constructor(reader: Reader, options: LineReaderOptions = {}) {
@@ -66,6 +67,14 @@ export class LineInbox {
    * With `ms` 0, only what has already come.
    */
   async next(ms?: number): Promise<Arrival | undefined> {
+    if (ms === 0) {
+      // No timer: a zero-delay timer waits a millisecond or more, on every
+      // sample. One turn of the event loop lets bytes already here arrive.
+      await nextTurn();
+      const arrival = this.#arrived;
+      if (arrival && "line" in arrival) this.#next = this.#read();
+      return arrival;
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<undefined>((resolve) => {
       if (ms !== undefined) timer = setTimeout(() => resolve(undefined), Math.max(0, ms));
@@ -85,9 +94,11 @@ export class LineInbox {
   }
 
   #read(): Promise<Arrival> {
+    this.#arrived = undefined;
     return this.#lines.readLine().then(
-      (line) => line === null ? { end: true } : { line: line.slice(), at: performance.now() },
-      (error) => ({ end: true, error }),
-    );
+      (line): Arrival =>
+        line === null ? { end: true } : { line: line.slice(), at: performance.now() },
+      (error): Arrival => ({ end: true, error }),
+    ).then((arrival) => this.#arrived = arrival);
   }
 }

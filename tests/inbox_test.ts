@@ -56,6 +56,19 @@ Deno.test("LineInbox.next(ms): undefined when nothing came in time; the read goe
   }
 });
 
+Deno.test("LineInbox.next(0): nothing yet is undefined at once, and the line that comes later is not lost", async () => {
+  const pair = await loopbackPair();
+  try {
+    const inbox = new LineInbox(pair.client);
+    assert.equal(await inbox.next(0), undefined);
+    await writeAll(pair.server, enc.encode("later\nand more\n"));
+    assert.equal(text(await inbox.next(2000)), "later");
+    assert.equal(text(await inbox.next(0)), "and more"); // came with it: already here
+  } finally {
+    pair.close();
+  }
+});
+
 Deno.test("LineInbox.partial: the bytes of a line begun, and of one the end cut off", async () => {
   const inbox = new LineInbox(arriving(["pong\npo", "n"]), { requireNewline: true });
   assert.equal(text(await inbox.next()), "pong");
