@@ -80,6 +80,8 @@ await runMain(async () => {
       // The server's bytes, but never raw control bytes.
       console.log(`Response from the server: ${showBytes(answer)}`);
     });
+  } catch (err) {
+    throw new CliError(describeError(err, target)); // the error line names the server
   } finally {
     closeQuietly(conn); // whatever happened above (the watchdog may have closed it already)
   }

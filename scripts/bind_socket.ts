@@ -41,7 +41,7 @@
 import { lookup } from "node:dns/promises";
 import { parseCli, runMain } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError } from "../lib/errors.ts";
+import { CliError, describeError } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { showBytes } from "../lib/text.ts";
@@ -106,6 +106,8 @@ await runMain(async () => {
       if (status === null) throw new CliError(`${host} closed the connection without a reply`);
       console.log(showBytes(status)); // the server's bytes, never raw control bytes
     });
+  } catch (err) {
+    throw new CliError(describeError(err, `${host}:${port}`)); // the error line names the server
   } finally {
     closeQuietly(conn); // the watchdog may have closed it already
   }

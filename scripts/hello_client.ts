@@ -27,10 +27,11 @@
 
 import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
+import { CliError, describeError } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { showBytes } from "../lib/text.ts";
+import { formatAddress, showBytes } from "../lib/text.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -46,6 +47,8 @@ const args = parseCli({
 if (/[\r\n]/.test(args.message)) {
   usageError("hello_client", "--message must be one line: the server reads up to the first \\n");
 }
+
+const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 
 await runMain(async () => {
   // 1. Connect; a server that is still starting refuses, so try 3 times.
@@ -66,6 +69,8 @@ await runMain(async () => {
       // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
       await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
     });
+  } catch (err) {
+    throw new CliError(describeError(err, target)); // the error line names the server
   } finally {
     closeQuietly(conn); // the watchdog may have closed it already
   }

@@ -98,7 +98,7 @@ Deno.test("basic_client: refused, never answered, closed early — each an error
   })();
   const silent = await runTask("basic_client", ["--port", port, "--timeout", "0.3"]);
   assert.equal(silent.code, 1);
-  assert.match(silent.stderr, /^error: no reply within 0\.3 s/);
+  assert.match(silent.stderr, /^error: no reply from 127\.0\.0\.1:\d+ within 0\.3 s/); // names the server
   const early = await runTask("basic_client", ["--port", port]);
   assert.equal(early.code, 1);
   assert.match(early.stderr, /^error: the server closed the connection without answering/);
