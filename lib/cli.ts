@@ -150,20 +150,8 @@ export type LineServerFlags = {
 };
 
 /**
- * Parses the flags of a script, or prints help (exit 0) or a usage error
- * (exit 2).
- *
- * @example
- * ```ts
- * import { parseCli } from "./cli.ts";
- * const { message } = parseCli({
- *   name: "demo",
- *   summary: "Sends messages.",
- *   options: { message: { kind: "strings", short: "m", help: "a message (repeatable)" } },
- *   args: ["-m", "a", "-m", "b"],
- * });
- * console.log(message); // [ "a", "b" ]
- * ```
+ * Parses the flags of a script (see the module's example), or prints help
+ * (exit 0) or a usage error (exit 2).
  */
 export function parseCli<T extends Record<string, OptionSpec>>(
   spec: CliSpec<T>,
@@ -297,15 +285,7 @@ function defaultValueName(kind: OptionKind): string {
     "TEXT";
 }
 
-/**
- * Prints one line, `error: message (see --help)`, on stderr, and exits 2.
- *
- * @example
- * ```ts ignore
- * import { usageError } from "./cli.ts";
- * usageError("tcp_client", "invalid --byte 'zz': expected 0-255 or 0x00-0xff");
- * ```
- */
+/** Prints one line, `error: message (see NAME --help)`, on stderr, and exits 2. */
 export function usageError(script: string, message: string): never {
   printError(`${message} (see ${script} --help)`);
   Deno.exit(2);
@@ -326,21 +306,6 @@ export function printError(message: string): void {
     : "error:";
   // One line, whatever the message quotes (a flag's value, a peer's bytes).
   console.error(`${label} ${showBytes(new TextEncoder().encode(message))}`);
-}
-
-/**
- * What a client refused by `port` advises: `start it with deno task NAME`,
- * plus `--port N` unless `port` is that server's default, so that the server
- * it suggests is the one it will find.
- *
- * @example
- * ```ts
- * import { startHint } from "./cli.ts";
- * console.log(startHint("socket_server", 9000, 8888)); // start it with deno task socket_server --port 9000
- * ```
- */
-export function startHint(server: string, port: number, defaultPort?: number): string {
-  return `start it with deno task ${server}${port === defaultPort ? "" : ` --port ${port}`}`;
 }
 
 /**

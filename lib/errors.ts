@@ -124,6 +124,21 @@ const PICK_ANOTHER_PORT =
   "stop the other server, or pick another --port (--port 0 takes a free one)";
 
 /**
+ * What a client refused by `port` advises: `start it with deno task NAME`,
+ * plus `--port N` unless `port` is that server's default, so that the server
+ * it suggests is the one it will find.
+ *
+ * @example
+ * ```ts
+ * import { startHint } from "./errors.ts";
+ * console.log(startHint("socket_server", 9000, 8888)); // start it with deno task socket_server --port 9000
+ * ```
+ */
+export function startHint(server: string, port: number, defaultPort?: number): string {
+  return `start it with deno task ${server}${port === defaultPort ? "" : ` --port ${port}`}`;
+}
+
+/**
  * Why `Deno.listen` failed on `hostname:port`, in words a person can act on.
  *
  * @example

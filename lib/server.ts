@@ -143,15 +143,7 @@ export interface TcpServerOptions {
 
 /**
  * Accepts connections, runs a handler for each with its errors contained, and
- * shuts down cleanly.
- *
- * @example
- * ```ts
- * import { listen, TcpServer } from "./server.ts";
- * const server = new TcpServer(listen("127.0.0.1", 0), { name: "demo", handleSignals: false });
- * console.log(server.connections); // 0
- * await server.shutdown();
- * ```
+ * shuts down cleanly (see the module's example).
  */
 export class TcpServer {
   /** The listening socket. */

@@ -42,9 +42,9 @@
  * @module
  */
 
-import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
-import { LineTooLongError, TruncatedLineError } from "../lib/errors.ts";
+import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";

@@ -25,9 +25,9 @@
  * @module
  */
 
-import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError, describeError } from "../lib/errors.ts";
+import { CliError, describeError, startHint } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";

@@ -43,9 +43,9 @@
  * @module
  */
 
-import { parseCli, runMain, startHint } from "../lib/cli.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
-import { describeError, TruncatedLineError } from "../lib/errors.ts";
+import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { type Arrival, LineInbox } from "../lib/inbox.ts";
 import { closeQuietly, nextTurn, writeAll } from "../lib/io.ts";
 import { connectWithRetry, sleep } from "../lib/retry.ts";

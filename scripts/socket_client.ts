@@ -38,7 +38,7 @@
  * @module
  */
 
-import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import {
@@ -46,6 +46,7 @@ import {
   describeError,
   LineTooLongError,
   ReadTimeoutError,
+  startHint,
   TruncatedLineError,
 } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";

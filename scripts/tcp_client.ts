@@ -26,7 +26,8 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { startHint } from "../lib/errors.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";

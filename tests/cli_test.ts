@@ -7,7 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { lineServerFlags, MAX_LINE_LIMIT, parseCli, parsePort, startHint } from "../lib/cli.ts";
+import { lineServerFlags, MAX_LINE_LIMIT, parseCli, parsePort } from "../lib/cli.ts";
+import { startHint } from "../lib/errors.ts";
 
 const CLI = new URL("../lib/cli.ts", import.meta.url).href;
 const ERRORS = new URL("../lib/errors.ts", import.meta.url).href;
