@@ -25,6 +25,7 @@
  * @module
  */
 
+import { AcceptFailures } from "./accept.ts";
 import { IdleClock } from "./deadline.ts";
 import {
   explainClientError,
@@ -84,14 +85,6 @@ function localCap(max: number): ConnectionCap {
     give: () => void taken--,
   };
 }
-
-/**
- * Accept errors that mean only "that client left before we took it": it
- * reset while in the backlog. Not the server's fault; accept the next at once.
- */
-const CLIENT_GONE = new Set(["ENOTCONN", "ECONNABORTED", "ECONNRESET", "EPROTO"]);
-/** The longest pause after accept() fails for lack of file descriptors or memory. */
-const MAX_ACCEPT_PAUSE_MS = 1000;
 
 /** What {@linkcode TcpServer.handle} gives each conversation besides its connection. */
 export interface ClientContext {
@@ -156,9 +149,6 @@ export class TcpServer {
   readonly #log: (line: string) => void;
   readonly #cap: ConnectionCap | undefined;
   readonly #removeSignals: (() => void) | undefined;
-  #acceptFailures = 0; // since the last report
-  #lastAcceptReport = -Infinity;
-  #failureReported = false; // and no "accepting again" since
 
   /**
    * Serves on `listener` (see {@linkcode listen}); with `handleSignals`
@@ -200,21 +190,17 @@ export class TcpServer {
    * clients to leave, and logs that at most once a second.
    */
   async *accept(): AsyncGenerator<Deno.TcpConn> {
-    let pauseMs = 0;
+    const failures = new AcceptFailures(this.#log);
     while (!this.signal.aborted) {
       let conn: Deno.TcpConn;
       try {
         conn = await this.listener.accept();
       } catch (err) {
         if (this.signal.aborted || err instanceof Deno.errors.BadResource) return;
-        if (CLIENT_GONE.has((err as { code?: string }).code ?? "")) continue;
-        pauseMs = Math.min(Math.max(pauseMs * 2, 5), MAX_ACCEPT_PAUSE_MS);
-        this.#acceptFailed(err as Error, pauseMs);
-        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        await failures.pauseAfter(err); // at once, or after a pause
         continue;
       }
-      if (pauseMs > 0) this.#acceptRecovered();
-      pauseMs = 0;
+      failures.recovered();
       if (this.signal.aborted) {
         conn.close();
         return;
@@ -228,27 +214,6 @@ export class TcpServer {
       }
       yield conn;
     }
-  }
-
-  #acceptFailed(err: Error, pauseMs: number): void {
-    this.#acceptFailures++;
-    const now = performance.now();
-    if (now - this.#lastAcceptReport < 1000) return;
-    this.#log(
-      `accept failed ${this.#acceptFailures} time(s): ${err.message}; ` +
-        `pausing ${pauseMs} ms for clients to leave`,
-    );
-    this.#acceptFailures = 0;
-    this.#lastAcceptReport = now;
-    this.#failureReported = true;
-  }
-
-  #acceptRecovered(): void {
-    // The clock is not reset: at its limit a server flaps (a client leaves, the
-    // next is accepted, the one after fails), and must not log each flap.
-    if (!this.#failureReported) return; // the next report counts the failures since
-    this.#log("accepting again");
-    this.#failureReported = false;
   }
 
   /**
