@@ -1,7 +1,7 @@
 /**
  * socket_server_threads.ts — many clients at once, served by a pool of
  * threads (Web Workers), each line answered `OK ... <line>`. This file is the
- * supervisor; each worker is scripts/socket_server_threads_worker.ts.
+ * supervisor; each worker is scripts/workers/pool_worker.ts.
  *
  * The seed (`socket_server_threads.py`) accepted in the main thread and
  * handed each client's socket to a thread of its own. Deno cannot hand a
@@ -51,11 +51,11 @@ import { CliError, plural } from "../lib/errors.ts";
 import { listen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
-import type { WorkerReport, WorkerSettings } from "./socket_server_threads_worker.ts";
+import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";
 
 /** More would only add threads competing for the same cores. */
 const MAX_WORKERS = 32;
-const WORKER_FILE = new URL("./socket_server_threads_worker.ts", import.meta.url);
+const WORKER_FILE = new URL("./workers/pool_worker.ts", import.meta.url);
 
 /** The flags, parsed by the supervisor; each worker gets a copy. */
 function parseFlags() {
@@ -180,7 +180,7 @@ function preflight(flags: Flags): { port: number; reusePort: boolean; count: num
     for (const path of [WORKER_FILE, lib]) {
       if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") {
         throw new CliError(
-          "the workers load scripts/socket_server_threads_worker.ts and lib/ from disk: run with " +
+          "the workers load scripts/workers/pool_worker.ts and lib/ from disk: run with " +
             "--allow-read=scripts,lib (deno task socket_server_threads does)",
         );
       }

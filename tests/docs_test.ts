@@ -341,9 +341,9 @@ function containsWord(code: string, text: string): boolean {
 const executed: string[] = [];
 const notExecuted: string[] = [];
 
-// A worker file (`*_worker.ts`) is loaded by its script, not run on its own.
+// Files only (scripts/workers/ holds what a script loads as a Worker, not run on its own).
 const SCRIPTS = [...Deno.readDirSync(`${ROOT}/scripts`)]
-  .filter((e) => !e.name.endsWith("_worker.ts"))
+  .filter((e) => e.isFile)
   .map((e) => e.name.replace(/\.ts$/, ""))
   .sort();
 const IS_SERVER = (name: string) => /_server/.test(name);

@@ -46,7 +46,7 @@ const SERVERS: Record<string, string[]> = {
 
 Deno.test("every script runs as 'deno run -A scripts/NAME.ts', from the project and from elsewhere", async () => {
   const scripts = [...Deno.readDirSync(new URL("../scripts", import.meta.url))]
-    .filter((e) => !e.name.endsWith("_worker.ts")) // loaded by its script, not run on its own
+    .filter((e) => e.isFile) // not scripts/workers/: loaded by a script, not run on its own
     .map((e) => e.name.replace(/\.ts$/, ""));
   await Promise.all(scripts.map(async (name) => {
     for (const way of ["run -A", "run -A elsewhere"] as const) {

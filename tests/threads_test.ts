@@ -123,7 +123,7 @@ Deno.test(`${NAME}: a second pool on the same port is 'port in use', not a silen
     assert.equal(noRead.code, 1);
     assert.match(
       noRead.stderr,
-      /^error: the workers load scripts\/socket_server_threads_worker.ts and lib\/ from disk: run with --allow-read=scripts,lib/,
+      /^error: the workers load scripts\/workers\/pool_worker.ts and lib\/ from disk: run with --allow-read=scripts,lib/,
     );
     assert.equal(noRead.stderr.trim().split("\n").length, 1, noRead.stderr);
   } finally {

@@ -1,5 +1,5 @@
 /**
- * socket_server_threads_worker.ts — one worker of socket_server_threads.ts:
+ * workers/pool_worker.ts — one worker of socket_server_threads.ts:
  * a thread with its own listener on the shared port (`reusePort`), serving
  * the clients the kernel hands it, each line answered `OK ... <line>`. The
  * supervisor starts it as a Web Worker; it is not run on its own.
@@ -13,13 +13,13 @@
  * @module
  */
 
-import { secondsToMs } from "../lib/deadline.ts";
-import { LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
-import { type ConnectionCap, TcpServer } from "../lib/server.ts";
-import type { Flags } from "./socket_server_threads.ts";
+import { secondsToMs } from "../../lib/deadline.ts";
+import { LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../../lib/errors.ts";
+import { writeAll } from "../../lib/io.ts";
+import { LineReader } from "../../lib/lines.ts";
+import { ReplyBatch } from "../../lib/replies.ts";
+import { type ConnectionCap, TcpServer } from "../../lib/server.ts";
+import type { Flags } from "../socket_server_threads.ts";
 
 /** What the supervisor posts to a worker it starts: copies, except `counts`, which is shared. */
 export interface WorkerSettings {
