@@ -31,7 +31,7 @@ Deno.test("LineInbox: reads before it is asked, and stamps a line with when it c
   try {
     const inbox = new LineInbox(pair.client);
     await writeAll(pair.server, enc.encode("early\n"));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the gap is the test: it came before the ask
     const asked = performance.now();
     const arrival = await inbox.next(0); // only what has already come
     assert.ok(arrival && "line" in arrival, "the line was read before it was asked for");
