@@ -40,6 +40,8 @@ export class Output {
   /** True once the stream ended. */
   closed = false;
   #waiters: (() => void)[] = [];
+  #lineListeners: ((line: string) => void)[] = [];
+  #linesSeen = 0; // how much of `text` has been handed out as whole lines
   /** Resolves when the stream has ended. */
   readonly done: Promise<void>;
 
@@ -52,10 +54,29 @@ export class Output {
     const dec = new TextDecoder();
     for await (const chunk of stream) {
       this.text += dec.decode(chunk, { stream: true });
+      this.#emitLines(false);
       this.#wake();
     }
     this.closed = true;
+    this.#emitLines(true);
     this.#wake();
+  }
+
+  /**
+   * Calls `listener` with each line as soon as it is whole (and with a last
+   * unterminated one at the end), from the first line on.
+   */
+  onLine(listener: (line: string) => void): void {
+    for (const line of splitLines(this.text.slice(0, this.#linesSeen))) listener(line);
+    this.#lineListeners.push(listener);
+  }
+
+  #emitLines(atEnd: boolean): void {
+    const end = atEnd ? this.text.length : this.text.lastIndexOf("\n") + 1;
+    if (end <= this.#linesSeen) return;
+    const lines = splitLines(this.text.slice(this.#linesSeen, end));
+    this.#linesSeen = end;
+    for (const line of lines) for (const listener of this.#lineListeners) listener(line);
   }
 
   #wake() {
@@ -107,6 +128,11 @@ export class Output {
       await this.#changed(left);
     }
   }
+}
+
+/** `text` cut into lines, without the newline at the very end. */
+function splitLines(text: string): string[] {
+  return text === "" ? [] : text.replace(/\n$/, "").split("\n");
 }
 
 /** How a process ended, and all it printed. */

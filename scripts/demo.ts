@@ -25,6 +25,10 @@ const args = parseCli({
       kind: "string",
       help: "run only the pairs whose title contains TEXT, e.g. sensor (no match: an error)",
     },
+    trace: {
+      kind: "boolean",
+      help: "run every script with --trace: each read and write on the wire, as it happens",
+    },
   },
 });
 
@@ -41,7 +45,27 @@ interface Pair {
   serverExpect: RegExp;
 }
 
+const traceFlag = args.trace ? ["--trace"] : [];
+
 const PAIRS: Pair[] = [
+  {
+    title: "hello_server + hello_client",
+    idea: "the first conversation: a greeting and an answer",
+    server: "hello_server",
+    client: "hello_client",
+    clientArgs: (port) => ["--port", `${port}`],
+    expect: /Server: Hello client!/,
+    serverExpect: /Client: Hello Server!/,
+  },
+  {
+    title: "basic_server + basic_client",
+    idea: "one message, one answer, close",
+    server: "basic_server",
+    client: "basic_client",
+    clientArgs: (port) => ["--port", `${port}`],
+    expect: /Response from the server: Message received: Hello Server !/,
+    serverExpect: /Hello Server !/,
+  },
   {
     title: "socket_server + socket_client",
     idea: "one client at a time; every line is answered 'OK ... <line>'",
@@ -50,6 +74,15 @@ const PAIRS: Pair[] = [
     clientArgs: (port) => ["--port", `${port}`, "-m", "temperature 21.5", "-m", "door open"],
     expect: /OK \.\.\. temperature 21\.5\nOK \.\.\. door open/,
     serverExpect: /is offline/,
+  },
+  {
+    title: "tcp_server + tcp_client",
+    idea: "exactly 32 bytes of 0x02, however TCP splits them",
+    server: "tcp_server",
+    client: "tcp_client",
+    clientArgs: (port) => ["--host", "127.0.0.1", "--port", `${port}`],
+    expect: /sent 32 bytes of 0x02/,
+    serverExpect: /sent 32 bytes: (02 ){31}02/,
   },
   {
     title: "socket_server_with_select + socket_client",
@@ -69,33 +102,6 @@ const PAIRS: Pair[] = [
     clientArgs: (port) => ["--port", `${port}`, "-m", "valve closed"],
     expect: /OK \.\.\. valve closed/,
     serverExpect: /\[worker \d\] Client \(\S+\) is offline/,
-  },
-  {
-    title: "tcp_server + tcp_client",
-    idea: "exactly 32 bytes of 0x02, however TCP splits them",
-    server: "tcp_server",
-    client: "tcp_client",
-    clientArgs: (port) => ["--host", "127.0.0.1", "--port", `${port}`],
-    expect: /sent 32 bytes of 0x02/,
-    serverExpect: /sent 32 bytes: (02 ){31}02/,
-  },
-  {
-    title: "hello_server + hello_client",
-    idea: "the first conversation: a greeting and an answer",
-    server: "hello_server",
-    client: "hello_client",
-    clientArgs: (port) => ["--port", `${port}`],
-    expect: /Server: Hello client!/,
-    serverExpect: /Client: Hello Server!/,
-  },
-  {
-    title: "basic_server + basic_client",
-    idea: "one message, one answer, close",
-    server: "basic_server",
-    client: "basic_client",
-    clientArgs: (port) => ["--port", `${port}`],
-    expect: /Response from the server: Message received: Hello Server !/,
-    serverExpect: /Hello Server !/,
   },
   {
     title: "sensor_server + sensor_client",
@@ -126,27 +132,30 @@ const PAIRS: Pair[] = [
   },
 ];
 
-const indent = (who: string, text: string) =>
-  text.trimEnd().split("\n").filter((l) => l.trim()).map((l) => `  ${paint("dim", who)} │ ${l}`)
-    .join("\n");
+/** Prints every line `proc` prints as it arrives, so both sides interleave in the order things happened. */
+function narrate(who: "server" | "client", proc: Running): void {
+  const show = (line: string) => {
+    if (line.trim()) console.log(`  ${paint("dim", who)} │ ${line}`);
+  };
+  proc.stdout.onLine(show);
+  proc.stderr.onLine(show);
+}
 
 async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   console.log(`\n${paint("bold", `━━ ${n}/${total} ${pair.title}`)}  ${paint("dim", pair.idea)}`);
-  const server = new Running([
-    ...taskCommand(pair.server),
-    "--port",
-    "0",
-    ...(pair.serverArgs ?? []),
-  ]);
+  const serverArgs = ["--port", "0", ...(pair.serverArgs ?? []), ...traceFlag];
+  console.log(`  $ deno task ${pair.server} ${serverArgs.join(" ")}`);
+  const server = new Running([...taskCommand(pair.server), ...serverArgs]);
+  narrate("server", server);
   let ok = false;
   let why = "";
   try {
     const [, port] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
-    const clientArgs = pair.clientArgs(Number(port));
-    console.log(`  $ deno task ${pair.server} --port 0      ${paint("dim", `(got port ${port})`)}`);
+    const clientArgs = [...pair.clientArgs(Number(port)), ...traceFlag];
     console.log(`  $ deno task ${pair.client} ${clientArgs.map(quote).join(" ")}`);
-    const client = await new Running([...taskCommand(pair.client), ...clientArgs]).finished(20_000);
-    console.log(indent("client", client.stderr + client.stdout));
+    const running = new Running([...taskCommand(pair.client), ...clientArgs]);
+    narrate("client", running);
+    const client = await running.finished(20_000);
     if (client.code !== 0) why = `the client exited with code ${client.code}`;
     else if (!pair.expect.test(client.stdout)) why = `the client did not print ${pair.expect}`;
     else {
@@ -156,9 +165,9 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   } catch (err) {
     why = (err as Error).message.split("\n")[0];
   } finally {
+    console.log(`  ${paint("dim", "(the tour stops the server, as Ctrl+C would)")}`);
     server.kill("SIGTERM");
-    const done = await server.finished(5_000);
-    console.log(indent("server", done.stdout + done.stderr));
+    await server.finished(5_000);
   }
   console.log(ok ? paint("green", "  ✓ worked") : paint("red", `  ✗ failed: ${why}`));
   return ok;
