@@ -99,8 +99,9 @@ function maxOf(o: OptionSpec): number | undefined {
 }
 
 /**
- * The flags every line server shares: `--host`, `--port`, `--idle-timeout`
- * and `--max-line` (64 KiB), with the script's own default port and timeout.
+ * The flags every line server shares: `--host`, `--port`, `--idle-timeout`,
+ * `--max-line` (64 KiB) and `--trace` ({@linkcode TRACE_FLAG}), with the
+ * script's own default port and timeout.
  *
  * @example
  * ```ts
@@ -135,8 +136,29 @@ export function lineServerFlags(port: number, idleTimeout: number): LineServerFl
       default: 64 * 1024,
       help: "longest line in bytes; longer gets 'ERR line too long'",
     },
+    trace: TRACE_FLAG,
   };
 }
+
+/** The spec of the `--trace` flag: {@linkcode TRACE_FLAG}. */
+export type TraceFlag = { kind: "boolean"; help: string };
+
+/**
+ * The `--trace` flag every script takes. A script that gets it passes each
+ * connection to `traceConn` (trace.ts) right after `accept()` or `connect()`,
+ * and every read and write on it is printed to stderr as it happens.
+ *
+ * @example
+ * ```ts
+ * import { parseCli, TRACE_FLAG } from "./cli.ts";
+ * const args = parseCli({ name: "demo", summary: "", options: { trace: TRACE_FLAG }, args: [] });
+ * console.log(args.trace); // false
+ * ```
+ */
+export const TRACE_FLAG: TraceFlag = {
+  kind: "boolean",
+  help: "print every read and write on the wire to stderr",
+};
 
 /** 16 MiB: the largest `--max-line` accepted; a client may make the server buffer this much. */
 export const MAX_LINE_LIMIT = 16 * 1024 * 1024;
@@ -147,6 +169,7 @@ export type LineServerFlags = {
   port: { kind: "port"; short: string; default: number; help: string };
   "idle-timeout": { kind: "seconds"; default: number; help: string };
   "max-line": { kind: "integer"; min: number; max: number; default: number; help: string };
+  trace: TraceFlag;
 };
 
 /**

@@ -94,6 +94,7 @@ Deno.test("lineServerFlags: the flags every line server shares, with its own def
     port: 8889,
     "idle-timeout": 300,
     "max-line": 65536,
+    trace: false,
   });
   const set = parseCli({
     name: "t",
