@@ -25,12 +25,13 @@
  * @module
  */
 
-import { parseCli, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import { CliError, describeError, startHint } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "basic_client",
@@ -44,6 +45,7 @@ const args = parseCli({
       default: 10,
       help: "wait this long to connect and for the answer (0: forever)",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -67,6 +69,7 @@ await runMain(async () => {
     }
     throw new CliError(`cannot connect: ${describeError(err, target)}`);
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     // A read cannot be cancelled: past --timeout a watchdog closes the connection,
     // and the read fails as ReadTimeoutError.

@@ -25,13 +25,14 @@
  * @module
  */
 
-import { MAX_LINE_LIMIT, parseCli, runMain } from "../lib/cli.ts";
+import { MAX_LINE_LIMIT, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "basic_server",
@@ -52,6 +53,7 @@ const args = parseCli({
       default: DEFAULT_MAX_LINE,
       help: "longest message in bytes",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -68,6 +70,7 @@ await runMain(async () => {
   });
   console.log("Server is running, waiting for connections...");
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, async ({ peer, idle, signal }) => {
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const message = await lines.readLine().catch(async (err) => {

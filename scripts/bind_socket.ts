@@ -39,12 +39,13 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import { CliError, describeError } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "bind_socket",
@@ -58,6 +59,7 @@ const args = parseCli({
       default: 10,
       help: "give up on each step after this long (0: never)",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -90,6 +92,7 @@ await runMain(async () => {
       : (err as Error).message;
     throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
   }
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     console.log("Socket created"); // by Deno.connect, which also connected it
     console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);

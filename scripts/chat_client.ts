@@ -42,13 +42,14 @@
  * @module
  */
 
-import { parseCli, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "chat_client",
@@ -58,6 +59,7 @@ const args = parseCli({
     port: { kind: "port", short: "p", default: 8890, help: "server's TCP port" },
     name: { kind: "string", short: "n", help: "your name; default: the first line you type" },
     attempts: ATTEMPTS_FLAG,
+    trace: TRACE_FLAG,
   },
 });
 
@@ -99,6 +101,7 @@ await runMain(async () => {
     hint: startHint("chat_server", args.port, 8890),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   conn.setNoDelay(true); // each line you type goes out at once, not held back by Nagle
   status(`connected to ${formatAddress(conn.remoteAddr)}; Ctrl+D leaves`);
   // Ctrl+C: leave at once. Signals would keep the process alive, so exit here.

@@ -57,6 +57,7 @@ import { closeQuietly, concatBytes, nextTurn, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { type ClientContext, listen, TcpServer } from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const flags = lineServerFlags(8890, 0);
 const args = parseCli({
@@ -239,6 +240,7 @@ await runMain(async () => {
   });
   server.signal.addEventListener("abort", () => broadcast(undefined, text("* server closing")));
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // chat is interactive: each line goes out at once
     // Not awaited: every client is served at once. The idle clock closes a
     // client that neither completes a line nor takes a byte for that long.

@@ -25,13 +25,14 @@
  * @module
  */
 
-import { parseCli, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import { CliError, describeError, startHint } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -41,6 +42,7 @@ const args = parseCli({
     port: { kind: "port", short: "p", default: 50000, help: "server's TCP port" },
     message: { kind: "string", short: "m", default: "Hello Server!", help: "the answer to send" },
     timeout: { kind: "seconds", default: 10, help: "wait this long for the greeting (0: forever)" },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -58,6 +60,7 @@ await runMain(async () => {
     attempts: 3,
     hint: startHint("hello_server", args.port, 50000),
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     // --timeout: a read cannot be cancelled, so a watchdog closes a silent
     // connection, and the read fails as ReadTimeoutError.

@@ -27,13 +27,14 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "hello_server",
@@ -47,6 +48,7 @@ const args = parseCli({
       default: 10,
       help: "wait this long for the client's answer (0: forever)",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -56,6 +58,7 @@ await runMain(async () => {
     idleTimeoutMs: secondsToMs(args.timeout), // no answer within --timeout: hang up
   });
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, async ({ peer, signal }) => {
       console.log(`New client joined: ${peer}`);
       await writeAll(conn, new TextEncoder().encode("Hello client!\n"));

@@ -43,7 +43,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { type Arrival, LineInbox } from "../lib/inbox.ts";
@@ -52,6 +52,7 @@ import { connectWithRetry, sleep } from "../lib/retry.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "../lib/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "sensor_client",
@@ -63,6 +64,7 @@ const args = parseCli({
     interval: { kind: "seconds", max: 3600, default: 1, help: "seconds between samples" },
     timeout: { kind: "seconds", default: 10, help: "a reply later than this is lost (0: never)" },
     json: { kind: "boolean", help: "print one JSON object per sample and for the summary" },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -95,6 +97,7 @@ async function connect(): Promise<Link> {
     signal: stop.signal,
     hint: startHint("sensor_server", args.port, 8889),
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   conn.setNoDelay(true); // small lines, timed: Nagle would hold one back for the last one's ACK
   // requireNewline: a reply cut off by the server closing is not a reply.
   const options = { maxLine: 4096, requireNewline: true, signal: stop.signal };

@@ -41,6 +41,7 @@ import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "sensor_server",
@@ -67,6 +68,7 @@ await runMain(async () => {
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // the client times each round trip: send pong at once
     // Not awaited: this client's task runs while we accept the next one.
     server.handle(conn, async ({ peer, idle, signal }) => {

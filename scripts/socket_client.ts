@@ -19,7 +19,8 @@
  * server that never answers cannot hang the client. Replies are printed as
  * the server's bytes, with control bytes escaped (`\x1b`, `\r`) so a server
  * cannot drive your terminal. Progress goes to stderr, replies to stdout, so
- * output can be piped.
+ * output can be piped; `--trace` adds every read and write on the connection
+ * to stderr as it happens (a reply that came in two pieces is two reads).
  *
  * Run (start scripts/socket_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/socket_client.ts --message hello
@@ -38,7 +39,7 @@
  * @module
  */
 
-import { parseCli, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import {
@@ -53,6 +54,7 @@ import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "socket_client",
@@ -68,6 +70,7 @@ const args = parseCli({
     },
     attempts: ATTEMPTS_FLAG,
     timeout: { kind: "seconds", default: 10, help: "wait this long for each reply (0: forever)" },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -121,6 +124,7 @@ await runMain(async () => {
     hint: startHint("socket_server", args.port, 8888),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   // Each message is one small write: send it now, don't let Nagle hold it for more bytes.
   conn.setNoDelay(true);
   console.error(paint("dim", `connected to ${target}`));

@@ -15,6 +15,10 @@
  * the current one leaves. The server logs `Client (HOST:PORT) connected` and
  * `... is offline`, the words of the other line servers.
  *
+ * With `--trace`, every read and write on a client's connection is printed to
+ * stderr as it happens (`traceConn`, lib/trace.ts): `hel`, then a second later
+ * `lo\nwor`, shows as two reads and one reply, `OK ... hello`.
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server.ts
  *   deno task socket_server            (same thing)
@@ -38,6 +42,7 @@ import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "socket_server",
@@ -56,6 +61,7 @@ await runMain(async () => {
   });
   // One client at a time: accept() is not called again until this client is done.
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     await server.handle(conn, async ({ peer, idle, signal }) => {
       console.log(`Client (${peer}) connected`);

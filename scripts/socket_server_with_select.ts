@@ -45,6 +45,7 @@ import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "socket_server_with_select",
@@ -73,6 +74,7 @@ await runMain(async () => {
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async ({ peer, idle, signal }) => {

@@ -26,13 +26,14 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, usageError } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { startHint } from "../lib/errors.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "tcp_client",
@@ -48,6 +49,7 @@ const args = parseCli({
       valueName: "BYTE",
       help: "the byte value, 0-255 or 0x00-0xff",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -96,6 +98,7 @@ await runMain(async () => {
     // "attempt 1/5 failed: ...; retrying in N ms", on stdout like the seed's prints
     onRetry: reportAttempt(args.attempts, (line) => console.log(paint("yellow", line))),
   });
+  if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     console.log(`connected to ${target}`);
     // 2. Send: one write() may take only part of the bytes (a full send buffer), so

@@ -8,6 +8,7 @@
  * A client that closes early is reported as `closed after N of 32 bytes`,
  * one that has not sent all 32 within `--timeout` seconds is dropped, and bytes past
  * the 32nd are not part of the message. In every case the server goes on.
+ * `--trace` prints each read to stderr: the pieces `readExact` put together.
  *
  * Like the seed, it asks `Enter the local port:` unless `--port` is given
  * (a piped answer works too: `echo 5005 | deno task tcp_server`), and listens
@@ -30,12 +31,13 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import { ReadTimeoutError } from "../lib/errors.ts";
 import { readExact } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "tcp_server",
@@ -49,6 +51,7 @@ const args = parseCli({
       default: 10,
       help: "drop a client whose message is not all in within this long (0: never)",
     },
+    trace: TRACE_FLAG,
   },
 });
 
@@ -61,6 +64,7 @@ await runMain(async () => {
   const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
   console.log(`waiting for ${args.size}-byte messages`);
   for await (const conn of server.accept()) {
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, ({ peer }) =>
       // The whole message must arrive within --timeout: a client trickling a
       // byte now and then cannot hold this one-client-at-a-time server.

@@ -19,6 +19,7 @@ import { writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
 import { ReplyBatch } from "../../lib/replies.ts";
 import { type ConnectionCap, TcpServer } from "../../lib/server.ts";
+import { traceConn } from "../../lib/trace.ts";
 import type { Flags } from "../socket_server_threads.ts";
 
 /** What the supervisor posts to a worker it starts: copies, except `counts`, which is shared. */
@@ -106,6 +107,7 @@ async function serveClients(server: TcpServer, flags: Flags, log: (line: string)
   const crashAfter = flags["crash-after"] || Infinity;
   let served = 0;
   for await (const conn of server.accept()) {
+    if (flags.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async ({ peer, idle, signal }) => {
