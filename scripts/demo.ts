@@ -1,13 +1,21 @@
 /**
  * demo.ts — the tour: starts each server of the collection on a free loopback
- * port, runs its client against it, and prints what each side said.
+ * port, runs its client against it, and prints what each side said, both
+ * sides' lines interleaved in the order they came: cause before effect.
  *
  * Every pair runs as real processes, with the same command and permissions as
  * its `deno task`, so what you see here is what you get by hand in two
- * terminals. If a pair fails, the tour says which and exits 1.
+ * terminals. The pairs come in the order of the lessons (LESSONS.md). If a
+ * pair fails, the tour says which and exits 1.
+ *
+ * `--trace` runs every script with its own `--trace`: each read and write on
+ * the wire, as it happens. `--naive` runs the other tour: the same traffic (a
+ * line in two pieces, a long line, a half-close, a reset) against the naive
+ * servers of naive/ and against ours, side by side (`naiveTour`, in
+ * naive/tour.ts; it talks to them itself, hence `--allow-net=127.0.0.1`).
  *
  * Run:
- *   deno run --allow-run --allow-read=deno.json scripts/demo.ts
+ *   deno run --allow-run --allow-read=deno.json --allow-net=127.0.0.1 scripts/demo.ts
  *   deno task demo          (same thing; `npx -y deno@2 task demo` with only Node)
  *
  * @module
@@ -16,6 +24,7 @@
 import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { paint } from "../lib/text.ts";
 import { Running, taskCommand } from "../lib/process.ts";
+import { naiveTour } from "../naive/tour.ts";
 
 const args = parseCli({
   name: "demo",
@@ -24,6 +33,10 @@ const args = parseCli({
     only: {
       kind: "string",
       help: "run only the pairs whose title contains TEXT, e.g. sensor (no match: an error)",
+    },
+    naive: {
+      kind: "boolean",
+      help: "the naive servers of naive/ and ours, side by side, under the same traffic",
     },
     trace: {
       kind: "boolean",
@@ -43,6 +56,8 @@ interface Pair {
   expect: RegExp;
   /** The server must print this before it is stopped. */
   serverExpect: RegExp;
+  /** The server exits after one client, as its seed did. */
+  exitsAlone?: boolean;
 }
 
 const traceFlag = args.trace ? ["--trace"] : [];
@@ -56,6 +71,7 @@ const PAIRS: Pair[] = [
     clientArgs: (port) => ["--port", `${port}`],
     expect: /Server: Hello client!/,
     serverExpect: /Client: Hello Server!/,
+    exitsAlone: true,
   },
   {
     title: "basic_server + basic_client",
@@ -165,8 +181,10 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   } catch (err) {
     why = (err as Error).message.split("\n")[0];
   } finally {
-    console.log(`  ${paint("dim", "(the tour stops the server, as Ctrl+C would)")}`);
-    server.kill("SIGTERM");
+    if (!pair.exitsAlone || !ok) {
+      console.log(`  ${paint("dim", "(the tour stops the server, as Ctrl+C would)")}`);
+      server.kill("SIGTERM");
+    }
     await server.finished(5_000);
   }
   console.log(ok ? paint("green", "  ✓ worked") : paint("red", `  ✗ failed: ${why}`));
@@ -178,6 +196,11 @@ function quote(arg: string): string {
 }
 
 await runMain(async () => {
+  if (args.naive) {
+    if (!(await naiveTour())) throw new Error("one of our servers failed the naive tour");
+    console.log("\nThe lesson: a read is not a message, and one client must not end the server.");
+    return;
+  }
   const pairs = PAIRS.filter((p) => !args.only || p.title.includes(args.only));
   if (pairs.length === 0) {
     // Running nothing and saying "all worked" would be a lie.

@@ -21,3 +21,64 @@ Deno.test("demo --only with no match is a usage error naming the pairs", async (
     /^error: no pair's title contains 'nothing'; the pairs are: .*sensor_server \+ sensor_client.*\(see demo --help\)\n$/,
   );
 });
+
+Deno.test("the tour interleaves both sides in the order things happened", async () => {
+  const r = await runTask("demo", ["--only", "socket_server + socket_client"]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const at = (re: RegExp) => {
+    const i = r.stdout.search(re);
+    assert.ok(i >= 0, `no ${re} in:\n${r.stdout}`);
+    return i;
+  };
+  // Causal order: the client starts only once the server listens, and prints only once it ran.
+  const listening = at(/server │ listening on 127\.0\.0\.1:\d+/);
+  const clientStarts = at(/\$ deno task socket_client --port \d+/);
+  const reply = at(/client │ OK \.\.\. temperature 21\.5/);
+  const shutdown = at(/server │ socket_server: shut down/);
+  assert.ok(listening < clientStarts && clientStarts < reply && reply < shutdown, r.stdout);
+});
+
+Deno.test("demo --trace shows both sides' reads and writes", async () => {
+  const r = await runTask("demo", ["--only", "hello", "--trace"]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /\$ deno task hello_server --port 0 --trace\n/);
+  assert.match(
+    r.stdout,
+    /server │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello client!\\n"/,
+  );
+  assert.match(
+    r.stdout,
+    /client │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello client!\\n"/,
+  );
+  assert.match(
+    r.stdout,
+    /client │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello Server!\\n"/,
+  );
+  assert.match(
+    r.stdout,
+    /server │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello Server!\\n"/,
+  );
+});
+
+Deno.test("demo --naive: the naive servers break, ours hold, on the same traffic", async () => {
+  const r = await new Running([...taskCommand("demo"), "--naive"]).finished(60_000);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const sections = r.stdout.split(/\n(?=━━ )/).slice(1);
+  assert.equal(sections.length, 4, r.stdout);
+  const [split, long, halfClose, reset] = sections;
+  // Deterministic: a split line is answered twice, a long line several times, a reset kills.
+  assert.match(split, /naive\/ok_server\.ts +│ OK \.\.\. hel\n +│ OK \.\.\. lo\n/);
+  assert.match(split, /socket_server_with_select +│ OK \.\.\. hello\n/);
+  assert.match(long, /naive\/ok_server\.ts +│ [2-9] replies/);
+  assert.match(long, /socket_server_with_select +│ 1 reply, of 100,008 bytes/);
+  assert.match(
+    reset,
+    /naive\/echo_server\.ts[\s\S]*the server died \(exit 1\): error: Uncaught \(in promise\) ConnectionReset/,
+  );
+  assert.match(reset, /socket_server_with_select[\s\S]*│ OK \.\.\. next\n/);
+  for (const s of [split, long, reset]) assert.match(s, /✓ the naive server broke; ours did not/);
+  // A race the naive server nearly always loses (tests/naive_test.ts retries it); ours never does.
+  assert.match(halfClose, /socket_server_with_select +│ OK \.\.\. a\n +│ OK \.\.\. b\n/);
+  assert.match(halfClose, /✓ the naive server broke|the naive server was lucky/);
+  assert.doesNotMatch(r.stdout, /✗/);
+});
