@@ -260,6 +260,34 @@ Deno.test("socket_client --trace: a reply sent in two pieces is two reads, and o
   ]);
 });
 
+Deno.test("bind_socket --trace: a status line and headers sent together are one read", async () => {
+  const answer = "HTTP/1.0 200 OK\r\nServer: test\r\n\r\n";
+  const peer = denoPeer(async (conn, lines) => {
+    while ((await lines.readLine())?.length) { /* the request, up to its empty line */ }
+    await writeAll(conn, encoder.encode(answer)); // one write: the line and what follows it
+  });
+  const client = new Running([
+    ...taskCommand("bind_socket"),
+    "--host",
+    "127.0.0.1",
+    "-p",
+    peer.port,
+    "--request",
+    "--trace",
+  ]);
+  const done = await client.finished();
+  await peer.done;
+  assert.equal(done.code, 0, done.stderr);
+  assert.match(done.stdout, /HTTP\/1\.0 200 OK\n$/);
+  const events = eventsFor(done.stderr, `127.0.0.1:${peer.port}`);
+  assert.match(events[0], /^write \d+ B "HEAD \/ HTTP\/1\.1\\r\\nHost: 127\.0\.0\.1/);
+  // One read brought the status line and the rest; the client took the line it wanted.
+  assert.deepEqual(events.slice(1), [
+    String.raw`read 33 B "HTTP/1.0 200 OK\r\nServer: test\r\n\r\n"`,
+    "close",
+  ]);
+});
+
 Deno.test({
   name: "socket_server --trace: a client's reset is a failed read, then close",
   ignore: !hasCommand("python3"),
