@@ -2,6 +2,10 @@
  * demo.ts — the tour: starts each server of the collection on a free loopback
  * port, runs its client against it, and prints what each side said, both
  * sides' lines interleaved in the order they came: cause before effect.
+ * (Lines the processes print within microseconds of each other may come
+ * swapped: each prints a line after its read or write returns, and the tour
+ * sees the pipes of several processes at once.) The multi-client servers get
+ * several clients at once.
  *
  * Every pair runs as real processes, with the same command and permissions as
  * its `deno task`, so what you see here is what you get by hand in two
@@ -45,16 +49,24 @@ const args = parseCli({
   },
 });
 
+/** One run of the client script. */
+interface Client {
+  args: (port: number) => string[];
+  /** Its output must match this. */
+  expect: RegExp;
+  /** What it reads on stdin (none: stdin is closed). */
+  input?: string;
+}
+
 interface Pair {
   title: string;
   idea: string;
   server: string;
   serverArgs?: string[];
   client: string;
-  clientArgs: (port: number) => string[];
-  /** The client's output must match this. */
-  expect: RegExp;
-  /** The server must print this before it is stopped. */
+  /** Run all at once: more than one shows a server serving many. */
+  clients: Client[];
+  /** The server must print this once per client before it is stopped. */
   serverExpect: RegExp;
   /** The server exits after one client, as its seed did. */
   exitsAlone?: boolean;
@@ -68,8 +80,7 @@ const PAIRS: Pair[] = [
     idea: "the first conversation: a greeting and an answer",
     server: "hello_server",
     client: "hello_client",
-    clientArgs: (port) => ["--port", `${port}`],
-    expect: /Server: Hello client!/,
+    clients: [{ args: (port) => ["--port", `${port}`], expect: /Server: Hello client!/ }],
     serverExpect: /Client: Hello Server!/,
     exitsAlone: true,
   },
@@ -78,8 +89,10 @@ const PAIRS: Pair[] = [
     idea: "one message, one answer, close",
     server: "basic_server",
     client: "basic_client",
-    clientArgs: (port) => ["--port", `${port}`],
-    expect: /Response from the server: Message received: Hello Server !/,
+    clients: [{
+      args: (port) => ["--port", `${port}`],
+      expect: /Response from the server: Message received: Hello Server !/,
+    }],
     serverExpect: /Hello Server !/,
   },
   {
@@ -87,8 +100,10 @@ const PAIRS: Pair[] = [
     idea: "one client at a time; every line is answered 'OK ... <line>'",
     server: "socket_server",
     client: "socket_client",
-    clientArgs: (port) => ["--port", `${port}`, "-m", "temperature 21.5", "-m", "door open"],
-    expect: /OK \.\.\. temperature 21\.5\nOK \.\.\. door open/,
+    clients: [{
+      args: (port) => ["--port", `${port}`, "-m", "temperature 21.5", "-m", "door open"],
+      expect: /OK \.\.\. temperature 21\.5\nOK \.\.\. door open/,
+    }],
     serverExpect: /is offline/,
   },
   {
@@ -96,8 +111,10 @@ const PAIRS: Pair[] = [
     idea: "exactly 32 bytes of 0x02, however TCP splits them",
     server: "tcp_server",
     client: "tcp_client",
-    clientArgs: (port) => ["--host", "127.0.0.1", "--port", `${port}`],
-    expect: /sent 32 bytes of 0x02/,
+    clients: [{
+      args: (port) => ["--host", "127.0.0.1", "--port", `${port}`],
+      expect: /sent 32 bytes of 0x02/,
+    }],
     serverExpect: /sent 32 bytes: (02 ){31}02/,
   },
   {
@@ -105,8 +122,13 @@ const PAIRS: Pair[] = [
     idea: "many clients at once on one thread: the event loop plays select()",
     server: "socket_server_with_select",
     client: "socket_client",
-    clientArgs: (port) => ["--port", `${port}`, "-m", "pressure 1013 hPa"],
-    expect: /OK \.\.\. pressure 1013 hPa/,
+    clients: [
+      {
+        args: (port) => ["--port", `${port}`, "-m", "pressure 1013 hPa"],
+        expect: /OK \.\.\. pressure/,
+      },
+      { args: (port) => ["--port", `${port}`, "-m", "humidity 40%"], expect: /OK \.\.\. humidity/ },
+    ],
     serverExpect: /is offline/,
   },
   {
@@ -115,8 +137,11 @@ const PAIRS: Pair[] = [
     server: "socket_server_threads",
     serverArgs: ["--workers", "2"],
     client: "socket_client",
-    clientArgs: (port) => ["--port", `${port}`, "-m", "valve closed"],
-    expect: /OK \.\.\. valve closed/,
+    clients: [
+      { args: (port) => ["--port", `${port}`, "-m", "valve closed"], expect: /OK \.\.\. valve/ },
+      { args: (port) => ["--port", `${port}`, "-m", "pump on"], expect: /OK \.\.\. pump on/ },
+      { args: (port) => ["--port", `${port}`, "-m", "fan off"], expect: /OK \.\.\. fan off/ },
+    ],
     serverExpect: /\[worker \d\] Client \(\S+\) is offline/,
   },
   {
@@ -124,8 +149,10 @@ const PAIRS: Pair[] = [
     idea: "timestamped readings, each answered 'pong', round trips timed",
     server: "sensor_server",
     client: "sensor_client",
-    clientArgs: (port) => ["--port", `${port}`, "--count", "3", "--interval", "0.2"],
-    expect: /3 samples sent, 3 received, 0% loss/,
+    clients: [{
+      args: (port) => ["--port", `${port}`, "--count", "3", "--interval", "0.2"],
+      expect: /3 samples sent, 3 received, 0% loss/,
+    }],
     serverExpect: /is offline/,
   },
   {
@@ -133,8 +160,10 @@ const PAIRS: Pair[] = [
     idea: "resolve a name through the hosts file, then connect",
     server: "socket_server",
     client: "bind_socket",
-    clientArgs: (port) => ["--host", "localhost", "--port", `${port}`],
-    expect: /IP address of localhost is 127\.0\.0\.1\nSocket created\nSocket connected/,
+    clients: [{
+      args: (port) => ["--host", "localhost", "--port", `${port}`],
+      expect: /IP address of localhost is 127\.0\.0\.1\nSocket created\nSocket connected/,
+    }],
     serverExpect: /is offline/,
   },
   {
@@ -142,19 +171,50 @@ const PAIRS: Pair[] = [
     idea: "a chat room: a name first, then every line goes to everyone else",
     server: "chat_server",
     client: "chat_client",
-    clientArgs: (port) => ["--port", `${port}`, "--name", "alice"],
-    expect: /\* name\?\n\* welcome alice; nobody else is here/,
+    clients: [{
+      args: (port) => ["--port", `${port}`, "--name", "alice"],
+      input: "hello, room\n",
+      expect: /\* welcome alice; nobody else is here/,
+    }],
     serverExpect: /alice left/,
   },
 ];
 
-/** Prints every line `proc` prints as it arrives, so both sides interleave in the order things happened. */
-function narrate(who: "server" | "client", proc: Running): void {
+/**
+ * Prints every line `proc` prints as it arrives, labelled `who`, so that the
+ * sides interleave in the order things happened. (Between two processes,
+ * lines a few microseconds apart may come swapped: each prints a trace line
+ * just after its read or write returns.)
+ */
+function narrate(who: string, proc: Running): void {
   const show = (line: string) => {
-    if (line.trim()) console.log(`  ${paint("dim", who)} │ ${line}`);
+    if (line.trim()) console.log(`  ${paint("dim", who.padEnd(8))} │ ${line}`);
   };
   proc.stdout.onLine(show);
   proc.stderr.onLine(show);
+}
+
+/** Runs one client to its end; resolves with why it failed, or "" if it worked. */
+async function runClient(pair: Pair, client: Client, port: number, who: string): Promise<string> {
+  const args = [...client.args(port), ...traceFlag];
+  const input = client.input === undefined
+    ? ""
+    : `printf '${client.input.replace("\n", "\\n")}' | `;
+  console.log(`  $ ${input}deno task ${pair.client} ${args.map(quote).join(" ")}`);
+  const running = new Running(
+    [...taskCommand(pair.client), ...args],
+    client.input ? "piped" : "null",
+  );
+  narrate(who, running);
+  if (client.input) {
+    const writer = running.child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(client.input));
+    await writer.close();
+  }
+  const done = await running.finished(20_000);
+  if (done.code !== 0) return `${who} exited with code ${done.code}`;
+  if (!client.expect.test(done.stdout)) return `${who} did not print ${client.expect}`;
+  return "";
 }
 
 async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
@@ -167,15 +227,16 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   let why = "";
   try {
     const [, port] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
-    const clientArgs = [...pair.clientArgs(Number(port)), ...traceFlag];
-    console.log(`  $ deno task ${pair.client} ${clientArgs.map(quote).join(" ")}`);
-    const running = new Running([...taskCommand(pair.client), ...clientArgs]);
-    narrate("client", running);
-    const client = await running.finished(20_000);
-    if (client.code !== 0) why = `the client exited with code ${client.code}`;
-    else if (!pair.expect.test(client.stdout)) why = `the client did not print ${pair.expect}`;
-    else {
-      await server.stdout.waitFor(pair.serverExpect, 10_000);
+    const many = pair.clients.length > 1;
+    if (many) console.log(`  ${paint("dim", `(${pair.clients.length} clients at once)`)}`);
+    const failures = await Promise.all(
+      pair.clients.map((c, i) =>
+        runClient(pair, c, Number(port), many ? `client ${i + 1}` : "client")
+      ),
+    );
+    why = failures.find((f) => f) ?? "";
+    if (!why) {
+      await server.stdout.waitForCount(pair.serverExpect, pair.clients.length, 10_000);
       ok = true;
     }
   } catch (err) {

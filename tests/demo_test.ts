@@ -10,6 +10,10 @@ Deno.test("the tour (deno task demo) runs every pair and exits 0", async () => {
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /All \d+ pairs worked/);
   assert.doesNotMatch(r.stdout, /✗/);
+  // The multi-client servers serve several clients at once, each labelled.
+  assert.match(r.stdout, /\(2 clients at once\)[\s\S]*client 2 │ OK \.\.\. humidity 40%/);
+  assert.match(r.stdout, /\(3 clients at once\)[\s\S]*client 3 │ OK \.\.\. fan off/);
+  assert.match(r.stdout, /\$ printf 'hello, room\\n' \| deno task chat_client/);
 });
 
 Deno.test("demo --only with no match is a usage error naming the pairs", async () => {
@@ -31,10 +35,10 @@ Deno.test("the tour interleaves both sides in the order things happened", async 
     return i;
   };
   // Causal order: the client starts only once the server listens, and prints only once it ran.
-  const listening = at(/server │ listening on 127\.0\.0\.1:\d+/);
+  const listening = at(/server +│ listening on 127\.0\.0\.1:\d+/);
   const clientStarts = at(/\$ deno task socket_client --port \d+/);
-  const reply = at(/client │ OK \.\.\. temperature 21\.5/);
-  const shutdown = at(/server │ socket_server: shut down/);
+  const reply = at(/client +│ OK \.\.\. temperature 21\.5/);
+  const shutdown = at(/server +│ socket_server: shut down/);
   assert.ok(listening < clientStarts && clientStarts < reply && reply < shutdown, r.stdout);
 });
 
@@ -44,19 +48,19 @@ Deno.test("demo --trace shows both sides' reads and writes", async () => {
   assert.match(r.stdout, /\$ deno task hello_server --port 0 --trace\n/);
   assert.match(
     r.stdout,
-    /server │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello client!\\n"/,
+    /server +│ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello client!\\n"/,
   );
   assert.match(
     r.stdout,
-    /client │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello client!\\n"/,
+    /client +│ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello client!\\n"/,
   );
   assert.match(
     r.stdout,
-    /client │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello Server!\\n"/,
+    /client +│ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s write 14 B "Hello Server!\\n"/,
   );
   assert.match(
     r.stdout,
-    /server │ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello Server!\\n"/,
+    /server +│ trace 127\.0\.0\.1:\d+ \+\d\.\d{3}s read 14 B "Hello Server!\\n"/,
   );
 });
 
