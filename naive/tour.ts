@@ -65,11 +65,10 @@ const ATTACKS: Attack[] = [
         await conn.write(encoder.encode("x".repeat(100_000) + "\n"));
         const text = await readUntil(conn, (t) => count(t, "x") >= 100_000 && t.endsWith("\n"));
         const replies = text.split("\n").filter((l) => l);
-        return [
-          `${replies.length} ${replies.length === 1 ? "reply" : "replies"}, of ${
-            replies.map((r) => (r.length + 1).toLocaleString("en")).join(" + ")
-          } bytes`,
-        ];
+        const sizes = replies.map((r) => (r.length + 1).toLocaleString("en")).join(" + ");
+        return replies.length === 1
+          ? [`1 reply, of ${sizes} bytes`]
+          : [`${replies.length} replies, of ${sizes} bytes: "OK ... " + one read each + "\\n"`];
       } finally {
         conn.close();
       }
