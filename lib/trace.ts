@@ -22,7 +22,9 @@
  * on the connection (right after `accept()` or `connect()`), and the bytes
  * are shown escaped (`showBytes`), at most 64 of them. A script traces with
  * `if (args.trace) traceConn(conn)`: without the flag the connection is not
- * touched, so tracing costs nothing when it is off.
+ * touched, so tracing costs nothing when it is off. With it, every event is
+ * a synchronous write to stderr: a tool for learning and debugging, which
+ * slows a busy server to the pace of its terminal.
  *
  * @example Watch a line arrive in two reads
  * ```ts
