@@ -5,7 +5,7 @@
  * `printf 'lo\nwor'` arrive as two reads, the second holding the end of one
  * line and the start of the next, and two lines sent together arrive as one
  * read. A write is not all of it either: past a full send buffer, `write()`
- * takes part of the bytes and says how many (`write 65536 of 100000 B`),
+ * takes part of the bytes and says how many (`write took 65536 of 100000 B`),
  * which is why every writer here loops (`writeAll`). With the trace on, a
  * learner sees the stream as the program sees it, one line per event, on
  * stderr:
@@ -21,10 +21,11 @@
  * The address is the peer's, the time counts from the moment tracing began
  * on the connection (right after `accept()` or `connect()`), and the bytes
  * are shown escaped (`showBytes`), at most 64 of them. A script traces with
- * `if (args.trace) traceConn(conn)`: without the flag the connection is not
- * touched, so tracing costs nothing when it is off. With it, every event is
+ * `if (args.trace) traceConn(conn)`: without the flag the connection is not * touched, so tracing costs nothing when it is off. With it, every event is
  * a synchronous write to stderr: a tool for learning and debugging, which
- * slows a busy server to the pace of its terminal.
+ * slows a busy server to the pace of its terminal, and stops it while
+ * nobody reads a full pipe (its Ctrl+C too, which runs on the same loop).
+ * Written asynchronously, the last lines would be lost when a script exits.
  *
  * @example Watch a line arrive in two reads
  * ```ts
@@ -77,7 +78,9 @@ export interface TraceOptions {
 
 /**
  * Makes `conn` print a line for each read (its bytes, or EOF), each write
- * (a short one as `write N of M B`), each failure, `closeWrite` and `close`,
+ * (as it starts: the peer may read the bytes before the call returns; a
+ * short one is followed by `write took N of M B`), each failure,
+ * `closeWrite` and `close`,
  * and returns the same object: its `read`, `write`, `closeWrite` and `close`
  * are replaced by tracing versions, so whatever already holds the
  * connection (a `LineReader`, `TcpServer.handle`, an idle clock) is traced
@@ -96,7 +99,8 @@ export interface TraceOptions {
  *   close: () => {},
  * }, { print: (line) => console.log(line), now: () => 0 });
  * await conn.write(new TextEncoder().encode("OK ... hello\n"));
- * // trace [::1]:8888 +0.000s write 4 of 13 B "OK ."
+ * // trace [::1]:8888 +0.000s write 13 B "OK ... hello\n"
+ * // trace [::1]:8888 +0.000s write took 4 of 13 B: the send buffer is full
  * ```
  */
 export function traceConn<C extends TraceableConn>(conn: C, options: TraceOptions = {}): C {
@@ -121,15 +125,17 @@ export function traceConn<C extends TraceableConn>(conn: C, options: TraceOption
       throw err;
     });
 
-  conn.write = (p: Uint8Array): Promise<number> =>
-    write.call(conn, p).then((n) => {
-      const shown = quoted(p.subarray(0, n));
-      say(n < p.length ? `write ${n} of ${p.length} B ${shown}` : `write ${n} B ${shown}`);
+  conn.write = (p: Uint8Array): Promise<number> => {
+    // Said before the bytes go: the peer may read them before this call returns.
+    say(`write ${p.length} B ${quoted(p)}`);
+    return write.call(conn, p).then((n) => {
+      if (n < p.length) say(`write took ${n} of ${p.length} B: the send buffer is full`);
       return n;
     }, (err) => {
       say(`write failed: ${whyFailed(err)}`);
       throw err;
     });
+  };
 
   conn.closeWrite = (): Promise<void> =>
     closeWrite.call(conn).then(() => say("closeWrite (we send FIN)"), (err) => {
@@ -144,10 +150,29 @@ export function traceConn<C extends TraceableConn>(conn: C, options: TraceOption
   return conn;
 }
 
-/** The bytes, escaped, cut to {@linkcode TRACE_PREVIEW}, in double quotes. */
+/**
+ * The bytes, escaped, cut to {@linkcode TRACE_PREVIEW}, in double quotes. A
+ * peer's own `\` and `"` are escaped too, so that its four characters `\x1b`
+ * cannot pass for an escaped byte, nor a `"` for the end of the quote.
+ */
 function quoted(bytes: Uint8Array): string {
-  return `"${showBytes(bytes, TRACE_PREVIEW)}"`;
+  let end = Math.min(bytes.length, TRACE_PREVIEW);
+  while (end > 0 && end < bytes.length && (bytes[end] & 0xc0) === 0x80) end--; // whole characters
+  const shown = bytes.subarray(0, end);
+  let out = "";
+  let start = 0;
+  for (let i = 0; i < shown.length; i++) {
+    if (shown[i] !== BACKSLASH && shown[i] !== QUOTE) continue;
+    // Neither byte occurs inside a UTF-8 sequence: cutting here splits no character.
+    out += showBytes(shown.subarray(start, i)) + (shown[i] === BACKSLASH ? "\\\\" : '\\"');
+    start = i + 1;
+  }
+  out += showBytes(shown.subarray(start));
+  return end < bytes.length ? `"${out}"... (${bytes.length} bytes)` : `"${out}"`;
 }
+
+const BACKSLASH = 0x5c;
+const QUOTE = 0x22;
 
 /** Why a call failed, in a few words. */
 function whyFailed(err: unknown): string {

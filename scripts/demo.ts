@@ -1,10 +1,10 @@
 /**
  * demo.ts — the tour: starts each server of the collection on a free loopback
  * port, runs its client against it, and prints what each side said, both
- * sides' lines interleaved in the order they came: cause before effect.
- * (Lines the processes print within microseconds of each other may come
- * swapped: each prints a line after its read or write returns, and the tour
- * sees the pipes of several processes at once.) The multi-client servers get
+ * sides' lines interleaved in the order they came: cause before effect. * (With `--trace`, a write is printed as it starts and a read once it has
+ * returned, so a read comes after the write that sent its bytes; but the
+ * tour reads the pipes of several processes at once, and two lines printed
+ * within microseconds of each other may, rarely, come swapped.) The multi-client servers get
  * several clients at once.
  *
  * Every pair runs as real processes, with the same command and permissions as
@@ -180,11 +180,8 @@ const PAIRS: Pair[] = [
   },
 ];
 
-/**
- * Prints every line `proc` prints as it arrives, labelled `who`, so that the
- * sides interleave in the order things happened. (Between two processes,
- * lines a few microseconds apart may come swapped: each prints a trace line
- * just after its read or write returns.)
+/** * Prints every line `proc` prints as it arrives, labelled `who`, so that the
+ * sides interleave in the order things happened (but see the top comment).
  */
 function narrate(who: string, proc: Running): void {
   const show = (line: string) => {
@@ -258,6 +255,9 @@ function quote(arg: string): string {
 
 await runMain(async () => {
   if (args.naive) {
+    if (args.only || args.trace) {
+      usageError("demo", "--naive runs a tour of its own: no --only or --trace");
+    }
     if (!(await naiveTour())) throw new Error("one of our servers failed the naive tour");
     console.log("\nThe lesson: a read is not a message, and one client must not end the server.");
     return;

@@ -86,3 +86,12 @@ Deno.test("demo --naive: the naive servers break, ours hold, on the same traffic
   assert.match(halfClose, /✓ the naive server broke|the naive server was lucky/);
   assert.doesNotMatch(r.stdout, /✗/);
 });
+
+Deno.test("demo --naive takes no --only or --trace: a usage error, not a silent ignore", async () => {
+  for (const extra of [["--only", "sensor"], ["--trace"]]) {
+    const r = await runTask("demo", ["--naive", ...extra]);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /^error: --naive runs a tour of its own: no --only or --trace/);
+  }
+});

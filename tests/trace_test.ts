@@ -76,7 +76,7 @@ Deno.test("traceConn: each read is a line (bytes, count, seconds since tracing b
   ]);
 });
 
-Deno.test("traceConn: a write shows the bytes it took; a short write says 'N of M B', and writeAll's next write the rest", async () => {
+Deno.test("traceConn: a write is a line as it starts; a short one is followed by 'took N of M B', and writeAll's next write sends the rest", async () => {
   const limit = (p: Uint8Array) => Promise.resolve(Math.min(p.length, 65536));
   const { conn, lines } = traced(fakeConn([], limit));
   assert.equal(await conn.write(encoder.encode("OK ... hello\n")), 13);
@@ -85,8 +85,9 @@ Deno.test("traceConn: a write shows the bytes it took; a short write says 'N of 
   const x57 = "x".repeat(57);
   assert.deepEqual(lines, [
     String.raw`trace 127.0.0.1:41234 +0.000s write 13 B "OK ... hello\n"`,
-    `trace 127.0.0.1:41234 +0.000s write 65536 of 100000 B "OK ... ${x57}... (65536 bytes)"`,
-    `trace 127.0.0.1:41234 +0.000s write 34464 B "${"x".repeat(64)}... (34464 bytes)"`,
+    `trace 127.0.0.1:41234 +0.000s write 100000 B "OK ... ${x57}"... (100000 bytes)`,
+    "trace 127.0.0.1:41234 +0.000s write took 65536 of 100000 B: the send buffer is full",
+    `trace 127.0.0.1:41234 +0.000s write 34464 B "${"x".repeat(64)}"... (34464 bytes)`,
   ]);
 });
 
@@ -95,9 +96,20 @@ Deno.test("traceConn: a peer's bytes are escaped and cut to 64, so each event st
   const { conn, lines } = traced(fakeConn([hostile]));
   await conn.read(new Uint8Array(200));
   // The first 64 bytes: the 10, then 27 é.
-  const shown = String.raw`\x1b[2J\rfake\n` + "é".repeat(27) + "... (90 bytes)";
-  assert.deepEqual(lines, [`trace 127.0.0.1:41234 +0.000s read 90 B "${shown}"`]);
+  const shown = String.raw`"\x1b[2J\rfake\n` + "é".repeat(27) + '"... (90 bytes)';
+  assert.deepEqual(lines, [`trace 127.0.0.1:41234 +0.000s read 90 B ${shown}`]);
   assert.equal(lines[0].split("\n").length, 1);
+});
+
+Deno.test("traceConn: a peer's own backslash and quote are escaped; a character is never cut in two", async () => {
+  const fake = String.raw`\x1b "quoted"`; // the four characters \x1b, not an ESC byte
+  const { conn, lines } = traced(fakeConn([fake, "x".repeat(63) + "é!"]));
+  await conn.read(new Uint8Array(200));
+  await conn.read(new Uint8Array(200)); // 63 bytes, then é across the 64th and 65th
+  assert.deepEqual(lines, [
+    String.raw`trace 127.0.0.1:41234 +0.000s read 13 B "\\x1b \"quoted\""`,
+    `trace 127.0.0.1:41234 +0.000s read 66 B "${"x".repeat(63)}"... (66 bytes)`,
+  ]);
 });
 
 Deno.test("traceConn: a failed read or write is a line, and the same error still reaches the caller", async () => {
@@ -110,6 +122,7 @@ Deno.test("traceConn: a failed read or write is a line, and the same error still
   await assert.rejects(conn.write(new Uint8Array(8)), (err) => err === pipe);
   assert.deepEqual(lines, [
     "trace 127.0.0.1:41234 +0.000s read failed: connection reset (RST)",
+    String.raw`trace 127.0.0.1:41234 +0.000s write 8 B "\x00\x00\x00\x00\x00\x00\x00\x00"`,
     "trace 127.0.0.1:41234 +0.000s write failed: broken pipe (the peer is gone)",
   ]);
 });
