@@ -78,9 +78,8 @@ export interface TraceOptions {
 
 /**
  * Makes `conn` print a line for each read (its bytes, or EOF), each write
- * (as it starts: the peer may read the bytes before the call returns; a
- * short one is followed by `write took N of M B`), each failure,
- * `closeWrite` and `close`,
+ * (as it starts: the peer may read the bytes before the call returns; a * short one is followed by `write took N of M B`), each failure, and
+ * `closeWrite` and `close` (also as they start),
  * and returns the same object: its `read`, `write`, `closeWrite` and `close`
  * are replaced by tracing versions, so whatever already holds the
  * connection (a `LineReader`, `TcpServer.handle`, an idle clock) is traced
@@ -137,15 +136,20 @@ export function traceConn<C extends TraceableConn>(conn: C, options: TraceOption
     });
   };
 
-  conn.closeWrite = (): Promise<void> =>
-    closeWrite.call(conn).then(() => say("closeWrite (we send FIN)"), (err) => {
+  // Said before the call, as a write is: the peer may see the FIN before it returns.
+  conn.closeWrite = (): Promise<void> => {
+    say("closeWrite (we send FIN)");
+    return closeWrite.call(conn).catch((err) => {
       say(`closeWrite failed: ${whyFailed(err)}`);
       throw err;
     });
+  };
 
+  let closed = false;
   conn.close = (): void => {
-    close.call(conn); // already closed: it throws, and there is nothing to report
-    say("close");
+    if (!closed) say("close"); // a second close throws, and there is nothing to report
+    closed = true;
+    close.call(conn);
   };
   return conn;
 }
