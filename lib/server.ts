@@ -288,7 +288,8 @@ export class TcpServer {
     for (const conn of this.#conns.keys()) closeQuietly(conn);
     await Promise.all(this.#tasks);
     this.#removeSignals?.();
-    this.#log(paint("dim", `${this.#options.name}: shut down, ${plural(open, "client")} closed`));
+    const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
+    this.#log(paint("dim", `${this.#options.name}: shut down${cut}`));
   }
 
   #turnAway(conn: Deno.Conn): void {
