@@ -299,8 +299,11 @@ function helpText(name: string, summary: string, options: Record<string, OptionS
     ];
     return `  ${left.padEnd(27)} ${o.help}${notes.length ? ` (${notes.join(", ")})` : ""}`;
   });
-  return `${summary}\n\nUsage: ${name} [options]    (in the project: deno task ${name} [options])` +
-    `\n\nOptions:\n${rows.join("\n")}`;
+  // A file outside scripts/ (naive/ok_server) has no task of its own.
+  const usage = name.includes("/")
+    ? `${name}.ts [options]`
+    : `${name} [options]    (in the project: deno task ${name} [options])`;
+  return `${summary}\n\nUsage: ${usage}\n\nOptions:\n${rows.join("\n")}`;
 }
 
 function defaultValueName(kind: OptionKind): string {

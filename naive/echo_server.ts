@@ -33,10 +33,17 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+// The flags are the collection's (--help, one-line errors); the socket code below is the naive part.
+import { parseCli } from "../lib/cli.ts";
 
-const { port } = parseArgs({ options: { port: { type: "string", default: "8888" } } }).values;
-const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
+const { port } = parseCli({
+  name: "naive/echo_server",
+  summary: "NOT TO SHIP: the echo server as tutorials write it, kept to show how it breaks.",
+  options: {
+    port: { kind: "port", short: "p", default: 8888, help: "TCP port, 0 for any free one" },
+  },
+});
+const listener = Deno.listen({ hostname: "127.0.0.1", port });
 console.log(`listening on 127.0.0.1:${listener.addr.port}`);
 
 for await (const conn of listener) {

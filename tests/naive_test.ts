@@ -212,3 +212,18 @@ for (const name of ["ok_server", "echo_server"] as const) {
     }
   });
 }
+
+Deno.test("the naive servers' flags are the collection's: --help, and one error line for a bad port", async () => {
+  for (const name of ["ok_server", "echo_server"]) {
+    const run = (...args: string[]) =>
+      new Running(["run", "--allow-net=127.0.0.1", `naive/${name}.ts`, ...args]).finished();
+    const help = await run("--help");
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^NOT TO SHIP: [\s\S]*Usage: naive\/\w+\.ts \[options\]/);
+    for (const bad of [["--port", "abc"], ["-p", "99999"], ["--nope"]]) {
+      const r = await run(...bad);
+      assert.equal(r.code, 2, `${name} ${bad.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: [^\n]+\n$/, `${name} ${bad.join(" ")}`);
+    }
+  }
+});
