@@ -29,6 +29,7 @@
 
 import { parseArgs, styleText } from "node:util";
 import { CliError, describeError } from "./errors.ts";
+import { flushLogs } from "./log.ts";
 import { showBytes } from "./text.ts";
 
 /** How a flag's value is read and checked. */
@@ -352,6 +353,7 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
   try {
     await main();
   } catch (err) {
+    await flushLogs(); // what was logged before it, first
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
   }

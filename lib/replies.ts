@@ -1,16 +1,14 @@
 /**
  * Speed part: {@linkcode ReplyBatch} answers every line that arrived
  * together with one `write()`. All a learner needs of it: `add()` copies a
- * reply into the batch, and `send()` is one `writeAll` of the batch, after
- * which a big batch lets the other clients run (the fairness the README
- * describes). How the batch is built can be skipped.
+ * reply into the batch, and `send()` is one `writeAll` of the batch. How the
+ * batch is built can be skipped.
  *
  * Why: each `write()` is a trip into the runtime and the kernel, and costs
  * about as much as a small reply takes to build. A client that pipelines
  * (sends many lines without waiting) gets its replies many times faster in
- * one write than in one write per line. The batch is also where a server
- * stays fair: after sending a big batch it lets the event loop run the other
- * connections before it reads more from this one.
+ * one write than in one write per line. (Fairness between clients is the
+ * server loop's `nextPoll()`, in io.ts.)
  *
  * @example Answer two lines that came together, with one write
  * ```ts
@@ -34,20 +32,41 @@
  */
 
 import type { IdleClock } from "./deadline.ts";
-import { nextTurn, writeAll, type Writer } from "./io.ts";
+import { writeAll, type Writer } from "./io.ts";
 
-/** A batch this big (a busy stream) keeps its buffer, and yields to other clients after it. */
-const BIG_BATCH = 4096;
 /**
- * Small batches (the ping-pong case) are built in 256-byte buffers shared by
- * all connections: allocating a fresh ArrayBuffer per reply cost as much time
- * as the rest of a round trip, and keeping one per connection would cost
- * every idle client its size.
+ * Batches are built in buffers lent by a pool that all connections share,
+ * and given back once their write is done: allocating a fresh ArrayBuffer
+ * per reply cost as much time as the rest of a round trip (a fresh 64 KiB
+ * one per batch, more than the copy), and a buffer kept by each connection
+ * would stay with it while it sits idle (186 KiB per client after one
+ * 60 KB line). So a connection holds a buffer only while its batch is being
+ * built and written. Small batches (the ping-pong case) take 256-byte
+ * buffers; big ones (a pipelining client) take ones of 64 KiB and more.
  */
 const SMALL = 256;
-const MAX_SPARE = 1024;
-const spare: Uint8Array[] = [];
+const MAX_SPARE_SMALL = 1024;
+const MAX_SPARE_BIG = 16;
+const MAX_KEPT_BIG = 1024 * 1024;
+const spareSmall: Uint8Array[] = [];
+const spareBig: Uint8Array[] = [];
 const NO_BYTES = new Uint8Array(0);
+
+/** A buffer from the pool of at least `size` bytes, or a new one. */
+function borrow(size: number): Uint8Array {
+  if (size <= SMALL) return spareSmall.pop() ?? new Uint8Array(SMALL);
+  const i = spareBig.findIndex((b) => b.length >= size);
+  return i === -1 ? new Uint8Array(size) : spareBig.splice(i, 1)[0];
+}
+
+/** Gives a buffer back to the pool (unless the pool is full, or it is too big to keep). */
+function giveBack(buffer: Uint8Array): void {
+  if (buffer.length === SMALL) {
+    if (spareSmall.length < MAX_SPARE_SMALL) spareSmall.push(buffer);
+  } else if (buffer.length <= MAX_KEPT_BIG && spareBig.length < MAX_SPARE_BIG) {
+    spareBig.push(buffer);
+  }
+}
 
 /**
  * Collects replies and sends them with one `write()`.
@@ -83,7 +102,7 @@ export class ReplyBatch {
     }
   }
 
-  /** Writes the batch in full, then empties it. A big batch then lets other clients run. */
+  /** Writes the batch in full, then empties it. */
   async send(): Promise<void> {
     const out = this.#out;
     const size = this.#size;
@@ -93,22 +112,14 @@ export class ReplyBatch {
     try {
       await writeAll(this.#conn, out.subarray(0, size), this.#progress);
     } finally {
-      if (out.length === SMALL && spare.length < MAX_SPARE) spare.push(out);
-    }
-    // A busy stream keeps its buffer (a fresh 64 KiB per batch costs more
-    // than the copy); after a small batch it is let go, so that an idle
-    // connection holds none.
-    if (size >= BIG_BATCH) {
-      if (this.#out === NO_BYTES) this.#out = out;
-      await nextTurn();
+      giveBack(out); // its write is over: another connection may build in it
     }
   }
 
   #grow(needed: number): void {
-    const next = this.#size === 0 && needed <= SMALL
-      ? spare.pop() ?? new Uint8Array(SMALL)
-      : new Uint8Array(Math.max(needed, this.#out.length * 2, SMALL));
+    const next = borrow(this.#size === 0 ? needed : Math.max(needed, this.#out.length * 2));
     next.set(this.#out.subarray(0, this.#size));
+    if (this.#out !== NO_BYTES) giveBack(this.#out);
     this.#out = next;
   }
 }

@@ -21,11 +21,12 @@
  * The address is the peer's, the time counts from the moment tracing began
  * on the connection (right after `accept()` or `connect()`), and the bytes
  * are shown escaped (`showBytes`), at most 64 of them. A script traces with
- * `if (args.trace) traceConn(conn)`: without the flag the connection is not * touched, so tracing costs nothing when it is off. With it, every event is
- * a synchronous write to stderr: a tool for learning and debugging, which
- * slows a busy server to the pace of its terminal, and stops it while
- * nobody reads a full pipe (its Ctrl+C too, which runs on the same loop).
- * Written asynchronously, the last lines would be lost when a script exits.
+ * `if (args.trace) traceConn(conn)`: without the flag the connection is not
+ * touched, so tracing costs nothing when it is off. With it, every event is
+ * a line on stderr, written as log.ts writes: in order, without ever making
+ * the program wait for its reader (lines that a reader who does not read
+ * would have to hold are dropped and counted), and flushed before a script
+ * exits. A tool for learning and debugging: a busy server makes many lines.
  *
  * @example Watch a line arrive in two reads
  * ```ts
@@ -49,6 +50,7 @@
  * @module
  */
 
+import { logError } from "./log.ts";
 import { formatAddress, showBytes } from "./text.ts";
 
 /** The most bytes of one read or write a trace line shows. */
@@ -70,7 +72,7 @@ export interface TraceableConn {
 
 /** Options for {@linkcode traceConn}. */
 export interface TraceOptions {
-  /** Where each line goes (default: `console.error`, i.e. stderr). */
+  /** Where each line goes (default: `logError` of log.ts, i.e. stderr, never waiting). */
   print?: (line: string) => void;
   /** The clock, in milliseconds (default `performance.now`). */
   now?: () => number;
@@ -103,7 +105,7 @@ export interface TraceOptions {
  * ```
  */
 export function traceConn<C extends TraceableConn>(conn: C, options: TraceOptions = {}): C {
-  const print = options.print ?? ((line: string) => console.error(line));
+  const print = options.print ?? logError;
   const now = options.now ?? (() => performance.now());
   const start = now();
   const peer = formatAddress(conn.remoteAddr);

@@ -33,6 +33,7 @@ import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "basic_server",
@@ -68,7 +69,7 @@ await runMain(async () => {
     name: "basic_server",
     idleTimeoutMs: secondsToMs(args.timeout),
   });
-  console.log("Server is running, waiting for connections...");
+  log("Server is running, waiting for connections...");
   for await (const conn of server.accept()) {
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, async ({ peer, idle, signal }) => {
@@ -79,11 +80,11 @@ await runMain(async () => {
         throw err;
       });
       if (message === null) {
-        return console.log(`${peer} ${signal.aborted ? "closed at shutdown" : "sent nothing"}`);
+        return log(`${peer} ${signal.aborted ? "closed at shutdown" : "sent nothing"}`);
       }
       idle?.restart();
       // Peer bytes are shown escaped: they must not drive the terminal.
-      console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
+      log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
       const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
       await writeAll(conn, answer, idle); // each byte the client takes restarts its clock
     });

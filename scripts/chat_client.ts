@@ -50,6 +50,7 @@ import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { flushLogs } from "../lib/log.ts";
 
 const args = parseCli({
   name: "chat_client",
@@ -108,7 +109,7 @@ await runMain(async () => {
   const onSignal = () => {
     closeQuietly(conn);
     summary();
-    Deno.exit(0);
+    flushLogs().then(() => Deno.exit(0)); // the last --trace lines first
   };
   Deno.addSignalListener("SIGINT", onSignal);
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", onSignal);
@@ -155,5 +156,6 @@ await runMain(async () => {
     summary();
   }
   if (!leaving) throw new Error("the server closed the connection");
+  await flushLogs(); // the last --trace lines
   Deno.exit(0); // standard input may still be waited on: we are done
 });

@@ -35,6 +35,7 @@ import { LineReader } from "../lib/lines.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "hello_server",
@@ -60,7 +61,7 @@ await runMain(async () => {
   for await (const conn of server.accept()) {
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, async ({ peer, signal }) => {
-      console.log(`New client joined: ${peer}`);
+      log(`New client joined: ${peer}`);
       await writeAll(conn, new TextEncoder().encode("Hello client!\n"));
       const answer = await new LineReader(conn, { signal }).readLine().catch(async (err) => {
         // Like the line servers, say why before hanging up.
@@ -68,8 +69,8 @@ await runMain(async () => {
         throw err;
       });
       if (answer === null) {
-        console.log(`${peer} ${signal.aborted ? "closed at shutdown" : "left without a word"}`);
-      } else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+        log(`${peer} ${signal.aborted ? "closed at shutdown" : "left without a word"}`);
+      } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     });
     if (!args.forever) break;
   }

@@ -53,6 +53,7 @@ import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "../lib/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { flushLogs } from "../lib/log.ts";
 
 const args = parseCli({
   name: "sensor_client",
@@ -235,6 +236,7 @@ await runMain(async () => {
     printSummary();
   }
 });
+await flushLogs(); // the last --trace lines
 Deno.exit(0); // the signal listeners would keep the process alive
 
 function printSummary(): void {

@@ -36,12 +36,13 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { nextPoll, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "sensor_server",
@@ -72,7 +73,7 @@ await runMain(async () => {
     conn.setNoDelay(true); // the client times each round trip: send pong at once
     // Not awaited: this client's task runs while we accept the next one.
     server.handle(conn, async ({ peer, idle, signal }) => {
-      console.log(`Client (${peer}) connected`);
+      log(`Client (${peer}) connected`);
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
@@ -83,17 +84,18 @@ await runMain(async () => {
           for (const line of batch) {
             // Escaped: a peer's bytes must not move the cursor or fake a log line.
             if (!args.quiet) {
-              console.log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
+              log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
             }
             replies.add(PONG);
           }
           await replies.send(); // one write() answers them all
+          await nextPoll(); // fairness: the other clients get their turn before we read again
         }
       } catch (err) {
         if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
         throw err; // handle() logs it in one line and closes the connection
       }
-      console.log(`Client (${peer}) is offline`);
+      log(`Client (${peer}) is offline`);
     });
   }
 });

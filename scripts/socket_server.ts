@@ -43,6 +43,7 @@ import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "socket_server",
@@ -64,7 +65,7 @@ await runMain(async () => {
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     await server.handle(conn, async ({ peer, idle, signal }) => {
-      console.log(`Client (${peer}) connected`);
+      log(`Client (${peer}) connected`);
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
@@ -79,7 +80,7 @@ await runMain(async () => {
         if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
         throw err; // handle() logs it in one line and closes the connection
       }
-      console.log(`Client (${peer}) is offline`);
+      log(`Client (${peer}) is offline`);
     });
   }
 });

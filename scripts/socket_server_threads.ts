@@ -52,6 +52,7 @@ import { listen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
 import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";
+import { flushLogs, log } from "../lib/log.ts";
 
 /** More would only add threads competing for the same cores. */
 const MAX_WORKERS = 32;
@@ -124,10 +125,8 @@ async function supervise(): Promise<void> {
           // One that never listened would fail again: that is the server's error.
           if (!listening) return reject(new Error(message));
           if (stopping) return;
-          console.log(`worker ${id} crashed (${message}); starting worker ${nextId} in its place`);
-          startWorker(slot).catch((err) =>
-            console.log(`could not replace worker ${id}: ${err.message}`)
-          );
+          log(`worker ${id} crashed (${message}); starting worker ${nextId} in its place`);
+          startWorker(slot).catch((err) => log(`could not replace worker ${id}: ${err.message}`));
         };
         worker.onmessage = ({ data }: MessageEvent<WorkerReport>) => {
           if (data === "listening") {
@@ -161,11 +160,13 @@ async function supervise(): Promise<void> {
           w.postMessage("stop");
         })
       );
-      await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 1800))]);
+      await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 1700))]);
       for (const w of workers) w.terminate();
-      console.log("socket_server_threads: shut down");
+      log("socket_server_threads: shut down");
+      await flushLogs(); // the last lines, unless nobody reads them
       Deno.exit(0);
     });
+    // Written at once, as TcpServer writes its ready line (see lib/server.ts).
     console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);
   });
@@ -199,7 +200,7 @@ function preflight(flags: Flags): { port: number; reusePort: boolean; count: num
     : typeof Reflect.get(Deno, "listenDatagram") !== "function"
     ? `reusePort needs unstable net (--unstable-net or "unstable": ["net"] in deno.json)`
     : "";
-  if (why && flags.workers > 1) console.log(`${why}: serving with 1 worker`);
+  if (why && flags.workers > 1) log(`${why}: serving with 1 worker`);
   // A reusePort listener would silently join another server already on this
   // port, and the kernel would split the clients between the two. A plain
   // listener fails with "port in use" instead; it also picks the port for

@@ -41,11 +41,12 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { nextPoll, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/replies.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "socket_server_with_select",
@@ -65,7 +66,7 @@ const args = parseCli({
 
 const OK = new TextEncoder().encode("OK ... ");
 const NEWLINE = new TextEncoder().encode("\n");
-const log = args.quiet ? () => {} : (line: string) => console.log(line);
+const logClient = args.quiet ? () => {} : log; // log: never waits for a reader (log.ts)
 
 await runMain(async () => {
   const server = new TcpServer(listen(args.host, args.port), {
@@ -78,7 +79,7 @@ await runMain(async () => {
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     // Not awaited: the loop goes straight back to accept() while this client is served.
     server.handle(conn, async ({ peer, idle, signal }) => {
-      log(`Client (${peer}) connected`);
+      logClient(`Client (${peer}) connected`);
       const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
       const replies = new ReplyBatch(conn, idle);
       try {
@@ -88,12 +89,13 @@ await runMain(async () => {
           idle?.restart(); // a line came in: this client is not idle
           for (const line of batch) replies.add(OK, line, NEWLINE);
           await replies.send(); // one write() answers them all
+          await nextPoll(); // fairness: the other clients get their turn before we read again
         }
       } catch (err) {
         if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
         throw err; // handle() logs it in one line and closes the connection
       }
-      log(`Client (${peer}) is offline`);
+      logClient(`Client (${peer}) is offline`);
     });
   }
 });

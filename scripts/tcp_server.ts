@@ -38,6 +38,7 @@ import { readExact } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "tcp_server",
@@ -62,7 +63,7 @@ await runMain(async () => {
   const port = args.port ??
     await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
   const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
-  console.log(`waiting for ${args.size}-byte messages`);
+  log(`waiting for ${args.size}-byte messages`);
   for await (const conn of server.accept()) {
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     await server.handle(conn, ({ peer }) =>
@@ -72,7 +73,7 @@ await runMain(async () => {
         // Throws "connection closed after N of 32 bytes" if the client leaves early;
         // server.handle logs that in one line and closes the connection.
         const message = await readExact(conn, args.size);
-        console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+        log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
       }).catch((err) => {
         if (!(err instanceof ReadTimeoutError)) throw err;
         throw new Error(`not all ${args.size} bytes within ${args.timeout} s, disconnected`);

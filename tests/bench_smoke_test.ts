@@ -11,13 +11,18 @@ Deno.test({
   async fn() {
     const r = await new Running([
       ...taskCommand("bench"),
-      ...["--rounds", "1", "--seconds", "0.2", "--idle", "100", "--hold", "0.1"],
-    ]).finished(120_000);
+      ...["--rounds", "1", "--seconds", "0.2", "--flood-seconds", "0.7"],
+      ...["--idle", "100", "--burst", "20", "--hold", "0.1"],
+    ]).finished(180_000);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /ping-pong, 64 clients \(replies\/s\)\s+[\d,]+\s+[\d,]+/);
-    assert.match(r.stdout, /idle client KiB \(100\), connected\s+[\d.]+/);
-    assert.match(r.stdout, /idle client KiB \(100\), held 0.1 s\s+[\d.]+/);
+    const table = (title: string) => r.stdout.slice(r.stdout.indexOf(title)).split("\n\n")[0];
+    // A row per server, a number per column.
+    assert.match(table("Throughput"), /^deno select +[\d,]+ +[\d,.]+ +[\d,.]+ +[\d,.]+$/m);
+    assert.match(table("100 clients flood"), /^deno sensor( +[\d,.]+){6}$/m);
+    assert.match(table("Memory per client"), /idle, held +burst, conn\. +burst, held/);
+    assert.match(table("Memory per client"), /^deno threads( +[\d,.]+){4}$/m);
     assert.match(r.stdout, /deno select \/ C epoll = [\d.]+×/);
+    assert.match(r.stdout, /deno sensor, closed flood: probe worst: [\d.]+ ms \(target ≤ 150 ms\)/);
     if (Deno.build.os === "linux") assert.match(r.stdout, /Server CPU time per reply, µs/);
   },
 });

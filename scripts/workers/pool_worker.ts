@@ -15,12 +15,13 @@
 
 import { secondsToMs } from "../../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../../lib/errors.ts";
-import { writeAll } from "../../lib/io.ts";
+import { nextPoll, writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
 import { ReplyBatch } from "../../lib/replies.ts";
 import { type ConnectionCap, TcpServer } from "../../lib/server.ts";
 import { traceConn } from "../../lib/trace.ts";
 import type { Flags } from "../socket_server_threads.ts";
+import { flushLogs, log as logLine } from "../../lib/log.ts";
 
 /** What the supervisor posts to a worker it starts: copies, except `counts`, which is shared. */
 export interface WorkerSettings {
@@ -77,6 +78,7 @@ function beWorker(): void {
   supervisor.onmessage = async ({ data }: MessageEvent<WorkerSettings | "stop">) => {
     if (data === "stop") {
       await server?.shutdown();
+      await flushLogs(100); // its last lines, unless nobody reads them
       return report("stopped");
     }
     const { id, slot, port, reusePort, counts, flags } = data;
@@ -86,7 +88,7 @@ function beWorker(): void {
     } catch (err) {
       throw new Error(listenErrorText(err, flags.host, port)); // a crash before "listening"
     }
-    const log = (line: string) => console.log(`[worker ${id}] ${line}`);
+    const log = (line: string) => logLine(`[worker ${id}] ${line}`);
     server = new TcpServer(listener, {
       name: "this worker", // its log lines already start with [worker N]
       maxConns: sharedCap(counts, slot, flags["max-conns"]),
@@ -121,6 +123,7 @@ async function serveClients(server: TcpServer, flags: Flags, log: (line: string)
           idle?.restart(); // a line came in: this client is not idle
           for (const line of batch) replies.add(OK, line, NEWLINE);
           await replies.send(); // one write() answers them all
+          await nextPoll(); // fairness: the other clients get their turn before we read again
         }
       } catch (err) {
         if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
