@@ -10,16 +10,10 @@
  *   loadgen pipeline HOST PORT SECONDS LINE_BYTES
  *     one client streams lines for SECONDS, half-closes, reads every reply;
  *     prints "mb_per_s=N replies=N"
- *   loadgen idle HOST PORT CLIENTS
- *     opens CLIENTS connections, one line and reply each, prints "ready",
- *     holds them until stdin closes, then checks each still answers;
- *     prints "answered=N"
- *   loadgen flood HOST PORT CLIENTS SECONDS LINE_BYTES
- *     CLIENTS connections stream lines as fast as the server takes them
- *     (reading and discarding replies) while one more, the probe, sends a
- *     line every 10 ms and waits for its reply: how long can a flood make
- *     another client wait? prints "probe_max_ms=N probe_p99_ms=N probes=N
- *     flood_mb_per_s=N"
+ *   loadgen idle HOST PORT CLIENTS [LINE_BYTES]
+ *     opens CLIENTS connections, one line and reply each (a 5-byte line, or
+ *     one of LINE_BYTES: a burst), prints "ready", holds them until stdin
+ *     closes, then checks each still answers; prints "answered=N"
  *
  * Loopback only: the bench passes 127.0.0.1. Every loop is bounded by time.
  */
@@ -165,14 +159,22 @@ static int pipeline(const char *host, int port, double seconds, int bytes) {
   return 0;
 }
 
-static int idle(const char *host, int port, int clients) {
-  char line[] = "idle\n", buf[256];
+static int idle(const char *host, int port, int clients, int bytes) {
+  char line[] = "idle\n", buf[4096];
+  char *first = bytes > 0 ? make_line(bytes) : line;
+  int first_len = bytes > 0 ? bytes : 5;
   int *fds = calloc(clients, sizeof(int));
   for (int i = 0; i < clients; i++) {
     fds[i] = dial(host, port, 0);
-    if (write(fds[i], line, 5) != 5 || read(fds[i], buf, sizeof buf) <= 0) {
-      fprintf(stderr, "client %d got no reply\n", i);
+    if (write(fds[i], first, first_len) != first_len) {
+      fprintf(stderr, "client %d could not send\n", i);
       return 1;
+    }
+    /* The whole reply: up to its '\n' (a long one comes in pieces). */
+    for (;;) {
+      ssize_t got = read(fds[i], buf, sizeof buf);
+      if (got <= 0) { fprintf(stderr, "client %d got no reply\n", i); return 1; }
+      if (buf[got - 1] == '\n') break;
     }
   }
   printf("ready\n");
@@ -187,78 +189,13 @@ static int idle(const char *host, int port, int clients) {
   return answered == clients ? 0 : 1;
 }
 
-static int flood(const char *host, int port, int clients, double seconds, int bytes) {
-  int lines_per_chunk = 65536 / bytes, chunk_len = lines_per_chunk * bytes;
-  char *line = make_line(bytes), *chunk = malloc(chunk_len), buf[262144];
-  for (int i = 0; i < lines_per_chunk; i++) memcpy(chunk + i * bytes, line, bytes);
-  int ep = epoll_create1(0);
-  int *fds = calloc(clients, sizeof(int)), *off = calloc(clients, sizeof(int));
-  for (int i = 0; i < clients; i++) {
-    fds[i] = dial(host, port, 1);
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.u32 = i};
-    epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
-  }
-  int probe = dial(host, port, 1); /* the probe: data.u32 = clients */
-  struct epoll_event pev = {.events = EPOLLIN, .data.u32 = clients};
-  epoll_ctl(ep, EPOLL_CTL_ADD, probe, &pev);
-  double *samples = malloc(sizeof(double) * 100000);
-  long nsamples = 0, received = 0;
-  double start = now(), end = start + seconds, sent_at = 0, next_probe = start + 0.2;
-  int waiting = 0;
-  struct epoll_event events[1024];
-  while (now() < end) {
-    if (!waiting && now() >= next_probe) {
-      if (write(probe, "probe\n", 6) != 6) { perror("probe write"); return 1; }
-      sent_at = now();
-      waiting = 1;
-    }
-    int n = epoll_wait(ep, events, 1024, 5);
-    for (int e = 0; e < n; e++) {
-      int i = events[e].data.u32;
-      if (i == clients) {
-        ssize_t got = read(probe, buf, sizeof buf);
-        if (got <= 0) { if (got < 0 && errno == EAGAIN) continue; fprintf(stderr, "probe closed\n"); return 1; }
-        if (waiting && memchr(buf, '\n', got)) {
-          double t = now();
-          if (nsamples < 100000) samples[nsamples++] = t - sent_at;
-          waiting = 0;
-          next_probe = t + 0.01;
-        }
-        continue;
-      }
-      if (events[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        ssize_t got = read(fds[i], buf, sizeof buf);
-        if (got > 0) received += got;
-        if (got == 0 || (got < 0 && errno != EAGAIN)) { /* the server gave up on it: so do we */
-          epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
-          close(fds[i]);
-          continue;
-        }
-      }
-      if (events[e].events & EPOLLOUT) {
-        ssize_t w = write(fds[i], chunk + off[i], chunk_len - off[i]);
-        if (w > 0) off[i] = (off[i] + w) % chunk_len;
-      }
-    }
-  }
-  if (waiting) samples[nsamples++] = now() - sent_at; /* a probe still unanswered counts */
-  double elapsed = now() - start;
-  qsort(samples, nsamples, sizeof(double), cmp);
-  if (getenv("FLOOD_DEBUG")) for (long k = 0; k < nsamples; k++) fprintf(stderr, "%.1f ", samples[k] * 1e3);
-  printf("probe_max_ms=%.1f probe_p99_ms=%.1f probes=%ld flood_mb_per_s=%.1f\n",
-         nsamples ? samples[nsamples - 1] * 1e3 : 0.0,
-         nsamples ? samples[(long)(nsamples * 0.99)] * 1e3 : 0.0, nsamples, received / elapsed / 1e6);
-  return 0;
-}
-
 int main(int argc, char **argv) {
   if (argc >= 7 && strcmp(argv[1], "pingpong") == 0)
     return pingpong(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), atoi(argv[6]));
   if (argc >= 6 && strcmp(argv[1], "pipeline") == 0)
     return pipeline(argv[2], atoi(argv[3]), atof(argv[4]), atoi(argv[5]));
-  if (argc >= 5 && strcmp(argv[1], "idle") == 0) return idle(argv[2], atoi(argv[3]), atoi(argv[4]));
-  if (argc >= 7 && strcmp(argv[1], "flood") == 0)
-    return flood(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), atoi(argv[6]));
+  if (argc >= 5 && strcmp(argv[1], "idle") == 0)
+    return idle(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atoi(argv[5]) : 0);
   fprintf(stderr, "usage: see the top of loadgen.c\n");
   return 2;
 }
