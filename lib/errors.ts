@@ -94,8 +94,28 @@ export class TruncatedLineError extends Error {
 }
 
 /**
+ * A connect attempt got no answer in time (`--timeout`): a server whose
+ * backlog is full, a firewall that drops packets, a host that is down.
+ * A `Deno.errors.TimedOut`, so code that handles that handles this too.
+ */
+export class ConnectTimeoutError extends Deno.errors.TimedOut {
+  /** The address that did not answer, `HOST:PORT`. */
+  readonly target: string;
+  /** How long the attempt waited, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Builds the error for an attempt at `target` that waited `timeoutMs`. */
+  constructor(target: string, timeoutMs: number) {
+    super(`no answer from ${target} within ${timeoutMs / 1000} s (--timeout)`);
+    this.name = "ConnectTimeoutError";
+    this.target = target;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
  * Every connection attempt failed; `cause` is the last attempt's error. When
- * it was refused, the message asks whether the server runs, and adds `hint`.
+ * it was refused, the message asks whether the server runs, and adds `hint`;
+ * when it timed out, it says how long each attempt waited.
  */
 export class RetriesExhaustedError extends Error {
   /** How many attempts were made. */
@@ -103,11 +123,14 @@ export class RetriesExhaustedError extends Error {
   /** Builds the error for `attempts` failed attempts at `target`. */
   constructor(target: string, attempts: number, cause: Error, hint?: string) {
     const tries = plural(attempts, "attempt");
+    const why = cause instanceof ConnectTimeoutError
+      ? `no answer within ${cause.timeoutMs / 1000} s (--timeout)` // the target is named already
+      : cause.message;
     super(
       cause instanceof Deno.errors.ConnectionRefused
         ? `connection refused by ${target} after ${tries}: is the server running?` +
           (hint ? ` ${hint}` : "")
-        : `could not connect to ${target} after ${tries}: ${cause.message}`,
+        : `could not connect to ${target} after ${tries}: ${why}`,
       { cause },
     );
     this.name = "RetriesExhaustedError";
@@ -185,6 +208,7 @@ export function describeError(err: unknown, target = ""): string {
     return `connection refused${at ? ` by${at}` : ""}: is the server running?`;
   }
   if (err instanceof Deno.errors.ConnectionReset) return `connection reset by peer${at}`;
+  if (err instanceof ConnectTimeoutError) return err.message;
   if (err instanceof Deno.errors.TimedOut) return `timed out${at}`;
   if (err instanceof ReadTimeoutError) {
     return `no reply${at ? ` from${at}` : ""} within ${err.timeoutMs / 1000} s (--timeout)`;

@@ -2,8 +2,9 @@
  * sensor_client.ts — a sensor that reports readings and measures each round
  * trip, with a `ping`-style summary when it stops.
  *
- * Like the seed (`client.py`), it connects to 127.0.0.1:8889, sends `ping`
- * and prints the connection time, then every `--interval` seconds sends
+ * Like the seed (`client.py`), it connects to 127.0.0.1:8889 (3 attempts,
+ * each within `--timeout` as in the seed; a failed one is reported on
+ * stderr), sends `ping` and prints the connection time, then every `--interval` seconds sends
  * `ping / ('<timestamp>', <value>)` (102, 104, ...) and prints the reply and
  * the round trip, timed by the monotonic clock (`performance.now()`). Each
  * step is in `roundTrip()`: `writeAll` of the line (Nagle off,
@@ -44,6 +45,7 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { reportAttempt } from "../lib/connect.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { type Arrival, LineInbox } from "../lib/inbox.ts";
@@ -62,7 +64,12 @@ const args = parseCli({
     port: { kind: "port", short: "p", default: 8889, help: "server's TCP port" },
     count: { kind: "integer", max: 1e6, default: 0, help: "stop after N samples (0: no limit)" },
     interval: { kind: "seconds", max: 3600, default: 1, help: "seconds between samples" },
-    timeout: { kind: "seconds", default: 10, help: "a reply later than this is lost (0: never)" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt waits at most this long, and a reply later than this is " +
+        "lost (0: never)",
+    },
     json: { kind: "boolean", help: "print one JSON object per sample and for the summary" },
     trace: TRACE_FLAG,
   },
@@ -93,9 +100,10 @@ async function connect(): Promise<Link> {
     hostname: args.host,
     port: args.port,
     attempts: 3,
-    connectTimeoutMs: timeoutMs,
+    connectTimeoutMs: timeoutMs ?? 0, // 0: never
     signal: stop.signal,
     hint: startHint("sensor_server", args.port, 8889),
+    onRetry: reportAttempt(3), // "attempt 1/3 failed: ...; retrying in N ms" (stderr)
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   conn.setNoDelay(true); // small lines, timed: Nagle would hold one back for the last one's ACK
