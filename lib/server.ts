@@ -1,8 +1,8 @@
 /**
  * The life of a TCP server, done once so every example gets it right:
  * listen with a clear error, print `listening on HOST:PORT`, keep one bad
- * client from hurting the others, cap the number of clients, and on Ctrl+C or
- * SIGTERM stop accepting, let replies in flight finish, close every
+ * client from hurting the others, cap the number of clients, and on Ctrl+C,
+ * SIGTERM or SIGHUP stop accepting, let replies in flight finish, close every
  * connection and exit 0 within 2 seconds.
  *
  * @example A server that greets each client and hangs up
@@ -120,9 +120,9 @@ export interface TcpServerOptions {
   /** Clients served at once; the next get `ERR server busy` and are closed. */
   maxConns?: number | ConnectionCap;
   /**
-   * Install SIGINT/SIGTERM handlers that shut down and exit 0, then print
-   * `listening on HOST:PORT`: the line means "ready, Ctrl+C included".
-   * Default true.
+   * Install SIGINT/SIGTERM/SIGHUP handlers (`onStopSignal`) that shut down
+   * and exit 0, then print `listening on HOST:PORT`: the line means "ready,
+   * Ctrl+C included". Default true.
    */
   handleSignals?: boolean;
   /**
@@ -161,7 +161,10 @@ export class TcpServer {
     const max = options.maxConns;
     this.#cap = typeof max === "number" ? localCap(max) : max;
     if (options.handleSignals ?? true) {
-      this.#removeSignals = onStopSignal(() => this.shutdown().then(() => Deno.exit(0)));
+      this.#removeSignals = onStopSignal(() => this.shutdown().then(() => Deno.exit(0)), {
+        name: options.name,
+        connections: () => this.connections, // cut off by a second Ctrl+C
+      });
       console.log(`listening on ${formatAddress(listener.addr)}`);
     }
   }

@@ -23,7 +23,7 @@
  * client reconnects.
  *
  * Ctrl+C or `--count N` ends with a summary: sent, received, loss, and rtt
- * min/avg/max/p99; `--json` prints JSON objects instead, for plotting.
+ * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it); `--json` prints JSON objects instead, for plotting.
  * Replies are printed with control bytes escaped.
  *
  * Run (start scripts/sensor_server.ts first):
@@ -89,7 +89,7 @@ function timestamp(): string {
 
 /** Ctrl+C or SIGTERM: every wait below ends, the run stops and prints its summary. */
 const stop = new AbortController();
-onStopSignal(() => stop.abort());
+onStopSignal(() => stop.abort(), { name: "sensor_client" }); // a second one exits at once
 
 /** A connection, and its lines, read all the time. */
 type Link = { conn: Deno.TcpConn; inbox: LineInbox };

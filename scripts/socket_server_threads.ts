@@ -150,8 +150,11 @@ async function supervise(): Promise<void> {
       for (const w of pool.values()) w.terminate();
       throw err;
     }
-    // Ctrl+C or SIGTERM: each worker finishes its replies (1.5 s at most) and
-    // stops. Ready means ready for Ctrl+C too: this goes in before the line is printed.
+    // Ctrl+C, SIGTERM or SIGHUP: each worker finishes its replies (1.5 s at most)
+    // and stops; a second one exits at once. Ready means ready for Ctrl+C too:
+    // this goes in before the line is printed.
+    const name = "socket_server_threads";
+    const connections = () => Atomics.load(new Int32Array(counts), 0); // the pool's clients
     onStopSignal(async () => {
       stopping = true;
       const workers = [...pool.values()];
@@ -165,7 +168,7 @@ async function supervise(): Promise<void> {
       for (const w of workers) w.terminate();
       console.log("socket_server_threads: shut down");
       Deno.exit(0);
-    });
+    }, { name, connections });
     console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);
   });
