@@ -163,16 +163,32 @@ export function startHint(server: string, port: number, defaultPort?: number): s
 
 /**
  * Why `Deno.listen` failed on `hostname:port`, in words a person can act on.
+ * For a port in use, `accepted` is what a connect to it found: false (refused)
+ * means no server listens there, and the port is held by a connection, most
+ * likely one still closing (TIME-WAIT): on Linux, a server's port in the
+ * range lent to clients (32768-60999) may have been a client's a moment ago.
  *
  * @example
  * ```ts
  * import { listenErrorText } from "./errors.ts";
  * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 8888));
  * // port 8888 is already in use on 127.0.0.1: stop the other server, or pick another --port (--port 0 takes a free one)
+ * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 50000, false));
+ * // port 50000 on 127.0.0.1 is held by a connection, most likely one still closing (TIME-WAIT), not by a server: ...
  * ```
  */
-export function listenErrorText(err: unknown, hostname: string, port: number): string {
+export function listenErrorText(
+  err: unknown,
+  hostname: string,
+  port: number,
+  accepted?: boolean,
+): string {
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  if (err instanceof Deno.errors.AddrInUse && accepted === false) {
+    return `port ${port} on ${host} is held by a connection, most likely one still closing ` +
+      `(TIME-WAIT), not by a server: wait a minute, or pick another --port ` +
+      `(--port 0 takes a free one); see: ss -tan | grep :${port}`;
+  }
   if (err instanceof Deno.errors.AddrInUse) {
     return `port ${port} is already in use on ${host}: ${PICK_ANOTHER_PORT}`;
   }

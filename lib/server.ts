@@ -10,7 +10,7 @@
  * import { listen, TcpServer } from "./server.ts";
  * import { writeAll } from "./io.ts";
  *
- * const server = new TcpServer(listen("127.0.0.1", 0), { name: "greeter" });
+ * const server = new TcpServer(await listen("127.0.0.1", 0), { name: "greeter" });
  * const client = Deno.connect({ port: server.listener.addr.port });
  * for await (const conn of server.accept()) {
  *   await server.handle(conn, async () => {
@@ -44,7 +44,9 @@ const DRAIN_MS = 1500;
 
 /**
  * `Deno.listen` with errors a person can act on. ({@linkcode TcpServer}
- * prints `listening on HOST:PORT` once it can also handle Ctrl+C.)
+ * prints `listening on HOST:PORT` once it can also handle Ctrl+C.) A port
+ * "in use" may be held by a server, or only by a connection still closing
+ * (TIME-WAIT); a connect to it tells which, and the error says so.
  *
  * @throws {Error} naming the address when the port is taken, the address
  *   is not local, or `--allow-net` is missing.
@@ -52,16 +54,30 @@ const DRAIN_MS = 1500;
  * @example
  * ```ts
  * import { listen } from "./server.ts";
- * const listener = listen("127.0.0.1", 0);
+ * const listener = await listen("127.0.0.1", 0);
  * console.log(listener.addr.port > 0); // true
  * listener.close();
  * ```
  */
-export function listen(hostname: string, port: number): Deno.TcpListener {
+export async function listen(hostname: string, port: number): Promise<Deno.TcpListener> {
   try {
     return Deno.listen({ hostname, port });
   } catch (err) {
-    throw new Error(listenErrorText(err, hostname, port), { cause: err });
+    const accepted = err instanceof Deno.errors.AddrInUse
+      ? await accepts(hostname, port)
+      : undefined;
+    throw new Error(listenErrorText(err, hostname, port, accepted), { cause: err });
+  }
+}
+
+/** Whether a server accepts on `hostname:port`: refused is false; can't tell is undefined. */
+async function accepts(hostname: string, port: number): Promise<boolean | undefined> {
+  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+  try {
+    (await Deno.connect({ hostname: host, port, signal: AbortSignal.timeout(1000) })).close();
+    return true;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused ? false : undefined; // no answer: full?
   }
 }
 

@@ -103,7 +103,7 @@ function freeShare(counts: SharedArrayBuffer, slot: number): void {
 async function supervise(): Promise<void> {
   const flags = parseFlags();
   await runMain(async () => {
-    const { port, reusePort, count } = preflight(flags);
+    const { port, reusePort, count } = await preflight(flags);
     const counts = new SharedArrayBuffer(4 * (count + 1)); // see sharedCap()
     const pool = new Map<number, Worker>(); // slot -> its worker
     let nextId = 1;
@@ -175,7 +175,9 @@ async function supervise(): Promise<void> {
 }
 
 /** Before any worker starts: can the workers load, can they share the port, is it free? */
-function preflight(flags: Flags): { port: number; reusePort: boolean; count: number } {
+async function preflight(
+  flags: Flags,
+): Promise<{ port: number; reusePort: boolean; count: number }> {
   // A worker loads its file and lib/ from disk: without them, or without
   // read access to them, it would die with a two-line "Uncaught (in worker)".
   if (WORKER_FILE.protocol === "file:") {
@@ -207,7 +209,7 @@ function preflight(flags: Flags): { port: number; reusePort: boolean; count: num
   // port, and the kernel would split the clients between the two. A plain
   // listener fails with "port in use" instead; it also picks the port for
   // --port 0. The workers bind that port once it is free again.
-  const probe = listen(flags.host, flags.port);
+  const probe = await listen(flags.host, flags.port);
   const port = probe.addr.port;
   probe.close();
   return { port, reusePort: !why, count: why ? 1 : flags.workers };

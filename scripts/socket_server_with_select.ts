@@ -68,7 +68,7 @@ const NEWLINE = new TextEncoder().encode("\n");
 const log = args.quiet ? () => {} : (line: string) => console.log(line);
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "socket_server_with_select",
     maxConns: args["max-conns"],
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),

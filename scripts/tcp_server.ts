@@ -70,7 +70,7 @@ await runMain(async () => {
   });
   const port = args.port ??
     await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
-  const listener = listen(args.host, port);
+  const listener = await listen(args.host, port);
   removePromptStop(); // from here the server's own handler stops it (drain, last line)
   const server = new TcpServer(listener, { name: "tcp_server" });
   console.log(`waiting for ${args.size}-byte messages`);
