@@ -5,11 +5,11 @@
  * Both happen at once, which is the lesson here: a TCP connection is full
  * duplex, so the client runs two loops on one socket, standard input to the
  * socket and the socket to standard output, and neither waits for the other.
- * (A client that sent a line and then waited for "the reply" would sit
- * deaf while you type, and mute while the room talks.) Both are in plain view
- * below: `connectWithRetry` (each attempt within `--timeout`), then loop 1 (`writeAll` of each line you type)
- * and loop 2 (a `LineReader` on the connection, whole lines however they
- * arrive).
+ * (A client that sent a line and then waited for "the reply" would sit deaf
+ * while you type, and mute while the room talks.) Both are in plain view
+ * below: `connectWithRetry` (each attempt within `--timeout`), then loop 1
+ * (`writeAll` of each line you type) and loop 2 (a `LineReader` on the
+ * connection, whole lines however they arrive).
  *
  * The server asks `* name?` first: `--name` answers it, else the first line
  * you type is your name. The room's lines are printed with control bytes

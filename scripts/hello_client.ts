@@ -9,9 +9,9 @@
  * the greeting up to its `\n` (as in the seed, a greeting may also end with
  * the server closing instead), within `--timeout` (`closeWhenIdle` closes a
  * silent connection), and `writeAll` sends the answer. A refused or silent
- * server gives a one-line `error:` instead of a traceback. The greeting is printed with control bytes escaped
- * (`\x1b`, `\r`), so a server cannot drive your terminal. The socket is
- * closed whatever happens.
+ * server gives a one-line `error:` instead of a traceback. The greeting is
+ * printed with control bytes escaped (`\x1b`, `\r`), so a server cannot
+ * drive your terminal. The socket is closed whatever happens.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts

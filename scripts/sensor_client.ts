@@ -4,13 +4,13 @@
  *
  * Like the seed (`client.py`), it connects to 127.0.0.1:8889 (3 attempts,
  * each within `--timeout` as in the seed; a failed one is reported on
- * stderr), sends `ping` and prints the connection time, then every `--interval` seconds sends
- * `ping / ('<timestamp>', <value>)` (102, 104, ...) and prints the reply and
- * the round trip, timed by the monotonic clock (`performance.now()`). Each
- * step is in `roundTrip()`: `writeAll` of the line (Nagle off,
- * `setNoDelay(true)`), then the pong up to its `\n` within `--timeout` of the
- * send, else `Packet loss (Timeout > 10s)`; a reply cut off by the server
- * closing is a loss too, and the client carries on.
+ * stderr), sends `ping` and prints the connection time, then every
+ * `--interval` seconds sends `ping / ('<timestamp>', <value>)` (102, 104,
+ * ...) and prints the reply and the round trip, timed by the monotonic clock
+ * (`performance.now()`). Each step is in `roundTrip()`: `writeAll` of the
+ * line (Nagle off, `setNoDelay(true)`), then the pong up to its `\n` within
+ * `--timeout` of the send, else `Packet loss (Timeout > 10s)`; a reply cut
+ * off by the server closing is a loss too, and the client carries on.
  *
  * The protocol has no ids (every reply is `pong`), which the seed ignored. So
  * after a loss the client closes the connection and `connectWithRetry` opens
@@ -23,8 +23,9 @@
  * client reconnects.
  *
  * Ctrl+C or `--count N` ends with a summary: sent, received, loss, and rtt
- * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it); `--json` prints JSON objects instead, for plotting.
- * Replies are printed with control bytes escaped.
+ * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it);
+ * `--json` prints JSON objects instead, for plotting. Replies are printed
+ * with control bytes escaped.
  *
  * Run (start scripts/sensor_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/sensor_client.ts --count 3

@@ -11,17 +11,18 @@
  * The three steps are in plain view below. `connectWithRetry` connects,
  * retrying `--attempts` times with growing delays while the server is not up
  * yet, each attempt within `--timeout` (a server whose backlog is full does
- * not answer at all). `writeAll` sends each message and its `\n` in one write (with Nagle
- * off, so that the small line leaves at once). A `LineReader` reads each
- * reply up to its `\n`: the seed (`socket_client.py`) assumed one
- * `recv(4096)` returns the whole reply, but TCP may deliver it in pieces. A
- * reply cut off by the server closing before its `\n` is an error, not a
- * reply, and `closeWhenIdle` gives each reply `--timeout` seconds, so that a
- * server that never answers cannot hang the client. Replies are printed as
- * the server's bytes, with control bytes escaped (`\x1b`, `\r`) so a server
- * cannot drive your terminal. Progress goes to stderr, replies to stdout, so
- * output can be piped; `--trace` adds every read and write on the connection
- * to stderr as it happens (a reply that came in two pieces is two reads).
+ * not answer at all). `writeAll` sends each message and its `\n` in one
+ * write (with Nagle off, so that the small line leaves at once). A
+ * `LineReader` reads each reply up to its `\n`: the seed
+ * (`socket_client.py`) assumed one `recv(4096)` returns the whole reply, but
+ * TCP may deliver it in pieces. A reply cut off by the server closing before
+ * its `\n` is an error, not a reply, and `closeWhenIdle` gives each reply
+ * `--timeout` seconds, so that a server that never answers cannot hang the
+ * client. Replies are printed as the server's bytes, with control bytes
+ * escaped (`\x1b`, `\r`) so a server cannot drive your terminal. Progress
+ * goes to stderr, replies to stdout, so output can be piped; `--trace` adds
+ * every read and write on the connection to stderr as it happens (a reply
+ * that came in two pieces is two reads).
  *
  * Run (start scripts/socket_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/socket_client.ts --message hello

@@ -7,14 +7,13 @@
  * connect, and gives up after 5 attempts (`--attempts`). The seed retried at
  * a fixed pace; here the delay grows (exponential backoff with jitter:
  * `connectWithRetry`, in lib/retry.ts), each attempt waits at most
- * `--timeout` (a server whose backlog is full never answers), and each failed
- * attempt says why, on stderr (stdout keeps what the client did, like every
- * client here). Only failures a retry can cure are retried: a refused port
- * is, a mistyped host name is not. The
- * message is sent with `writeAll`, since one `write` may send fewer bytes.
- * An IPv6 address may be typed bare (`::1`) or in brackets (`[::1]`). Port 0
- * (a server's "any free port") is a usage error here: there is nothing to
- * connect to.
+ * `--timeout` (a server whose backlog is full never answers), and each
+ * failed attempt says why, on stderr (stdout keeps what the client did, like
+ * every client here). Only failures a retry can cure are retried: a refused
+ * port is, a mistyped host name is not. The message is sent with `writeAll`,
+ * since one `write` may send fewer bytes. An IPv6 address may be typed bare
+ * (`::1`) or in brackets (`[::1]`). Port 0 (a server's "any free port") is a
+ * usage error here: there is nothing to connect to.
  *
  * Run (start scripts/tcp_server.ts first):
  *   deno run --allow-net scripts/tcp_client.ts --host 127.0.0.1 --port 5005
