@@ -65,8 +65,10 @@ export const ATTEMPTS_FLAG: AttemptsFlag = {
 /**
  * An `onRetry` for `connectWithRetry` that says what failed and
  * what comes next: `attempt 1/5 failed: Connection refused (os error 111);
- * retrying in 213 ms`. By default a dim line on stderr, so that stdout keeps
- * only the replies; pass `print` to write it elsewhere.
+ * retrying in 213 ms`, or for an attempt that timed out `no answer from
+ * 127.0.0.1:8888 within 2 s (--timeout)`. A dim line on stderr: every client
+ * here writes its attempt lines there, so that stdout keeps only its results
+ * (`print` is for tests).
  *
  * @example
  * ```ts

@@ -94,8 +94,28 @@ export class TruncatedLineError extends Error {
 }
 
 /**
+ * A connect attempt got no answer in time (`--timeout`): a server whose
+ * backlog is full, a firewall that drops packets, a host that is down.
+ * A `Deno.errors.TimedOut`, so code that handles that handles this too.
+ */
+export class ConnectTimeoutError extends Deno.errors.TimedOut {
+  /** The address that did not answer, `HOST:PORT`. */
+  readonly target: string;
+  /** How long the attempt waited, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Builds the error for an attempt at `target` that waited `timeoutMs`. */
+  constructor(target: string, timeoutMs: number) {
+    super(`no answer from ${target} within ${timeoutMs / 1000} s (--timeout)`);
+    this.name = "ConnectTimeoutError";
+    this.target = target;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
  * Every connection attempt failed; `cause` is the last attempt's error. When
- * it was refused, the message asks whether the server runs, and adds `hint`.
+ * it was refused, the message asks whether the server runs, and adds `hint`;
+ * when it timed out, it says how long each attempt waited.
  */
 export class RetriesExhaustedError extends Error {
   /** How many attempts were made. */
@@ -103,11 +123,14 @@ export class RetriesExhaustedError extends Error {
   /** Builds the error for `attempts` failed attempts at `target`. */
   constructor(target: string, attempts: number, cause: Error, hint?: string) {
     const tries = plural(attempts, "attempt");
+    const why = cause instanceof ConnectTimeoutError
+      ? `no answer within ${cause.timeoutMs / 1000} s (--timeout)` // the target is named already
+      : cause.message;
     super(
       cause instanceof Deno.errors.ConnectionRefused
         ? `connection refused by ${target} after ${tries}: is the server running?` +
           (hint ? ` ${hint}` : "")
-        : `could not connect to ${target} after ${tries}: ${cause.message}`,
+        : `could not connect to ${target} after ${tries}: ${why}`,
       { cause },
     );
     this.name = "RetriesExhaustedError";
@@ -140,16 +163,32 @@ export function startHint(server: string, port: number, defaultPort?: number): s
 
 /**
  * Why `Deno.listen` failed on `hostname:port`, in words a person can act on.
+ * For a port in use, `accepted` is what a connect to it found: false (refused)
+ * means no server listens there, and the port is held by a connection, most
+ * likely one still closing (TIME-WAIT): on Linux, a server's port in the
+ * range lent to clients (32768-60999) may have been a client's a moment ago.
  *
  * @example
  * ```ts
  * import { listenErrorText } from "./errors.ts";
  * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 8888));
  * // port 8888 is already in use on 127.0.0.1: stop the other server, or pick another --port (--port 0 takes a free one)
+ * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 50000, false));
+ * // port 50000 on 127.0.0.1 is held by a connection, most likely one still closing (TIME-WAIT), not by a server: ...
  * ```
  */
-export function listenErrorText(err: unknown, hostname: string, port: number): string {
+export function listenErrorText(
+  err: unknown,
+  hostname: string,
+  port: number,
+  accepted?: boolean,
+): string {
   const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  if (err instanceof Deno.errors.AddrInUse && accepted === false) {
+    return `port ${port} on ${host} is held by a connection, most likely one still closing ` +
+      `(TIME-WAIT), not by a server: wait a minute, or pick another --port ` +
+      `(--port 0 takes a free one); see: ss -tan | grep :${port}`;
+  }
   if (err instanceof Deno.errors.AddrInUse) {
     return `port ${port} is already in use on ${host}: ${PICK_ANOTHER_PORT}`;
   }
@@ -185,6 +224,7 @@ export function describeError(err: unknown, target = ""): string {
     return `connection refused${at ? ` by${at}` : ""}: is the server running?`;
   }
   if (err instanceof Deno.errors.ConnectionReset) return `connection reset by peer${at}`;
+  if (err instanceof ConnectTimeoutError) return err.message;
   if (err instanceof Deno.errors.TimedOut) return `timed out${at}`;
   if (err instanceof ReadTimeoutError) {
     return `no reply${at ? ` from${at}` : ""} within ${err.timeoutMs / 1000} s (--timeout)`;

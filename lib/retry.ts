@@ -25,7 +25,7 @@
  * @module
  */
 
-import { RetriesExhaustedError } from "./errors.ts";
+import { ConnectTimeoutError, RetriesExhaustedError } from "./errors.ts";
 
 /** Why an attempt failed and what happens next. */
 export interface RetryInfo {
@@ -49,7 +49,11 @@ export interface ConnectWithRetryOptions {
   baseDelayMs?: number;
   /** The longest wait between attempts. Default 5 s. */
   maxDelayMs?: number;
-  /** Give up on one attempt after this long. Default 10 s. */
+  /**
+   * Give up on one attempt after this long (a full backlog or a firewall
+   * that drops packets would keep it waiting for minutes); 0: never.
+   * Default 10 s.
+   */
   connectTimeoutMs?: number;
   /** Stops waiting and connecting at once; the promise rejects with its reason. */
   signal?: AbortSignal;
@@ -64,7 +68,10 @@ export interface ConnectWithRetryOptions {
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
 
-export { RetriesExhaustedError };
+export { ConnectTimeoutError, RetriesExhaustedError };
+
+/** The longest timer: a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * True for connection errors that a later attempt may not meet again.
@@ -109,7 +116,8 @@ export function backoffDelay(
 
 /**
  * Connects to `hostname:port`, retrying refused, timed-out and reset
- * attempts with exponential backoff.
+ * attempts with exponential backoff. Each attempt waits at most
+ * `connectTimeoutMs`, and then fails as {@linkcode ConnectTimeoutError}.
  *
  * @throws {RetriesExhaustedError} after the last attempt fails.
  * @throws the error itself when it is not worth retrying (unknown host,
@@ -145,20 +153,20 @@ export async function connectWithRetry(
     connect = Deno.connect,
   } = options;
   const target = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+  const limitMs = connectTimeoutMs > 0 ? Math.min(connectTimeoutMs, MAX_TIMER_MS) : undefined;
   for (let attempt = 1;; attempt++) {
     signal?.throwIfAborted();
-    const timeout = AbortSignal.timeout(connectTimeoutMs);
+    const timeout = limitMs === undefined ? undefined : AbortSignal.timeout(limitMs);
+    const signals = [signal, timeout].filter((s) => s !== undefined);
     try {
       return await connect({
         hostname,
         port,
-        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+        signal: signals.length > 1 ? AbortSignal.any(signals) : signals[0],
       });
     } catch (err) {
       signal?.throwIfAborted();
-      const error = timeout.aborted
-        ? new Deno.errors.TimedOut(`no answer within ${connectTimeoutMs / 1000} s`)
-        : err as Error;
+      const error = timeout?.aborted ? new ConnectTimeoutError(target, limitMs!) : err as Error;
       if (!isRetryable(error)) throw error;
       const last = attempt >= attempts;
       const delayMs = last ? undefined : backoffDelay(attempt, baseDelayMs, maxDelayMs);

@@ -1,8 +1,8 @@
 /**
  * The life of a TCP server, done once so every example gets it right:
  * listen with a clear error, print `listening on HOST:PORT`, keep one bad
- * client from hurting the others, cap the number of clients, and on Ctrl+C or
- * SIGTERM stop accepting, let replies in flight finish, close every
+ * client from hurting the others, cap the number of clients, and on Ctrl+C,
+ * SIGTERM or SIGHUP stop accepting, let replies in flight finish, close every
  * connection and exit 0 within 2 seconds.
  *
  * @example A server that greets each client and hangs up
@@ -10,7 +10,7 @@
  * import { listen, TcpServer } from "./server.ts";
  * import { writeAll } from "./io.ts";
  *
- * const server = new TcpServer(listen("127.0.0.1", 0), { name: "greeter" });
+ * const server = new TcpServer(await listen("127.0.0.1", 0), { name: "greeter" });
  * const client = Deno.connect({ port: server.listener.addr.port });
  * for await (const conn of server.accept()) {
  *   await server.handle(conn, async () => {
@@ -45,7 +45,9 @@ const DRAIN_MS = 1500;
 
 /**
  * `Deno.listen` with errors a person can act on. ({@linkcode TcpServer}
- * prints `listening on HOST:PORT` once it can also handle Ctrl+C.)
+ * prints `listening on HOST:PORT` once it can also handle Ctrl+C.) A port
+ * "in use" may be held by a server, or only by a connection still closing
+ * (TIME-WAIT); a connect to it tells which, and the error says so.
  *
  * @throws {Error} naming the address when the port is taken, the address
  *   is not local, or `--allow-net` is missing.
@@ -53,16 +55,30 @@ const DRAIN_MS = 1500;
  * @example
  * ```ts
  * import { listen } from "./server.ts";
- * const listener = listen("127.0.0.1", 0);
+ * const listener = await listen("127.0.0.1", 0);
  * console.log(listener.addr.port > 0); // true
  * listener.close();
  * ```
  */
-export function listen(hostname: string, port: number): Deno.TcpListener {
+export async function listen(hostname: string, port: number): Promise<Deno.TcpListener> {
   try {
     return Deno.listen({ hostname, port });
   } catch (err) {
-    throw new Error(listenErrorText(err, hostname, port), { cause: err });
+    const accepted = err instanceof Deno.errors.AddrInUse
+      ? await accepts(hostname, port)
+      : undefined;
+    throw new Error(listenErrorText(err, hostname, port, accepted), { cause: err });
+  }
+}
+
+/** Whether a server accepts on `hostname:port`: refused is false; can't tell is undefined. */
+async function accepts(hostname: string, port: number): Promise<boolean | undefined> {
+  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+  try {
+    (await Deno.connect({ hostname: host, port, signal: AbortSignal.timeout(1000) })).close();
+    return true;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused ? false : undefined; // no answer: full?
   }
 }
 
@@ -121,9 +137,9 @@ export interface TcpServerOptions {
   /** Clients served at once; the next get `ERR server busy` and are closed. */
   maxConns?: number | ConnectionCap;
   /**
-   * Install SIGINT/SIGTERM handlers that shut down and exit 0, then print
-   * `listening on HOST:PORT`: the line means "ready, Ctrl+C included".
-   * Default true.
+   * Install SIGINT/SIGTERM/SIGHUP handlers (`onStopSignal`) that shut down
+   * and exit 0, then print `listening on HOST:PORT`: the line means "ready,
+   * Ctrl+C included". Default true.
    */
   handleSignals?: boolean;
   /**
@@ -169,6 +185,9 @@ export class TcpServer {
         await this.shutdown();
         await flushLogs(); // the last lines, unless nobody reads them
         Deno.exit(0);
+      }, {
+        name: options.name,
+        connections: () => this.connections, // cut off by a second Ctrl+C
       });
       // Written at once, unlike the log lines after it: a new pipe has room
       // for one line, and (measured, deno task bench) this ready line written

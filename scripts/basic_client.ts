@@ -10,8 +10,10 @@
  * exit code 1 (so scripts can tell), the message ends with `\n` so the server
  * knows where it stops (so it must be one line), and the answer is read up to
  * its `\n` (or, as in the seed, up to the server's close) within `--timeout`
- * (`closeWhenIdle`). The answer is printed with control bytes escaped
- * (`\x1b`, `\r`), so a server cannot drive your terminal.
+ * (`closeWhenIdle`). The connect, too, waits at most `--timeout`: a server
+ * whose backlog is full never answers, and the error line says what timed
+ * out. The answer is printed with control bytes escaped (`\x1b`, `\r`), so
+ * a server cannot drive your terminal.
  *
  * Run (start scripts/basic_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/basic_client.ts
@@ -43,7 +45,7 @@ const args = parseCli({
     timeout: {
       kind: "seconds",
       default: 10,
-      help: "wait this long to connect and for the answer (0: forever)",
+      help: "the connect and the wait for the answer each take at most this long (0: never)",
     },
     trace: TRACE_FLAG,
   },
@@ -56,19 +58,23 @@ const target = formatAddress({ transport: "tcp", hostname: args.host, port: args
 
 await runMain(async () => {
   const timeoutMs = secondsToMs(args.timeout);
-  // 1. Connect: once, as the seed does (no retry), but not for longer than --timeout.
-  const conn = await Deno.connect({
-    hostname: args.host,
-    port: args.port,
-    signal: timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs),
-  }).catch((err) => {
-    if (err instanceof Deno.errors.ConnectionRefused) {
-      throw new CliError(
-        `${describeError(err, target)} ${startHint("basic_server", args.port, 12345)}`,
-      );
-    }
-    throw new CliError(`cannot connect: ${describeError(err, target)}`);
-  });
+  // 1. Connect: once, as the seed does (no retry), but not for longer than --timeout
+  // (a server whose backlog is full does not answer at all).
+  const timeout = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
+  const conn = await Deno.connect({ hostname: args.host, port: args.port, signal: timeout })
+    .catch((err) => {
+      if (timeout?.aborted) {
+        throw new CliError(
+          `could not connect to ${target}: no answer within ${args.timeout} s (--timeout)`,
+        );
+      }
+      if (err instanceof Deno.errors.ConnectionRefused) {
+        throw new CliError(
+          `${describeError(err, target)} ${startHint("basic_server", args.port, 12345)}`,
+        );
+      }
+      throw new CliError(`cannot connect: ${describeError(err, target)}`);
+    });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     // A read cannot be cancelled: past --timeout a watchdog closes the connection,

@@ -65,7 +65,7 @@ await runMain(async () => {
   // One clock for the whole conversation: a client that trickles its message
   // byte by byte, or never reads the answer, cannot hold the server (it
   // serves one client at a time) for longer than --timeout.
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "basic_server",
     idleTimeoutMs: secondsToMs(args.timeout),
   });

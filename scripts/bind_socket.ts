@@ -57,7 +57,7 @@ const args = parseCli({
     timeout: {
       kind: "seconds",
       default: 10,
-      help: "give up on each step after this long (0: never)",
+      help: "the connect, and the reply to --request, each wait at most this long (0: never)",
     },
     trace: TRACE_FLAG,
   },
@@ -88,7 +88,7 @@ await runMain(async () => {
     conn = await Deno.connect({ hostname: ip, port, signal });
   } catch (err) {
     const why = err instanceof DOMException
-      ? `no answer within ${args.timeout} s`
+      ? `no answer within ${args.timeout} s (--timeout)`
       : (err as Error).message;
     throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
   }

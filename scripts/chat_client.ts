@@ -5,11 +5,11 @@
  * Both happen at once, which is the lesson here: a TCP connection is full
  * duplex, so the client runs two loops on one socket, standard input to the
  * socket and the socket to standard output, and neither waits for the other.
- * (A client that sent a line and then waited for "the reply" would sit
- * deaf while you type, and mute while the room talks.) Both are in plain view
- * below: `connectWithRetry`, then loop 1 (`writeAll` of each line you type)
- * and loop 2 (a `LineReader` on the connection, whole lines however they
- * arrive).
+ * (A client that sent a line and then waited for "the reply" would sit deaf
+ * while you type, and mute while the room talks.) Both are in plain view
+ * below: `connectWithRetry` (each attempt within `--timeout`), then loop 1
+ * (`writeAll` of each line you type) and loop 2 (a `LineReader` on the
+ * connection, whole lines however they arrive).
  *
  * The server asks `* name?` first: `--name` answers it, else the first line
  * you type is your name. The room's lines are printed with control bytes
@@ -44,6 +44,7 @@
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { secondsToMs } from "../lib/deadline.ts";
 import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
@@ -60,6 +61,11 @@ const args = parseCli({
     port: { kind: "port", short: "p", default: 8890, help: "server's TCP port" },
     name: { kind: "string", short: "n", help: "your name; default: the first line you type" },
     attempts: ATTEMPTS_FLAG,
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt waits at most this long (0: never)",
+    },
     trace: TRACE_FLAG,
   },
 });
@@ -99,6 +105,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
+    connectTimeoutMs: secondsToMs(args.timeout) ?? 0, // each attempt within --timeout (0: never)
     hint: startHint("chat_server", args.port, 8890),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });

@@ -233,7 +233,7 @@ async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Pro
 }
 
 await runMain(async () => {
-  server = new TcpServer(listen(args.host, args.port), {
+  server = new TcpServer(await listen(args.host, args.port), {
     name: "chat_server",
     maxConns: args["max-conns"],
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),

@@ -4,13 +4,14 @@
  *
  * The seed (`client.py`) took one `recv(2048)` for the whole greeting, but
  * TCP may deliver it in pieces. Here `connectWithRetry` connects (3
- * attempts), a `LineReader` reads the greeting up to its `\n` (as in the
- * seed, a greeting may also end with the server closing instead), within
- * `--timeout` (`closeWhenIdle` closes a silent connection), and `writeAll`
- * sends the answer. A refused or silent server gives a one-line `error:`
- * instead of a traceback. The greeting is printed with control bytes escaped
- * (`\x1b`, `\r`), so a server cannot drive your terminal. The socket is
- * closed whatever happens.
+ * attempts, each within `--timeout`: a server whose backlog is full never
+ * answers; each failed attempt is reported on stderr), a `LineReader` reads
+ * the greeting up to its `\n` (as in the seed, a greeting may also end with
+ * the server closing instead), within `--timeout` (`closeWhenIdle` closes a
+ * silent connection), and `writeAll` sends the answer. A refused or silent
+ * server gives a one-line `error:` instead of a traceback. The greeting is
+ * printed with control bytes escaped (`\x1b`, `\r`), so a server cannot
+ * drive your terminal. The socket is closed whatever happens.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts
@@ -28,6 +29,7 @@
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import { CliError, describeError, startHint } from "../lib/errors.ts";
+import { reportAttempt } from "../lib/connect.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
@@ -41,7 +43,11 @@ const args = parseCli({
     host: { kind: "host", default: "127.0.0.1", help: "server to connect to" },
     port: { kind: "port", short: "p", default: 50000, help: "server's TCP port" },
     message: { kind: "string", short: "m", default: "Hello Server!", help: "the answer to send" },
-    timeout: { kind: "seconds", default: 10, help: "wait this long for the greeting (0: forever)" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt and the wait for the greeting take at most this long (0: never)",
+    },
     trace: TRACE_FLAG,
   },
 });
@@ -52,19 +58,24 @@ if (/[\r\n]/.test(args.message)) {
 
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 
+const timeoutMs = secondsToMs(args.timeout);
+
 await runMain(async () => {
-  // 1. Connect; a server that is still starting refuses, so try 3 times.
+  // 1. Connect; a server that is still starting refuses, so try 3 times, each
+  // within --timeout (a server whose backlog is full does not answer at all).
   const conn = await connectWithRetry({
     hostname: args.host,
     port: args.port,
     attempts: 3,
+    connectTimeoutMs: timeoutMs ?? 0, // 0: never
     hint: startHint("hello_server", args.port, 50000),
+    onRetry: reportAttempt(3), // "attempt 1/3 failed: ...; retrying in N ms" (stderr)
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
     // --timeout: a read cannot be cancelled, so a watchdog closes a silent
     // connection, and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, secondsToMs(args.timeout), async () => {
+    await closeWhenIdle(conn, timeoutMs, async () => {
       // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`.
       const greeting = await new LineReader(conn).readLine();
       if (greeting === null) throw new Error("the server closed the connection without a greeting");

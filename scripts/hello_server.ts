@@ -54,7 +54,7 @@ const args = parseCli({
 });
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "hello_server",
     idleTimeoutMs: secondsToMs(args.timeout), // no answer within --timeout: hang up
   });

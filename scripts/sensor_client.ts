@@ -2,14 +2,15 @@
  * sensor_client.ts — a sensor that reports readings and measures each round
  * trip, with a `ping`-style summary when it stops.
  *
- * Like the seed (`client.py`), it connects to 127.0.0.1:8889, sends `ping`
- * and prints the connection time, then every `--interval` seconds sends
- * `ping / ('<timestamp>', <value>)` (102, 104, ...) and prints the reply and
- * the round trip, timed by the monotonic clock (`performance.now()`). Each
- * step is in `roundTrip()`: `writeAll` of the line (Nagle off,
- * `setNoDelay(true)`), then the pong up to its `\n` within `--timeout` of the
- * send, else `Packet loss (Timeout > 10s)`; a reply cut off by the server
- * closing is a loss too, and the client carries on.
+ * Like the seed (`client.py`), it connects to 127.0.0.1:8889 (3 attempts,
+ * each within `--timeout` as in the seed; a failed one is reported on
+ * stderr), sends `ping` and prints the connection time, then every
+ * `--interval` seconds sends `ping / ('<timestamp>', <value>)` (102, 104,
+ * ...) and prints the reply and the round trip, timed by the monotonic clock
+ * (`performance.now()`). Each step is in `roundTrip()`: `writeAll` of the
+ * line (Nagle off, `setNoDelay(true)`), then the pong up to its `\n` within
+ * `--timeout` of the send, else `Packet loss (Timeout > 10s)`; a reply cut
+ * off by the server closing is a loss too, and the client carries on.
  *
  * The protocol has no ids (every reply is `pong`), which the seed ignored. So
  * after a loss the client closes the connection and `connectWithRetry` opens
@@ -22,8 +23,9 @@
  * client reconnects.
  *
  * Ctrl+C or `--count N` ends with a summary: sent, received, loss, and rtt
- * min/avg/max/p99; `--json` prints JSON objects instead, for plotting.
- * Replies are printed with control bytes escaped.
+ * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it);
+ * `--json` prints JSON objects instead, for plotting. Replies are printed
+ * with control bytes escaped.
  *
  * Run (start scripts/sensor_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/sensor_client.ts --count 3
@@ -44,6 +46,7 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { reportAttempt } from "../lib/connect.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { type Arrival, LineInbox } from "../lib/inbox.ts";
@@ -63,7 +66,12 @@ const args = parseCli({
     port: { kind: "port", short: "p", default: 8889, help: "server's TCP port" },
     count: { kind: "integer", max: 1e6, default: 0, help: "stop after N samples (0: no limit)" },
     interval: { kind: "seconds", max: 3600, default: 1, help: "seconds between samples" },
-    timeout: { kind: "seconds", default: 10, help: "a reply later than this is lost (0: never)" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt waits at most this long, and a reply later than this is " +
+        "lost (0: never)",
+    },
     json: { kind: "boolean", help: "print one JSON object per sample and for the summary" },
     trace: TRACE_FLAG,
   },
@@ -83,7 +91,7 @@ function timestamp(): string {
 
 /** Ctrl+C or SIGTERM: every wait below ends, the run stops and prints its summary. */
 const stop = new AbortController();
-onStopSignal(() => stop.abort());
+onStopSignal(() => stop.abort(), { name: "sensor_client" }); // a second one exits at once
 
 /** A connection, and its lines, read all the time. */
 type Link = { conn: Deno.TcpConn; inbox: LineInbox };
@@ -94,9 +102,10 @@ async function connect(): Promise<Link> {
     hostname: args.host,
     port: args.port,
     attempts: 3,
-    connectTimeoutMs: timeoutMs,
+    connectTimeoutMs: timeoutMs ?? 0, // 0: never
     signal: stop.signal,
     hint: startHint("sensor_server", args.port, 8889),
+    onRetry: reportAttempt(3), // "attempt 1/3 failed: ...; retrying in N ms" (stderr)
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   conn.setNoDelay(true); // small lines, timed: Nagle would hold one back for the last one's ACK

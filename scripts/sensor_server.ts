@@ -63,7 +63,7 @@ const args = parseCli({
 const PONG = new TextEncoder().encode("pong\n");
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "sensor_server",
     maxConns: args["max-conns"],
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),

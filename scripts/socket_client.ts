@@ -10,17 +10,19 @@
  *
  * The three steps are in plain view below. `connectWithRetry` connects,
  * retrying `--attempts` times with growing delays while the server is not up
- * yet. `writeAll` sends each message and its `\n` in one write (with Nagle
- * off, so that the small line leaves at once). A `LineReader` reads each
- * reply up to its `\n`: the seed (`socket_client.py`) assumed one
- * `recv(4096)` returns the whole reply, but TCP may deliver it in pieces. A
- * reply cut off by the server closing before its `\n` is an error, not a
- * reply, and `closeWhenIdle` gives each reply `--timeout` seconds, so that a
- * server that never answers cannot hang the client. Replies are printed as
- * the server's bytes, with control bytes escaped (`\x1b`, `\r`) so a server
- * cannot drive your terminal. Progress goes to stderr, replies to stdout, so
- * output can be piped; `--trace` adds every read and write on the connection
- * to stderr as it happens (a reply that came in two pieces is two reads).
+ * yet, each attempt within `--timeout` (a server whose backlog is full does
+ * not answer at all). `writeAll` sends each message and its `\n` in one
+ * write (with Nagle off, so that the small line leaves at once). A
+ * `LineReader` reads each reply up to its `\n`: the seed
+ * (`socket_client.py`) assumed one `recv(4096)` returns the whole reply, but
+ * TCP may deliver it in pieces. A reply cut off by the server closing before
+ * its `\n` is an error, not a reply, and `closeWhenIdle` gives each reply
+ * `--timeout` seconds, so that a server that never answers cannot hang the
+ * client. Replies are printed as the server's bytes, with control bytes
+ * escaped (`\x1b`, `\r`) so a server cannot drive your terminal. Progress
+ * goes to stderr, replies to stdout, so output can be piped; `--trace` adds
+ * every read and write on the connection to stderr as it happens (a reply
+ * that came in two pieces is two reads).
  *
  * Run (start scripts/socket_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/socket_client.ts --message hello
@@ -69,7 +71,11 @@ const args = parseCli({
         "stdin is a pipe or file; on a terminal, or with empty input, one sample reading",
     },
     attempts: ATTEMPTS_FLAG,
-    timeout: { kind: "seconds", default: 10, help: "wait this long for each reply (0: forever)" },
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt and each reply wait at most this long (0: never)",
+    },
     trace: TRACE_FLAG,
   },
 });
@@ -91,6 +97,7 @@ const MAX_REPLY = MAX_INPUT_LINE + 1024;
 const NEWLINE = encoder.encode("\n");
 const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
+const timeoutMs = secondsToMs(args.timeout);
 
 /** The messages to send, read lazily so a long pipe is streamed, not loaded. */
 async function* messages(): AsyncGenerator<Uint8Array> {
@@ -121,6 +128,7 @@ await runMain(async () => {
     hostname: args.host,
     port: args.port,
     attempts: args.attempts,
+    connectTimeoutMs: timeoutMs ?? 0, // each attempt within --timeout (0: never)
     hint: startHint("socket_server", args.port, 8888),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
@@ -133,7 +141,7 @@ await runMain(async () => {
   try {
     // --timeout: a read cannot be cancelled, so a watchdog closes the connection
     // when a reply is late, and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, secondsToMs(args.timeout), async (idle) => {
+    await closeWhenIdle(conn, timeoutMs, async (idle) => {
       idle?.stop(); // it runs only while a reply is due, not while stdin is slow
       for await (const message of messages()) {
         // 2. Send: the line and its newline in one write; writeAll, since one

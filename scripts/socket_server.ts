@@ -56,7 +56,7 @@ const NEWLINE = new TextEncoder().encode("\n");
 
 await runMain(async () => {
   // listen() is Deno.listen with an error that names the address.
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "socket_server",
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),
   });

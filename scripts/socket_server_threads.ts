@@ -104,7 +104,7 @@ function freeShare(counts: SharedArrayBuffer, slot: number): void {
 async function supervise(): Promise<void> {
   const flags = parseFlags();
   await runMain(async () => {
-    const { port, reusePort, count } = preflight(flags);
+    const { port, reusePort, count } = await preflight(flags);
     const counts = new SharedArrayBuffer(4 * (count + 1)); // see sharedCap()
     const pool = new Map<number, Worker>(); // slot -> its worker
     let nextId = 1;
@@ -149,8 +149,11 @@ async function supervise(): Promise<void> {
       for (const w of pool.values()) w.terminate();
       throw err;
     }
-    // Ctrl+C or SIGTERM: each worker finishes its replies (1.5 s at most) and
-    // stops. Ready means ready for Ctrl+C too: this goes in before the line is printed.
+    // Ctrl+C, SIGTERM or SIGHUP: each worker finishes its replies (1.5 s at most)
+    // and stops; a second one exits at once. Ready means ready for Ctrl+C too:
+    // this goes in before the line is printed.
+    const name = "socket_server_threads";
+    const connections = () => Atomics.load(new Int32Array(counts), 0); // the pool's clients
     onStopSignal(async () => {
       stopping = true;
       const workers = [...pool.values()];
@@ -165,7 +168,7 @@ async function supervise(): Promise<void> {
       log("socket_server_threads: shut down");
       await flushLogs(); // the last lines, unless nobody reads them
       Deno.exit(0);
-    });
+    }, { name, connections });
     // Written at once, as TcpServer writes its ready line (see lib/server.ts).
     console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);
@@ -173,7 +176,9 @@ async function supervise(): Promise<void> {
 }
 
 /** Before any worker starts: can the workers load, can they share the port, is it free? */
-function preflight(flags: Flags): { port: number; reusePort: boolean; count: number } {
+async function preflight(
+  flags: Flags,
+): Promise<{ port: number; reusePort: boolean; count: number }> {
   // A worker loads its file and lib/ from disk: without them, or without
   // read access to them, it would die with a two-line "Uncaught (in worker)".
   if (WORKER_FILE.protocol === "file:") {
@@ -205,7 +210,7 @@ function preflight(flags: Flags): { port: number; reusePort: boolean; count: num
   // port, and the kernel would split the clients between the two. A plain
   // listener fails with "port in use" instead; it also picks the port for
   // --port 0. The workers bind that port once it is free again.
-  const probe = listen(flags.host, flags.port);
+  const probe = await listen(flags.host, flags.port);
   const port = probe.addr.port;
   probe.close();
   return { port, reusePort: !why, count: why ? 1 : flags.workers };

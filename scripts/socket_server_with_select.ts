@@ -69,7 +69,7 @@ const NEWLINE = new TextEncoder().encode("\n");
 const logClient = args.quiet ? () => {} : log; // log: never waits for a reader (log.ts)
 
 await runMain(async () => {
-  const server = new TcpServer(listen(args.host, args.port), {
+  const server = new TcpServer(await listen(args.host, args.port), {
     name: "socket_server_with_select",
     maxConns: args["max-conns"],
     idleTimeoutMs: secondsToMs(args["idle-timeout"]),

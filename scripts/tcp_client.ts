@@ -6,12 +6,14 @@
  * unless `--host`/`--port` are given (piped answers work too), tries to
  * connect, and gives up after 5 attempts (`--attempts`). The seed retried at
  * a fixed pace; here the delay grows (exponential backoff with jitter:
- * `connectWithRetry`, in lib/retry.ts) and each failed attempt says why. Only failures a retry can
- * cure are retried: a refused port is, a mistyped host name is not. The
- * message is sent with `writeAll`, since one `write` may send fewer bytes.
- * An IPv6 address may be typed bare (`::1`) or in brackets (`[::1]`). Port 0
- * (a server's "any free port") is a usage error here: there is nothing to
- * connect to.
+ * `connectWithRetry`, in lib/retry.ts), each attempt waits at most
+ * `--timeout` (a server whose backlog is full never answers), and each
+ * failed attempt says why, on stderr (stdout keeps what the client did, like
+ * every client here). Only failures a retry can cure are retried: a refused
+ * port is, a mistyped host name is not. The message is sent with `writeAll`,
+ * since one `write` may send fewer bytes. An IPv6 address may be typed bare
+ * (`::1`) or in brackets (`[::1]`). Port 0 (a server's "any free port") is a
+ * usage error here: there is nothing to connect to.
  *
  * Run (start scripts/tcp_server.ts first):
  *   deno run --allow-net scripts/tcp_client.ts --host 127.0.0.1 --port 5005
@@ -32,7 +34,8 @@ import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { formatAddress, paint } from "../lib/text.ts";
+import { secondsToMs } from "../lib/deadline.ts";
+import { formatAddress } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
@@ -42,6 +45,11 @@ const args = parseCli({
     host: { kind: "host", help: "server address (asked for when absent)" },
     port: { kind: "port", short: "p", help: "server port (asked for when absent)" },
     attempts: ATTEMPTS_FLAG,
+    timeout: {
+      kind: "seconds",
+      default: 10,
+      help: "each connect attempt waits at most this long (0: never)",
+    },
     size: { kind: "integer", min: 0, max: 1_048_576, default: 32, help: "bytes to send" },
     byte: {
       kind: "string",
@@ -94,9 +102,9 @@ await runMain(async () => {
     hostname: host,
     port,
     attempts: args.attempts,
+    connectTimeoutMs: secondsToMs(args.timeout) ?? 0, // each attempt within --timeout (0: never)
     hint: startHint("tcp_server", port),
-    // "attempt 1/5 failed: ...; retrying in N ms", on stdout like the seed's prints
-    onRetry: reportAttempt(args.attempts, (line) => console.log(paint("yellow", line))),
+    onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {

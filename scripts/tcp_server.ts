@@ -12,7 +12,9 @@
  *
  * Like the seed, it asks `Enter the local port:` unless `--port` is given
  * (a piped answer works too: `echo 5005 | deno task tcp_server`), and listens
- * on 127.0.0.1, as the seed does (`--host` may change it).
+ * on 127.0.0.1, as the seed does (`--host` may change it). Ctrl+C at the
+ * prompt ends it with `tcp_server: stopped at the prompt, before listening`
+ * and exit code 0, like Ctrl+C once it listens.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/tcp_server.ts --port 5005
@@ -37,8 +39,9 @@ import { ReadTimeoutError } from "../lib/errors.ts";
 import { readExact } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { listen, TcpServer } from "../lib/server.ts";
+import { onStopSignal } from "../lib/signals.ts";
 import { traceConn } from "../lib/trace.ts";
-import { log } from "../lib/log.ts";
+import { flushLogs, log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "tcp_server",
@@ -60,9 +63,18 @@ const toHex = (bytes: Uint8Array) =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
 
 await runMain(async () => {
+  // Ctrl+C (or SIGTERM, SIGHUP) at the prompt: nothing listens yet, so nothing
+  // to drain; end the prompt's line, say so, exit 0.
+  const removePromptStop = onStopSignal(async () => {
+    log("\ntcp_server: stopped at the prompt, before listening");
+    await flushLogs(); // unless nobody reads it (a closed terminal)
+    Deno.exit(0);
+  });
   const port = args.port ??
     await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
-  const server = new TcpServer(listen(args.host, port), { name: "tcp_server" });
+  const listener = await listen(args.host, port);
+  removePromptStop(); // from here the server's own handler stops it (drain, last line)
+  const server = new TcpServer(listener, { name: "tcp_server" });
   log(`waiting for ${args.size}-byte messages`);
   for await (const conn of server.accept()) {
     if (args.trace) traceConn(conn); // --trace: print every read and write on it

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   CliError,
+  ConnectTimeoutError,
   describeError,
   explainClientError,
   LINE_TOO_LONG,
@@ -57,6 +58,14 @@ Deno.test("the error classes carry their numbers, names and messages", () => {
   assert.match(new TruncatedLineError(new Uint8Array(3)).message, /\(3 bytes without/);
 });
 
+Deno.test("ConnectTimeoutError: a TimedOut that names what got no answer, and the flag", () => {
+  const err = new ConnectTimeoutError("127.0.0.1:50000", 2000);
+  assert.ok(err instanceof Deno.errors.TimedOut);
+  assert.equal(err.message, "no answer from 127.0.0.1:50000 within 2 s (--timeout)");
+  assert.equal(describeError(err, "127.0.0.1:50000"), err.message);
+  assert.equal(err.timeoutMs, 2000);
+});
+
 Deno.test("RetriesExhaustedError: a refusal asks whether the server runs and adds the hint", () => {
   const err = new RetriesExhaustedError("127.0.0.1:9000", 5, refused(), "start it with X");
   assert.equal(
@@ -72,6 +81,12 @@ Deno.test("RetriesExhaustedError: a refusal asks whether the server runs and add
   );
   const other = new RetriesExhaustedError("h:1", 2, new Deno.errors.TimedOut("no answer"), "hint");
   assert.equal(other.message, "could not connect to h:1 after 2 attempts: no answer");
+  // A connect attempt that timed out: the message names the target once, and the flag.
+  const late = new RetriesExhaustedError("h:1", 3, new ConnectTimeoutError("h:1", 2000));
+  assert.equal(
+    late.message,
+    "could not connect to h:1 after 3 attempts: no answer within 2 s (--timeout)",
+  );
   // retry.ts re-exports the same class.
   assert.equal(RetriesExhaustedFromRetry, RetriesExhaustedError);
 });

@@ -66,8 +66,12 @@ Deno.test("hello_server --forever serves client after client; a vanishing client
   }
 });
 
-Deno.test("hello_client with no server: one error line, exit 1", async () => {
+Deno.test("hello_client with no server: each attempt reported, one error line, exit 1", async () => {
   const r = await runTask("hello_client", ["--port", String(freePort())]);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^error: connection refused by 127\.0\.0\.1:\d+ after 3 attempts: /);
+  assert.equal(r.stdout, "");
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 4, r.stderr);
+  assert.match(lines[0], /^attempt 1\/3 failed: Connection refused .*; retrying in \d+ ms$/);
+  assert.match(lines[3], /^error: connection refused by 127\.0\.0\.1:\d+ after 3 attempts: /);
 });

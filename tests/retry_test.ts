@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import {
   backoffDelay,
+  ConnectTimeoutError,
   connectWithRetry,
   isRetryable,
   RetriesExhaustedError,
@@ -94,9 +95,26 @@ Deno.test("connectWithRetry gives up on an attempt that hangs, and says so; IPv6
   assert.equal(calls, 2);
   assert.equal(
     err.message,
-    "could not connect to [::1]:9 after 2 attempts: no answer within 0.02 s",
+    "could not connect to [::1]:9 after 2 attempts: no answer within 0.02 s (--timeout)",
   );
   assert.ok(err.cause instanceof Deno.errors.TimedOut);
+  assert.ok(err.cause instanceof ConnectTimeoutError);
+  assert.equal(err.cause.message, "no answer from [::1]:9 within 0.02 s (--timeout)");
+});
+
+Deno.test("connectWithRetry with connectTimeoutMs 0 puts no deadline on an attempt", async () => {
+  const seen: (AbortSignal | undefined)[] = [];
+  const conn = await connectWithRetry({
+    hostname: "127.0.0.1",
+    port: 9,
+    connectTimeoutMs: 0,
+    connect: (o) => {
+      seen.push(o.signal);
+      return Promise.resolve({ close() {} } as Deno.TcpConn);
+    },
+  });
+  conn.close();
+  assert.deepEqual(seen, [undefined]);
 });
 
 Deno.test("connectWithRetry stops waiting at once when aborted", async () => {

@@ -35,7 +35,7 @@ function serving(
   options: Partial<TcpServerOptions> = {},
 ) {
   const logs: string[] = [];
-  const server = new TcpServer(listen("127.0.0.1", 0), {
+  const server = new TcpServer(Deno.listen({ hostname: "127.0.0.1", port: 0 }), {
     name: "t",
     handleSignals: false,
     log: (line) => logs.push(line),
@@ -86,17 +86,13 @@ function signalled(): { promise: Promise<void>; fire: () => void } {
   return { promise, fire };
 }
 
-Deno.test("listen: a port in use is an error that names it and says what to do", () => {
+Deno.test("listen: a port in use is an error that names it and says what to do", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    const err = (() => {
-      try {
-        listen("127.0.0.1", taken.addr.port);
-      } catch (e) {
-        return e;
-      }
-      assert.fail("listened on a port in use");
-    })();
+    const err = await listen("127.0.0.1", taken.addr.port).then(
+      (l) => (l.close(), assert.fail("listened on a port in use")),
+      (e) => e,
+    );
     assert.ok(err instanceof Error);
     assert.equal(
       err.message,
