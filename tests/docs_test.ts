@@ -450,3 +450,48 @@ Deno.test("LESSONS: every command shown is run, or checked", async () => {
   );
   if (problems.length) assert.fail(`LESSONS.md:\n  ${problems.join("\n  ")}`);
 });
+
+Deno.test("README: says how long `deno task test` takes; the task prints a dot per test", () => {
+  const task = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.test;
+  assert.match(task.command, /^deno test .*--reporter=dot(\s|$)/, "the quiet reporter");
+  // Beside the command: its section, "Two commands".
+  const readme = Deno.readTextFileSync(`${ROOT}/README.md`);
+  const start = readme.indexOf("## Two commands");
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  assert.match(section, /^deno task test$/m);
+  assert.match(section, /takes about \d+ minutes/, "how long it takes");
+  assert.match(section, /one dot per test/, "what it prints meanwhile");
+  assert.match(section, /`ok \| N passed \| 0 failed`/, "its last line");
+});
+
+Deno.test(".ci/run finds the summary the test task's reporter prints, on a failure too", async () => {
+  const reporter = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.test.command
+    .match(/--reporter=\S+/)?.[0];
+  // The lines of .ci/run that read the counts from the log.
+  const counts = Deno.readTextFileSync(`${ROOT}/.ci/run`).split("\n")
+    .filter((l) => /^(summary|passed|failed)=/.test(l));
+  assert.equal(counts.length, 3, ".ci/run sets summary, passed and failed");
+  const dir = await Deno.makeTempDir({ prefix: "ci-summary-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/a_test.ts`,
+      `Deno.test("passes", () => {});\nDeno.test("fails", () => { throw new Error("no"); });\n`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "--no-config", ...(reporter ? [reporter] : []), "a_test.ts"],
+      cwd: dir,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 1);
+    const log = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    await Deno.writeTextFile(`${dir}/log`, log);
+    const r = await shell(
+      `log=${dir}/log\n${counts.join("\n")}\necho "$passed passed, $failed failed"`,
+    );
+    assert.equal(r.stdout, "1 passed, 1 failed\n", log);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
