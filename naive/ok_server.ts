@@ -25,9 +25,12 @@
  *    ends the server. It is a race that the pipe wins nearly every time, not
  *    every time: `printf 'a\nb\n' | nc -N 127.0.0.1 8888` prints only
  *    `OK ... a` (40 runs of 40 on a fresh server here, 29 of 30 on one that
- *    served 50 clients first). Ours read with `conn.read()`, which leaves
- *    the connection open at end of stream, and answer every line before
- *    closing.
+ *    served 50 clients first). What decides it is when the FIN comes: one
+ *    that comes once the replies are written loses nothing
+ *    (`(printf 'a\nb\n'; sleep 1) | nc -N 127.0.0.1 8888` gets both), which
+ *    is why the bug is easy to miss. Ours read with `conn.read()`, which
+ *    leaves the connection open at end of stream, and answer every line
+ *    before closing.
  * 3. One client's error ends the server for everyone. `handle(conn)` is not
  *    awaited, so nothing catches what it throws: a client that resets
  *    (`ConnectionReset`) is an unhandled rejection, and Deno exits with

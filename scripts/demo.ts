@@ -5,7 +5,11 @@
  * returned, so a read comes after the write that sent its bytes; but the
  * tour reads the pipes of several processes at once, and two lines printed
  * within microseconds of each other may, rarely, come swapped.) The multi-client servers get
- * several clients at once.
+ * several clients at once, really at once: each client sends a line, waits for its reply, pauses
+ * and sends another, and the tour feeds the second lines only once every client has had its first
+ * reply, so all of them are connected together. The server's log shows it (every `connected`
+ * before any `is offline`), and the clients' replies interleave. By hand, the same: run the `$`
+ * line printed for each client in terminals of its own, within half a second.
  *
  * Every pair runs as real processes, with the same command and permissions as
  * its `deno task`, so what you see here is what you get by hand in two
@@ -56,7 +60,16 @@ interface Client {
   expect: RegExp;
   /** What it reads on stdin (none: stdin is closed). */
   input?: string;
+  /**
+   * Lines it sends one at a time (socket_client reads them from stdin as they come): each once
+   * the reply to the one before has come, and, the clients of a pair together, a round after
+   * every client had the reply of the round before, and a pause.
+   */
+  paced?: string[];
 }
+
+/** The pause between two rounds of paced lines (part of the scenario: the clients stay connected). */
+const PAUSE_MS = 500;
 
 interface Pair {
   title: string;
@@ -73,6 +86,16 @@ interface Pair {
 }
 
 const traceFlag = args.trace ? ["--trace"] : [];
+
+/** A socket_client that sends `lines` paced (see `Client.paced`), and must print each reply. */
+function pacedClient(...lines: string[]): Client {
+  const replies = lines.map((l) => `OK \\.\\.\\. ${escapeRegExp(l)}\\n`).join("");
+  return { args: (port) => ["--port", `${port}`], paced: lines, expect: new RegExp(replies) };
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
 
 const PAIRS: Pair[] = [
   {
@@ -123,11 +146,8 @@ const PAIRS: Pair[] = [
     server: "socket_server_with_select",
     client: "socket_client",
     clients: [
-      {
-        args: (port) => ["--port", `${port}`, "-m", "pressure 1013 hPa"],
-        expect: /OK \.\.\. pressure/,
-      },
-      { args: (port) => ["--port", `${port}`, "-m", "humidity 40%"], expect: /OK \.\.\. humidity/ },
+      pacedClient("pressure 1013 hPa", "pressure 1012 hPa"),
+      pacedClient("humidity 40%", "humidity 41%"),
     ],
     serverExpect: /is offline/,
   },
@@ -138,9 +158,9 @@ const PAIRS: Pair[] = [
     serverArgs: ["--workers", "2"],
     client: "socket_client",
     clients: [
-      { args: (port) => ["--port", `${port}`, "-m", "valve closed"], expect: /OK \.\.\. valve/ },
-      { args: (port) => ["--port", `${port}`, "-m", "pump on"], expect: /OK \.\.\. pump on/ },
-      { args: (port) => ["--port", `${port}`, "-m", "fan off"], expect: /OK \.\.\. fan off/ },
+      pacedClient("valve closed", "valve open"),
+      pacedClient("pump on", "pump off"),
+      pacedClient("fan off", "fan on"),
     ],
     serverExpect: /\[worker \d\] Client \(\S+\) is offline/,
   },
@@ -191,23 +211,58 @@ function narrate(who: string, proc: Running): void {
   proc.stderr.onLine(show);
 }
 
-/** Runs one client to its end; resolves with why it failed, or "" if it worked. */
-async function runClient(pair: Pair, client: Client, port: number, who: string): Promise<string> {
+/** Starts one client, printing the command a reader would type for it. */
+function startClient(pair: Pair, client: Client, port: number, who: string): Running {
   const args = [...client.args(port), ...traceFlag];
-  const input = client.input === undefined
-    ? ""
-    : `printf '${client.input.replace("\n", "\\n")}' | `;
+  const input = client.input !== undefined
+    ? `printf '${client.input.replace("\n", "\\n")}' | `
+    : client.paced
+    ? `(${client.paced.map((l) => `echo ${quote(l)}`).join(`; sleep ${PAUSE_MS / 1000}; `)}) | `
+    : "";
   console.log(`  $ ${input}deno task ${pair.client} ${args.map(quote).join(" ")}`);
   const running = new Running(
     [...taskCommand(pair.client), ...args],
-    client.input ? "piped" : "null",
+    client.input !== undefined || client.paced ? "piped" : "null",
   );
   narrate(who, running);
-  if (client.input) {
-    const writer = running.child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(client.input));
-    await writer.close();
+  return running;
+}
+
+/** Writes `client.input` to its stdin and closes it. */
+async function feed(client: Client, running: Running): Promise<void> {
+  if (client.input === undefined) return;
+  const writer = running.child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(client.input));
+  await writer.close();
+}
+
+/**
+ * Sends the paced clients' lines in rounds: in each, every client sends its next line and waits
+ * for its reply; between rounds, a pause. Every client stays connected until the last round is
+ * answered, so the server holds them all at once. Their stdins are closed at the end.
+ */
+async function pace(clients: Client[], running: Running[]): Promise<void> {
+  const paced = clients.map((c, i) => ({ lines: c.paced ?? [], proc: running[i] }))
+    .filter((p) => p.lines.length > 0)
+    .map((p) => ({ ...p, writer: p.proc.child.stdin.getWriter() }));
+  try {
+    const rounds = Math.max(0, ...paced.map((p) => p.lines.length));
+    for (let round = 0; round < rounds; round++) {
+      if (round > 0) await new Promise((r) => setTimeout(r, PAUSE_MS));
+      await Promise.all(paced.map(async ({ lines, proc, writer }) => {
+        if (round >= lines.length) return;
+        await writer.write(new TextEncoder().encode(`${lines[round]}\n`));
+        const reply = new RegExp(`^OK \\.\\.\\. ${escapeRegExp(lines[round])}$`, "m");
+        await proc.stdout.waitFor(reply, 10_000);
+      }));
+    }
+  } finally {
+    await Promise.all(paced.map((p) => p.writer.close().catch(() => {})));
   }
+}
+
+/** Waits for a client to end; resolves with why it failed, or "" if it worked. */
+async function finishClient(client: Client, running: Running, who: string): Promise<string> {
   const done = await running.finished(20_000);
   if (done.code !== 0) return `${who} exited with code ${done.code}`;
   if (!client.expect.test(done.stdout)) return `${who} did not print ${client.expect}`;
@@ -225,13 +280,22 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   try {
     const [, port] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
     const many = pair.clients.length > 1;
-    if (many) console.log(`  ${paint("dim", `(${pair.clients.length} clients at once)`)}`);
+    if (many) {
+      const how = pair.clients.every((c) => c.paced)
+        ? `: each sends a line, waits for its reply, pauses ${PAUSE_MS / 1000} s, sends another`
+        : "";
+      console.log(`  ${paint("dim", `(${pair.clients.length} clients at once${how})`)}`);
+    }
+    const who = (i: number) => many ? `client ${i + 1}` : "client";
+    const running = pair.clients.map((c, i) => startClient(pair, c, Number(port), who(i)));
+    const fed = await Promise.all([
+      ...pair.clients.map((c, i) => feed(c, running[i])),
+      pace(pair.clients, running),
+    ].map((p) => p.then(() => "", (err: Error) => err.message.split("\n")[0])));
     const failures = await Promise.all(
-      pair.clients.map((c, i) =>
-        runClient(pair, c, Number(port), many ? `client ${i + 1}` : "client")
-      ),
+      pair.clients.map((c, i) => finishClient(c, running[i], who(i))),
     );
-    why = failures.find((f) => f) ?? "";
+    why = failures.find((f) => f) ?? fed.find((f) => f) ?? "";
     if (!why) {
       await server.stdout.waitForCount(pair.serverExpect, pair.clients.length, 10_000);
       ok = true;

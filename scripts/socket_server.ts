@@ -12,8 +12,13 @@
  * byte of its replies for that long, so a client that trickles a line a byte
  * at a time, or never reads its replies, cannot hold the server either. Like
  * the seed's single loop, the next client waits in the kernel's backlog until
- * the current one leaves. The server logs `Client (HOST:PORT) connected` and
- * `... is offline`, the words of the other line servers.
+ * the current one leaves. So a client that is never idle (one that completes
+ * a line every 2 s, under `--idle-timeout 3`) holds the server for as long as
+ * it likes, and the next one waits all that time: that is the seed's design,
+ * kept here to show it. The fix is to serve clients side by side, as
+ * scripts/socket_server_with_select.ts does (lesson 5 of LESSONS.md). The
+ * server logs `Client (HOST:PORT) connected` and `... is offline`, the words
+ * of the other line servers.
  *
  * With `--trace`, every read and write on a client's connection is printed to
  * stderr as it happens (`traceConn`, lib/trace.ts): `hel`, then a second later

@@ -11,9 +11,48 @@ Deno.test("the tour (deno task demo) runs every pair and exits 0", async () => {
   assert.match(r.stdout, /All \d+ pairs worked/);
   assert.doesNotMatch(r.stdout, /✗/);
   // The multi-client servers serve several clients at once, each labelled.
-  assert.match(r.stdout, /\(2 clients at once\)[\s\S]*client 2 │ OK \.\.\. humidity 40%/);
-  assert.match(r.stdout, /\(3 clients at once\)[\s\S]*client 3 │ OK \.\.\. fan off/);
+  assert.match(r.stdout, /\(2 clients at once\b[\s\S]*client 2 │ OK \.\.\. humidity 40%/);
+  assert.match(r.stdout, /\(3 clients at once\b[\s\S]*client 3 │ OK \.\.\. fan off/);
+  // The pool too holds its three clients together: every `connected` before any `is offline`.
+  const pool = r.stdout.slice(r.stdout.indexOf("socket_server_threads + socket_client"));
+  const connected = [...pool.matchAll(/server +│ \[worker \d\] Client \(\S+\) connected/g)];
+  const firstOffline = pool.search(/server +│ \[worker \d\] Client \(\S+\) is offline/);
+  assert.equal(connected.length, 3, pool);
+  assert.ok(connected.every((m) => m.index! < firstOffline), pool);
   assert.match(r.stdout, /\$ printf 'hello, room\\n' \| deno task chat_client/);
+});
+
+Deno.test("the tour's clients 'at once' are: both connected together, their lines interleaved", async () => {
+  // Three runs: it must hold every time, not most times.
+  for (let run = 1; run <= 3; run++) {
+    const r = await runTask("demo", ["--only", "socket_server_with_select"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const at = (re: RegExp) => {
+      const i = r.stdout.search(re);
+      assert.ok(i >= 0, `run ${run}: no ${re} in:\n${r.stdout}`);
+      return i;
+    };
+    // The server held both: both `connected` before either `is offline`.
+    const connected = [...r.stdout.matchAll(/server +│ Client \(\S+\) connected/g)];
+    assert.equal(connected.length, 2, r.stdout);
+    const firstOffline = at(/server +│ Client \(\S+\) is offline/);
+    assert.ok(connected.every((m) => m.index! < firstOffline), `run ${run}:\n${r.stdout}`);
+    // Each sends a line, waits for its reply, pauses, sends another: each client's second reply
+    // comes after the other's first.
+    const [first1, second1] = [
+      at(/client 1 +│ OK \.\.\. pressure 1013 hPa\n/),
+      at(/client 1 +│ OK \.\.\. pressure 1012 hPa\n/),
+    ];
+    const [first2, second2] = [
+      at(/client 2 +│ OK \.\.\. humidity 40%\n/),
+      at(/client 2 +│ OK \.\.\. humidity 41%\n/),
+    ];
+    assert.ok(first1 < second2 && first2 < second1, `run ${run}: not interleaved:\n${r.stdout}`);
+    assert.match(
+      r.stdout,
+      /\$ \(echo 'pressure 1013 hPa'; sleep 0\.5; echo 'pressure 1012 hPa'\) \| deno task socket_client --port \d+\n/,
+    );
+  }
 });
 
 Deno.test("demo --only with no match is a usage error naming the pairs", async () => {

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
-import { Output, ROOT, Running, taskCommand, WAIT_MS } from "./helpers.ts";
+import { freePort, Output, ROOT, Running, taskCommand, WAIT_MS } from "./helpers.ts";
 
 const DENO_DIR = dirname(Deno.execPath());
 /** The environment the commands run with: no colours, and this Deno first on the PATH. */
@@ -163,19 +163,6 @@ export async function shell(command: string) {
   };
 }
 
-/** Waits until nothing holds `port` on 127.0.0.1, polling every 500 ms, at most `ms`. */
-async function waitUntilFree(port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return;
-    } catch {
-      await sleep(500);
-    }
-  }
-}
-
 /** Runs Deno with `argv`, with `DENO_DIR` set to `denoDir` if given. */
 function runDeno(argv: string[], denoDir?: string): Running {
   if (!denoDir) return new Running(argv);
@@ -220,7 +207,7 @@ function exitOf(status: Promise<Deno.CommandStatus>) {
 }
 
 /** A background process from a doc line: one of our servers, or another (`python3 -m http.server`). */
-export async function startBackground(command: string, retried = false): Promise<Background> {
+export async function startBackground(command: string): Promise<Background> {
   if (command.startsWith("deno ")) {
     // Deno caches a script run by URL and does not fetch it again: such a run gets a cache of
     // its own, as on a reader's first run, so that today's files are the ones that run.
@@ -237,15 +224,7 @@ export async function startBackground(command: string, retried = false): Promise
         `'${command}' did not start: ${(await server.finished()).stderr || err.message}`,
       );
     });
-    if (m instanceof Error) {
-      // The docs name fixed ports, and 50000 lies in the range the kernel picks
-      // client ports from: another test's connection may hold it (for 60 s in
-      // TIME_WAIT). Wait until it is free, once.
-      const port = m.message.match(/port (\d+) is already in use/)?.[1];
-      if (port === undefined || retried) throw m;
-      await waitUntilFree(Number(port), 70_000);
-      return startBackground(command, true);
-    }
+    if (m instanceof Error) throw m;
     return {
       out: server.stdout,
       err: server.stderr,
@@ -301,6 +280,142 @@ export function portsIn(command: string): number[] {
   const named =
     /(?:(?<!\/\/)(?:127\.0\.0\.1|localhost)[ :]|--port |-p |(?<![\w-])port |[sd]port = :)(\d+)/g;
   return [...command.matchAll(named)].map((m) => Number(m[1]));
+}
+
+/**
+ * Every port a text names: `portsIn`'s, and those of a web address (`http://127.0.0.1:8000/...`),
+ * of Python (`("127.0.0.1", 8888)`, `port=8000`, `http.server 8000`). Port 0 (any free one) is no
+ * fixed port.
+ */
+export function portsNamed(text: string): number[] {
+  const more =
+    /(?:(?:127\.0\.0\.1|localhost|\[::1\]):|"127\.0\.0\.1", |\bport=|http\.server )(\d+)/g;
+  const all = [...portsIn(text), ...[...text.matchAll(more)].map((m) => Number(m[1]))];
+  return [...new Set(all)].filter((p) => p > 0);
+}
+
+/**
+ * The port each script uses when no `--port` is given (`socket_server` 8888, `naive/ok_server`
+ * 8888, ...), read from its source: `lineServerFlags(8888, ...)` or a `kind: "port"` flag's
+ * `default`. Scripts that ask for their port (tcp_server, tcp_client) have none.
+ */
+export function defaultPorts(): Map<string, number> {
+  const ports = new Map<string, number>();
+  for (const dir of ["scripts", "naive"]) {
+    for (const entry of Deno.readDirSync(`${ROOT}/${dir}`)) {
+      if (!entry.isFile || !entry.name.endsWith(".ts")) continue;
+      const src = Deno.readTextFileSync(`${ROOT}/${dir}/${entry.name}`);
+      const m = src.match(/lineServerFlags\((\d+)/) ??
+        src.match(/kind: "port"[^}]*?\bdefault: (\d+)/);
+      const name = entry.name.replace(/\.ts$/, "");
+      if (m) ports.set(dir === "scripts" ? name : `${dir}/${name}`, Number(m[1]));
+    }
+  }
+  return ports;
+}
+
+/**
+ * The fixed ports the docs rely on: every script's default (1024 and up: 80 is the Internet's)
+ * and every port README.md, LESSONS.md and the scripts' top comments name. `docs_test.ts` holds
+ * those that are free while it runs, so that a command still run on one of them fails.
+ */
+export function fixedPorts(): number[] {
+  const texts = [
+    Deno.readTextFileSync(`${ROOT}/README.md`),
+    Deno.readTextFileSync(`${ROOT}/LESSONS.md`),
+  ];
+  for (const entry of Deno.readDirSync(`${ROOT}/scripts`)) {
+    if (entry.isFile && entry.name.endsWith(".ts")) {
+      texts.push(topComment(entry.name.replace(/\.ts$/, "")).join("\n"));
+    }
+  }
+  const ports = new Set([...defaultPorts().values()]);
+  for (const text of texts) for (const p of portsNamed(text)) ports.add(p);
+  return [...ports].filter((p) => p >= 1024).sort((a, b) => a - b);
+}
+
+/** The offsets [start, end) of the parts of a shell command between unquoted `|;&()<>`. */
+function shellSegments(command: string): [number, number][] {
+  const parts: [number, number][] = [];
+  let [start, quote] = [0, ""];
+  for (let i = 0; i < command.length; i++) {
+    const ch = command[i];
+    if (quote) {
+      if (ch === quote) quote = "";
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+    } else if ("|;&()<>".includes(ch)) {
+      parts.push([start, i]);
+      start = i + 1;
+    }
+  }
+  parts.push([start, command.length]);
+  return parts;
+}
+
+/**
+ * The docs name fixed ports (8888, 50000, ...), and a reader may have a server on any of them
+ * (the README invites it), so a block is run on free ports instead: each port the block names is
+ * moved to a free one, the same one all through the block (its commands and the output they
+ * must print), and a `deno` command of ours that names no port, relying on its default, is given
+ * `--port` with that default's free port. One map per ```sh block, or per top comment.
+ */
+export class PortMap {
+  readonly #real = new Map<number, number>();
+  readonly #defaults = defaultPorts();
+
+  /** The free port that stands for `port` (the same one every time). */
+  real(port: number): number {
+    let real = this.#real.get(port);
+    if (real === undefined) {
+      const taken = new Set(this.#real.values());
+      for (let i = 0; i < 20 && (real === undefined || taken.has(real)); i++) real = freePort();
+      this.#real.set(port, real!);
+    }
+    return real!;
+  }
+
+  /** The port a text named for `real` (itself if it stands for none). */
+  docPort(real: number): number {
+    for (const [doc, r] of this.#real) if (r === real) return doc;
+    return real;
+  }
+
+  /** `text` with every port this map moved replaced by its free port. */
+  #replace(text: string): string {
+    if (this.#real.size === 0) return text;
+    const any = new RegExp(`(?<![\\d.])(${[...this.#real.keys()].join("|")})(?!\\.?\\d)`, "g");
+    return text.replace(any, (p) => String(this.#real.get(Number(p))));
+  }
+
+  /** `command` as run: on free ports, with `--port` where it relied on a default. */
+  command(command: string): string {
+    for (const port of portsNamed(command)) this.real(port);
+    const moved = this.#replace(command);
+    let out = "";
+    let at = 0;
+    for (const [start, end] of shellSegments(moved)) {
+      const part = moved.slice(start, end);
+      if (/(?:^|\s)(?:--port|-p)(?:[=\s]|$)/.test(part)) continue;
+      const task = part.match(/\bdeno\s+task\s+([\w:-]+)/);
+      const file = /\bdeno\s+run\s/.test(part)
+        ? part.match(/(?:^|[\s/])(scripts|naive)\/(\w+)\.ts\b/)
+        : null;
+      const name = task?.[1] ?? (file && (file[1] === "naive" ? `naive/${file[2]}` : file[2]));
+      const port = name ? this.#defaults.get(name) : undefined;
+      if (port === undefined || port < 1024) continue; // asks for its port, or the Internet's
+      const m = (task ?? file)!;
+      const after = start + m.index! + m[0].length;
+      out += moved.slice(at, after) + ` --port ${this.real(port)}`;
+      at = after;
+    }
+    return out + moved.slice(at);
+  }
+
+  /** Expected output lines with the ports this map moved replaced. */
+  lines(lines: string[]): string[] {
+    return lines.map((line) => this.#replace(line));
+  }
 }
 
 /** The names of what `lib/*.ts` exports as values (functions, classes, constants). */
@@ -408,32 +523,33 @@ export interface RunLog {
  * Runs the commands of a script's top comment (`doc`, from `parseScript`): its Run lines, then
  * its recipes, each with the server (its own, or the companion it names) started fresh, and
  * checks what they print. Commands not run are logged with why; the ports they name are still
- * checked against the server's real one.
+ * checked against the server's real one. All of it runs on free ports (`PortMap`).
  */
 export async function runScriptDoc(doc: ScriptDoc, log: RunLog): Promise<void> {
   const { name } = doc;
   const companion = doc.companion ? parseScript(doc.companion) : undefined;
   const server = IS_SERVER(name) ? doc : companion;
+  const ports = new PortMap();
+  const startServer = () => startBackground(ports.command(server!.runLine));
 
   /** Runs `step` with the server (if any) started fresh from its own comment, and checks both outputs. */
   const runStep = async (step: Step, background?: { stop: () => Promise<void> }) => {
-    const started = server ? await startBackground(server.runLine) : undefined;
+    const started = server ? await startServer() : undefined;
     try {
-      const r = await shell(step.command);
+      const command = ports.command(step.command);
+      const r = await shell(command);
       log.executed.push(`${name}: ${step.command}`);
-      assert.equal(
-        r.code,
-        0,
-        `${name}: '${step.command}' exited ${r.code}\n${r.stdout}${r.stderr}`,
-      );
+      assert.equal(r.code, 0, `${name}: '${command}' exited ${r.code}\n${r.stdout}${r.stderr}`);
       if (step.expect.length) {
         assert.match(
           r.stdout,
-          expectation(step.expect),
-          `${name}: '${step.command}' printed:\n${r.stdout}`,
+          expectation(ports.lines(step.expect)),
+          `${name}: '${command}' printed:\n${r.stdout}`,
         );
       }
-      if (step.serverExpect.length) await started!.out.waitFor(expectation(step.serverExpect));
+      if (step.serverExpect.length) {
+        await started!.out.waitFor(expectation(ports.lines(step.serverExpect)));
+      }
     } finally {
       await started?.stop();
       await background?.stop();
@@ -445,7 +561,7 @@ export async function runScriptDoc(doc: ScriptDoc, log: RunLog): Promise<void> {
     log.notExecuted.push(`${name}: ${doc.runLine} (needs the Internet)`);
   } else if (IS_SERVER(name)) {
     for (const line of [doc.runLine, doc.taskLine]) {
-      const started = await startBackground(line);
+      const started = await startBackground(ports.command(line));
       log.executed.push(`${name}: ${line}`);
       await started.stop();
     }
@@ -470,16 +586,16 @@ export async function runScriptDoc(doc: ScriptDoc, log: RunLog): Promise<void> {
       log.notExecuted.push(`${name}: ${step.command} (${why})`);
       // Still true: the port it names is the one the server really uses.
       if (server && !server.online) {
-        const s = await startBackground(server.runLine);
+        const s = await startServer();
         await s.stop();
-        for (const port of portsIn(step.command)) {
-          assert.equal(port, s.port, `${name}: '${step.command}'`);
+        for (const port of portsIn(ports.command(step.command))) {
+          assert.equal(ports.docPort(port), ports.docPort(s.port), `${name}: '${step.command}'`);
         }
       }
       continue;
     }
     if (step.background) {
-      background = await startBackground(step.command);
+      background = await startBackground(ports.command(step.command));
       log.executed.push(`${name}: ${step.command} (in the background)`);
       continue;
     }
@@ -598,8 +714,9 @@ export async function runDoc(
   const blocks = shBlocks(Deno.readTextFileSync(path));
   const commands = blocks.flat().map((c) => c.command);
   const installed: string[] = [];
-  let lastPort: number | undefined; // the last terminal 1's port, for commands not run
+  let lastPort: number | undefined; // the port the last terminal 1's text named, for commands not run
   for (const block of blocks) {
+    const ports = new PortMap(); // the block runs on free ports, whatever it names
     let bg: Background | undefined; // terminal 1
     let bgCommand = "";
     let down = ""; // why terminal 1, and so the rest of the block, is not run
@@ -622,7 +739,7 @@ export async function runDoc(
           const task = c.command.match(/^npx -y deno@2 (task \w+)$/)?.[1];
           if (task) assert.ok(commands.includes(`deno ${task}`), `${at} has no deno twin`);
           // Still true: the port it names is the one terminal 1 really listens on.
-          const port = bg?.port ?? lastPort;
+          const port = bg ? ports.docPort(bg.port) : lastPort;
           for (const p of down || port === undefined ? [] : portsIn(c.command)) {
             assert.equal(p, port, `${at} names port ${p}; terminal 1 listens on ${port}`);
           }
@@ -633,12 +750,14 @@ export async function runDoc(
         const aServer = /^deno (run|task) /.test(c.command) && /_server/.test(c.command) &&
           !c.expect.length && c.exit === 0 && !c.shows && !c.ends;
         if (inTerminal1 || aServer) {
-          const started = await startBackground(c.command);
+          const command = ports.command(c.command);
+          const started = await startBackground(command);
           log.executed.push(`${label}: ${c.command}`);
           try {
-            for (const p of portsIn(c.command)) assert.equal(p, started.port, at);
+            for (const p of portsIn(command)) assert.equal(p, started.port, `${at} (${command})`);
             if (c.expect.length) {
-              await waitShown(started, c.expect, [0, 0], waitMs, `${at} did not print its lines`);
+              const expect = ports.lines(c.expect);
+              await waitShown(started, expect, [0, 0], waitMs, `${at} did not print its lines`);
             }
           } catch (err) {
             await started.stop();
@@ -646,7 +765,7 @@ export async function runDoc(
           }
           if (inTerminal1) {
             await bg?.stop();
-            [bg, bgCommand, lastPort] = [started, c.command, started.port];
+            [bg, bgCommand, lastPort] = [started, command, ports.docPort(started.port)];
           } else {
             await started.stop(); // only what terminal 1 runs stays up
           }
@@ -660,17 +779,20 @@ export async function runDoc(
           installed.push(c.command.match(/--name (\w+)/)![1]);
           log.executed.push(`${label}: ${c.command} --root TMP`);
         } else {
-          const r = await shell(c.command);
+          const command = ports.command(c.command);
+          const r = await shell(command);
           log.executed.push(`${label}: ${c.command}`);
-          const printed = `--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+          const printed = `--- ran\n${command}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
           assert.equal(r.code, c.exit, `${at} exited ${r.code}, not ${c.exit}\n${printed}`);
-          if (c.expect.length && !shown(c.expect, r.stdout, r.stderr)) {
-            assert.fail(`${at} did not print\n--- expected\n${c.expect.join("\n")}\n${printed}`);
+          const expect = ports.lines(c.expect);
+          if (expect.length && !shown(expect, r.stdout, r.stderr)) {
+            assert.fail(`${at} did not print\n--- expected\n${expect.join("\n")}\n${printed}`);
           }
         }
         if (c.shows) {
           assert.ok(bg, `${at}: '# terminal 1 shows:', and no terminal 1 runs in this block`);
-          await waitShown(bg, c.shows, from, waitMs, `${at}: terminal 1 did not show its lines`);
+          const shows = ports.lines(c.shows);
+          await waitShown(bg, shows, from, waitMs, `${at}: terminal 1 did not show its lines`);
         }
         if (c.ends) {
           assert.ok(bg, `${at}: '# terminal 1 exits', and no terminal 1 runs in this block`);

@@ -49,6 +49,14 @@
  * checked against the server's real one (in a markdown file: terminal 1's, or
  * the last one its text started). LESSONS.md has a shape too (`lessonProblems`).
  *
+ * The docs name fixed ports (8888, 50000, ...), and a reader may run a server on any of them
+ * beside the tests, as the README invites. So each block (a ```sh block, a top comment) runs on
+ * free ports: every port it names is moved to a free one, the same one in its commands and in
+ * the output they must print, and a command of ours that names no port is given `--port`
+ * (`PortMap`). While this file runs, it holds every fixed port that is free (`fixedPorts`: the
+ * scripts' defaults and every port the docs name), so a command that still used one would fail
+ * here, whoever else runs on the machine.
+ *
  * This file is the list of what is checked; `docs_runner.ts` is how a text is read and run
  * (`parseScript` and `runScriptDoc`, `shBlocks` and `runDoc`, `namedCalls`, `lessonProblems`).
  */
@@ -56,12 +64,15 @@ import assert from "node:assert/strict";
 import { freePort, Output, ROOT, taskCommand } from "./helpers.ts";
 import {
   containsWord,
+  defaultPorts,
   denoArgv,
   ENV,
+  fixedPorts,
   lessonProblems,
   libExports,
   namedCalls,
   parseScript,
+  PortMap,
   portsIn,
   runDoc,
   type RunLog,
@@ -81,6 +92,36 @@ import {
 const NOT_CALLED: Record<string, { name: string; why: string }[]> = {
   bind_socket: [{ name: "Deno.resolveDns", why: "the resolver it does not use, and why" }],
 };
+
+/**
+ * The fixed ports, held while this file runs: a listener that never accepts on each one that is
+ * free (one a reader's server holds is busy already). Deno closes them when this file is done.
+ */
+const FIXED = fixedPorts();
+const HELD: Deno.Listener[] = FIXED.flatMap((port) => {
+  try {
+    return [Deno.listen({ hostname: "127.0.0.1", port })];
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) return []; // held already: by a reader's server
+    throw err;
+  }
+});
+
+Deno.test("the docs run beside a server on every fixed port: all of them are held meanwhile", () => {
+  // SPEC's defaults, and the ports the lessons name (tcp_server's 5005, a refused 5006).
+  for (const port of [5005, 5006, 8888, 8889, 8890, 12345, 50000]) {
+    assert.ok(FIXED.includes(port), `${port} is not among the fixed ports: ${FIXED}`);
+  }
+  assert.equal(defaultPorts().get("naive/ok_server"), 8888);
+  for (const port of FIXED) {
+    assert.throws(
+      () => Deno.listen({ hostname: "127.0.0.1", port }).close(),
+      Deno.errors.AddrInUse,
+      `port ${port} is free while the docs run`,
+    );
+  }
+  console.log(`held ${HELD.length} of the ${FIXED.length} fixed ports: ${FIXED.join(", ")}`);
+});
 
 /** What the scripts' and README's commands ran, and did not: README's test prints it. */
 const executed: string[] = [];
@@ -245,6 +286,40 @@ Deno.test("markdown: how a ```sh block is read", () => {
   assert.deepEqual(portsIn("sudo tcpdump -i lo port 8888; ss -tn 'sport = :8889'"), [8888, 8889]);
 });
 
+Deno.test("PortMap: a block runs on free ports, the same ones in its commands and its output", () => {
+  const map = new PortMap();
+  const server = map.command("deno task socket_server --trace   # terminal 1");
+  const [, port] = server.match(/^deno task socket_server --port (\d+) --trace/)!;
+  assert.ok(!FIXED.includes(Number(port)), server);
+  assert.equal(map.docPort(Number(port)), 8888);
+  const moved = (command: string) => map.command(command).replaceAll(port, "P");
+  assert.equal(moved("printf 'a\\n' | nc -N 127.0.0.1 8888"), "printf 'a\\n' | nc -N 127.0.0.1 P");
+  assert.equal(
+    moved("printf 'x\\n' | deno task socket_client -m 'a | b' > out.txt; echo done"),
+    "printf 'x\\n' | deno task socket_client --port P -m 'a | b' > out.txt; echo done",
+  );
+  assert.equal(
+    moved("deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server_with_select.ts -p 8888"),
+    "deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server_with_select.ts -p P",
+  );
+  assert.equal(
+    moved(`python3 -c 's = socket.create_connection(("127.0.0.1", 8888))'`),
+    `python3 -c 's = socket.create_connection(("127.0.0.1", P))'`,
+  );
+  assert.equal(moved("ss -Htn 'sport = :8888'"), "ss -Htn 'sport = :P'");
+  // Another fixed port gets a free port of its own; a port asked for (0), or the Internet's, none.
+  const refused = map.command("deno task tcp_client --host 127.0.0.1 --port 5006");
+  const other = refused.match(/--port (\d+)$/)![1];
+  assert.notEqual(other, port);
+  assert.deepEqual(map.lines(["refused by 127.0.0.1:5006: start it with --port 5006", "0.5006"]), [
+    `refused by 127.0.0.1:${other}: start it with --port ${other}`,
+    "0.5006",
+  ]);
+  assert.equal(map.command("deno task tcp_server --port 0"), "deno task tcp_server --port 0");
+  assert.equal(map.command("deno task bind_socket --request"), "deno task bind_socket --request");
+  assert.match(map.command("deno task hello_client"), /^deno task hello_client --port \d+$/);
+});
+
 Deno.test("markdown: the runner runs a fixture of every rule, and fails on each false line", async () => {
   const dir = await Deno.makeTempDir({ prefix: "docs-fixture-" });
   try {
@@ -374,4 +449,49 @@ Deno.test("LESSONS: every command shown is run, or checked", async () => {
     }`,
   );
   if (problems.length) assert.fail(`LESSONS.md:\n  ${problems.join("\n  ")}`);
+});
+
+Deno.test("README: says how long `deno task test` takes; the task prints a dot per test", () => {
+  const task = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.test;
+  assert.match(task.command, /^deno test .*--reporter=dot(\s|$)/, "the quiet reporter");
+  // Beside the command: its section, "Two commands".
+  const readme = Deno.readTextFileSync(`${ROOT}/README.md`);
+  const start = readme.indexOf("## Two commands");
+  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+  assert.match(section, /^deno task test$/m);
+  assert.match(section, /takes about \d+ minutes/, "how long it takes");
+  assert.match(section, /one dot per test/, "what it prints meanwhile");
+  assert.match(section, /`ok \| N passed \| 0 failed`/, "its last line");
+});
+
+Deno.test(".ci/run finds the summary the test task's reporter prints, on a failure too", async () => {
+  const reporter = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks.test.command
+    .match(/--reporter=\S+/)?.[0];
+  // The lines of .ci/run that read the counts from the log.
+  const counts = Deno.readTextFileSync(`${ROOT}/.ci/run`).split("\n")
+    .filter((l) => /^(summary|passed|failed)=/.test(l));
+  assert.equal(counts.length, 3, ".ci/run sets summary, passed and failed");
+  const dir = await Deno.makeTempDir({ prefix: "ci-summary-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/a_test.ts`,
+      `Deno.test("passes", () => {});\nDeno.test("fails", () => { throw new Error("no"); });\n`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["test", "--no-config", ...(reporter ? [reporter] : []), "a_test.ts"],
+      cwd: dir,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 1);
+    const log = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    await Deno.writeTextFile(`${dir}/log`, log);
+    const r = await shell(
+      `log=${dir}/log\n${counts.join("\n")}\necho "$passed passed, $failed failed"`,
+    );
+    assert.equal(r.stdout, "1 passed, 1 failed\n", log);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
