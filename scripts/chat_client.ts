@@ -95,6 +95,9 @@ let sent = 0;
 let received = 0;
 const summary = () => status(`sent ${sent} line(s), received ${received} line(s)`);
 
+/** A typed line holds at most 64 KiB, as a piped one does (a character is up to 4 bytes). */
+const MAX_TYPED = DEFAULT_MAX_LINE / 4;
+
 /**
  * The line being typed on a raw terminal, kept by the program (see the top
  * comment): keys come in one by one, are echoed or acted on, and a room line
@@ -151,7 +154,9 @@ class LineEditor {
   /** Edits the line with one key; returns what the caller acts on. */
   #key(char: string): "Enter" | "Ctrl+C" | "Ctrl+D" | undefined {
     const code = char.codePointAt(0)!;
-    if (this.#escape === "\x1b") { // ESC [ ... or ESC O x: skipped up to their last byte
+    // Keys such as arrows send ESC [ ... final letter, or ESC O letter; Alt+x sends ESC x.
+    // All are skipped whole, so no part of them lands in the line.
+    if (this.#escape === "\x1b") {
       this.#escape = char === "[" || char === "O" ? char : "";
       return;
     }
@@ -166,7 +171,7 @@ class LineEditor {
     else if (char === "\x7f" || char === "\b") this.#redraw(this.#typed.slice(0, -1));
     else if (char === "\x15") this.#redraw([]); // Ctrl+U
     else if (code < 0x20 || (code >= 0x7f && code < 0xa0)) return; // other control keys
-    else if (this.#typed.length >= DEFAULT_MAX_LINE / 4) this.#write("\x07"); // full: a bell
+    else if (this.#typed.length >= MAX_TYPED) this.#write("\x07"); // the line is full: a bell
     else {
       this.#typed.push(char);
       this.#write(char);

@@ -21,8 +21,13 @@ import {
   withTimeout,
 } from "./helpers.ts";
 
-const HAS_PYTHON = hasCommand("python3");
-if (!HAS_PYTHON) console.warn("chat_client_test: python3 is missing: the pty tests are skipped");
+// Python's pty module needs a Unix; where it or python3 is missing, the pty tests are skipped.
+const HAS_PYTHON = Deno.build.os !== "windows" && hasCommand("python3");
+if (!HAS_PYTHON) {
+  console.warn(
+    "chat_client_test: python3 (with its pty module) is missing: the pty tests are skipped",
+  );
+}
 
 /**
  * The terminal: runs argv[1:] on a new pty (80x24) as its controlling
@@ -146,9 +151,9 @@ class Terminal {
  * Plays terminal output on a screen and returns its rows: printable
  * characters overwrite at the cursor, `\r` goes to the row's start, `\n`
  * down a row, `\b` back one column, `ESC [ K` erases to the end of the row;
- * colours and `deno task`'s own cursor and erase sequences change nothing
- * here; empty rows at the end are left out. Anything else is an error: no
- * other sequence should reach it.
+ * `deno task`'s own `ESC [ 0G`, `ESC [ 2K` and `ESC [ J` do what they do, and
+ * colours nothing; empty rows at the end are left out. Anything else is an
+ * error: no other sequence should reach it.
  */
 function render(shown: string): string[] {
   const rows: string[][] = [[]];
@@ -164,9 +169,11 @@ function render(shown: string): string[] {
     else if (c === "\x1b" && chars[i + 1] === "[") {
       let end = i + 2;
       while (end < chars.length && !/[@-~]/.test(chars[end])) end++;
-      const sequence = chars.slice(i, end + 1).join("");
-      if (/^\x1b\[0?K$/.test(sequence)) rows[row].length = Math.min(rows[row].length, col);
-      else if (!/^\x1b\[([\d;]*m|0G|2K|J)$/.test(sequence)) {
+      const sequence = chars.slice(i + 1, end + 1).join(""); // after the ESC
+      if (/^\[0?K$/.test(sequence)) rows[row].length = Math.min(rows[row].length, col);
+      else if (sequence === "[2K") rows[row] = [];
+      else if (sequence === "[0G") col = 0;
+      else if (!/^\[([\d;]*m|J)$/.test(sequence)) { // colours; J: erase below (empty here)
         throw new Error(
           `unexpected sequence ${JSON.stringify(sequence)} in ${JSON.stringify(shown)}`,
         );
@@ -252,14 +259,14 @@ Deno.test({
   fn: withRoom(async (_, join, run) => {
     const alice = await join("alice");
     const bob = run(BOB);
-    await bob.shown.waitFor("* welcome bob; here: alice");
+    await bob.shown.waitFor("* welcome bob");
     assert.equal(await alice.line(), "* bob joined");
     await bob.type("typing half a li");
     await bob.shown.waitFor("typing half a li");
     await alice.send("while you type\n");
     await bob.shown.waitFor("alice: while you type");
     await bob.type("ne\r");
-    assert.deepEqual(await until(alice, "bob: typing half a line"), []);
+    assert.equal(await alice.line(), "bob: typing half a line");
     await bob.type(CTRL_D); // an empty line: leave as before
     const end = await bob.ended();
     assert.equal(end.code, 0, end.shown);
@@ -286,27 +293,27 @@ Deno.test({
   fn: withRoom(async (_, join, run) => {
     const alice = await join("alice");
     const bob = run(BOB);
-    await bob.shown.waitFor("* welcome bob; here: alice");
+    await bob.shown.waitFor("* welcome bob");
     assert.equal(await alice.line(), "* bob joined");
     // Backspace as DEL (0x7f) and as BS (0x08); each deletes one character,
     // a 3-byte ✓ included; arrows (ESC [ A, ESC O D), Ctrl+A and Tab are ignored.
     await bob.type("héllo wörld ✓x\x7f\x1b[A\x1bOD\x01\t✓\b✓");
     await bob.type("\r");
-    assert.deepEqual(await until(alice, "bob: héllo wörld ✓✓"), []);
+    assert.equal(await alice.line(), "bob: héllo wörld ✓✓");
     // Ctrl+U clears the line; a character split across two writes is still one character.
     await bob.type("junk" + CTRL_U);
     const check = encoder.encode("✓");
     await bob.type(check.subarray(0, 1));
     await bob.type(check.subarray(1));
     await bob.type("fine\r");
-    assert.deepEqual(await until(alice, "bob: ✓fine"), []);
+    assert.equal(await alice.line(), "bob: ✓fine");
     // A room line while a UTF-8 line is half typed.
     await bob.type("ça va ");
     await bob.shown.waitFor("ça va ");
     await alice.send("oui\n");
     await bob.shown.waitFor("alice: oui");
     await bob.type("✓\r");
-    assert.deepEqual(await until(alice, "bob: ça va ✓"), []);
+    assert.equal(await alice.line(), "bob: ça va ✓");
     await bob.type(CTRL_D);
     const end = await bob.ended();
     assert.equal(end.code, 0, end.shown);
@@ -326,7 +333,7 @@ Deno.test({
     const alice = await join("alice");
     // Ctrl+C with half a line typed: leaves at once (exit 0), the half line is not sent.
     const bob = run(BOB);
-    await bob.shown.waitFor("* welcome bob; here: alice");
+    await bob.shown.waitFor("* welcome bob");
     await bob.type("never sent");
     await bob.shown.waitFor("never sent");
     await bob.type(CTRL_C);
@@ -338,7 +345,7 @@ Deno.test({
     assert.match(interrupted.screen.at(-1)!, /^sent 0 line\(s\), received 2 line\(s\)$/);
     // The server stops while carol types: an error line, exit 1, the terminal restored.
     const carol = run("deno task chat_client --port PORT --name carol");
-    await carol.shown.waitFor("* welcome carol; here: alice");
+    await carol.shown.waitFor("* welcome carol");
     await carol.type("half a li");
     await carol.shown.waitFor("half a li");
     assert.equal((await server.stop()).code, 0);
@@ -346,11 +353,11 @@ Deno.test({
     assert.equal(dropped.code, 1, dropped.shown);
     assert.ok(dropped.sawRaw, "the terminal was never in raw mode");
     assert.ok(dropped.restored, "server closed: the terminal's mode was not restored");
-    assert.deepEqual(dropped.screen.slice(-3), [
-      "* server closing",
-      "sent 0 line(s), received 3 line(s)",
-      "error: the server closed the connection",
-    ]);
+    const [counts, error] = dropped.screen.slice(-2);
+    assert.match(counts, /^sent 0 line\(s\), received \d+ line\(s\)$/);
+    assert.equal(error, "error: the server closed the connection");
+    // The half-typed line was cleared before those lines: no prompt is left on the screen.
+    assert.deepEqual(dropped.screen.filter((row) => row.startsWith(">")), []);
   }),
 });
 
@@ -362,10 +369,10 @@ Deno.test({
     const alice = await join("alice");
     // Output to a pipe: the terminal stays cooked and echoes; the client's output has no ESC.
     const piped = run(`${BOB} | cat -v`); // cat -v shows an ESC as ^[
-    await piped.shown.waitFor("* welcome bob"); // stderr still goes to the terminal
+    await piped.shown.waitFor("* welcome bob"); // through cat, on the terminal
     assert.equal(await alice.line(), "* bob joined");
     await piped.type("hello\r");
-    assert.deepEqual(await until(alice, "bob: hello"), []);
+    assert.equal(await alice.line(), "bob: hello");
     await piped.type(CTRL_D);
     const end = await piped.ended();
     assert.equal(end.code, 0, end.shown);
