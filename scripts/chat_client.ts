@@ -24,6 +24,22 @@
  * a line of the room nor counted: the `error:` line shows its bytes, escaped.
  * `--name` must be one line (a line break in it is a usage error, exit 2).
  *
+ * On a terminal, what you type stays intact while the room talks. A terminal
+ * in its normal ("cooked") mode echoes your keys itself and hands the program
+ * only whole lines, so the program cannot know what is half typed, and a room
+ * line printed meanwhile lands inside it (`typing half a libob: hi`). So when
+ * standard input and output are both a terminal, the client switches it to
+ * raw mode (`Deno.stdin.setRaw`), gets each key as it is pressed and keeps
+ * the line itself (`LineEditor`, below): after a `> ` prompt it echoes what
+ * you type (any UTF-8), Backspace deletes a character, Ctrl+U the line, Enter
+ * sends it; Ctrl+D on an empty line and Ctrl+C leave as above; other control
+ * keys and escape sequences (arrow keys) are ignored. A room line is printed
+ * by clearing your line (`\r` and `\x1b[K`), printing the room line, and
+ * drawing the prompt and your text again. The terminal is set back to normal
+ * on every way out. (A line wider than the terminal is not redrawn cleanly:
+ * the editor stays small.) From a pipe or a file, or with output to one, the
+ * client reads lines as they come and prints no escape sequence.
+ *
  * Run (start scripts/chat_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/chat_client.ts --name alice
  *   deno task chat_client --name alice       (same thing)
@@ -47,7 +63,7 @@ import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
@@ -86,16 +102,113 @@ let sent = 0;
 let received = 0;
 const summary = () => status(`sent ${sent} line(s), received ${received} line(s)`);
 
+/** A typed line holds at most 64 KiB, as a piped one does (a character is up to 4 bytes). */
+const MAX_TYPED = DEFAULT_MAX_LINE / 4;
+
+/**
+ * The line being typed on a raw terminal, kept by the program (see the top
+ * comment): keys come in one by one, are echoed or acted on, and a room line
+ * is printed above the line being typed, which is then drawn again.
+ */
+class LineEditor {
+  readonly prompt = "> ";
+  #typed: string[] = []; // the characters typed so far, one per item
+  #escape = ""; // inside an escape sequence: "\x1b", then "[" or "O"
+  #active = false;
+
+  /** Raw mode on, and the prompt. */
+  start(): void {
+    Deno.stdin.setRaw(true);
+    this.#active = true;
+    this.#write(this.prompt);
+  }
+
+  /** Clears the input line and sets the terminal back to normal; twice is harmless. */
+  stop(): void {
+    if (!this.#active) return;
+    this.#active = false;
+    this.#write("\r\x1b[K");
+    Deno.stdin.setRaw(false);
+  }
+
+  /** Prints a line of the room above the one being typed. */
+  print(text: string): void {
+    if (!this.#active) return console.log(text);
+    this.#write(`\r\x1b[K${text}\r\n${this.prompt}${this.#typed.join("")}`);
+  }
+
+  /** Each line, as Enter is pressed; ends at Ctrl+D on an empty line. */
+  async *lines(onCtrlC: () => void): AsyncGenerator<Uint8Array> {
+    const keys = new Uint8Array(1024);
+    const utf8 = new TextDecoder(); // { stream: true } below: a character may come in two reads
+    while (true) {
+      const n = await Deno.stdin.read(keys);
+      if (n === null) return;
+      for (const char of utf8.decode(keys.subarray(0, n), { stream: true })) {
+        const key = this.#key(char);
+        if (key === "Ctrl+C") onCtrlC();
+        if (key === "Ctrl+D") return;
+        if (key === "Enter") {
+          const line = this.#typed.join("");
+          this.#typed = [];
+          this.#write(`\r\n${this.prompt}`);
+          yield encoder.encode(line);
+        }
+      }
+    }
+  }
+
+  /** Edits the line with one key; returns what the caller acts on. */
+  #key(char: string): "Enter" | "Ctrl+C" | "Ctrl+D" | undefined {
+    const code = char.codePointAt(0)!;
+    // Keys such as arrows send ESC [ ... final letter, or ESC O letter; Alt+x sends ESC x.
+    // All are skipped whole, so no part of them lands in the line.
+    if (this.#escape === "\x1b") {
+      this.#escape = char === "[" || char === "O" ? char : "";
+      return;
+    }
+    if (this.#escape) {
+      if (this.#escape === "O" || (code >= 0x40 && code <= 0x7e)) this.#escape = "";
+      return;
+    }
+    if (char === "\r" || char === "\n") return "Enter";
+    if (char === "\x03") return "Ctrl+C";
+    if (char === "\x04") return this.#typed.length === 0 ? "Ctrl+D" : undefined;
+    if (char === "\x1b") this.#escape = char;
+    else if (char === "\x7f" || char === "\b") this.#redraw(this.#typed.slice(0, -1));
+    else if (char === "\x15") this.#redraw([]); // Ctrl+U
+    else if (code < 0x20 || (code >= 0x7f && code < 0xa0)) return; // other control keys
+    else if (this.#typed.length >= MAX_TYPED) this.#write("\x07"); // the line is full: a bell
+    else {
+      this.#typed.push(char);
+      this.#write(char);
+    }
+  }
+
+  #redraw(typed: string[]): void {
+    this.#typed = typed;
+    this.#write(`\r\x1b[K${this.prompt}${typed.join("")}`);
+  }
+
+  #write(text: string): void {
+    const bytes = encoder.encode(text);
+    for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
+  }
+}
+
+// The editor only where a person types into a terminal and watches it.
+const editor = Deno.stdin.isTerminal() && Deno.stdout.isTerminal() ? new LineEditor() : undefined;
+
 /** One line from the room, made safe for the terminal; notices dim, errors red. */
 function show(line: Uint8Array): void {
   const text = showBytes(line);
-  console.log(
-    text.startsWith("* ")
-      ? paint("dim", text)
-      : text.startsWith("ERR ")
-      ? paint("red", text)
-      : text,
-  );
+  const styled = text.startsWith("* ")
+    ? paint("dim", text)
+    : text.startsWith("ERR ")
+    ? paint("red", text)
+    : text;
+  if (editor) editor.print(styled);
+  else console.log(styled);
   received++;
 }
 
@@ -113,23 +226,27 @@ await runMain(async () => {
   conn.setNoDelay(true); // each line you type goes out at once, not held back by Nagle
   status(`connected to ${formatAddress(conn.remoteAddr)}; Ctrl+D leaves`);
   // Ctrl+C: leave at once. Signals would keep the process alive, so exit here.
-  const onSignal = () => {
+  // (On a raw terminal Ctrl+C is a key, not a signal: the editor calls this.)
+  const leave = () => {
+    editor?.stop();
     closeQuietly(conn);
     summary();
     flushLogs().then(() => Deno.exit(0)); // the last --trace lines first
   };
-  Deno.addSignalListener("SIGINT", onSignal);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", leave);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", leave);
 
   // Loop 1, standard input to the socket. Not awaited: it runs beside loop 2.
   let leaving = false;
   const typing = (async () => {
     if (args.name !== undefined) await writeAll(conn, encoder.encode(`${args.name}\n`));
-    for await (const line of new LineReader(Deno.stdin)) {
+    editor?.start();
+    for await (const line of editor ? editor.lines(leave) : new LineReader(Deno.stdin)) {
       // One write per line, its newline included; writeAll, since write() may send less.
       await writeAll(conn, concatBytes([line, NEWLINE]));
       sent++;
     }
+    editor?.stop(); // Ctrl+D: the terminal is normal again while the room finishes
     leaving = true;
     await conn.closeWrite(); // end of input: nothing more from us, but keep listening
   })();
@@ -159,6 +276,7 @@ await runMain(async () => {
         `'${showBytes(err.partial)}' was cut off (no newline)`,
     );
   } finally {
+    editor?.stop();
     closeQuietly(conn);
     summary();
   }
