@@ -192,10 +192,17 @@ export function nextTurn(): Promise<void> {
  * read. Without permission for a loopback connection, it falls back to
  * `setImmediate`, which keeps the clients' order but not the poll.
  *
- * @example
- * ```ts
+ * The pair stays open for the life of the program (the example is not run
+ * as a test for that reason: the test sanitizers count it as a leak).
+ *
+ * @example In each client's loop of a server
+ * ```ts ignore
  * import { nextPoll } from "./io.ts";
- * await nextPoll(); // the first call also opens the loopback pair
+ * for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
+ *   for (const line of batch) replies.add(OK, line, NEWLINE);
+ *   await replies.send(); // one write answers them all
+ *   await nextPoll(); // the other clients get their turn before this one is read again
+ * }
  * ```
  */
 export function nextPoll(): Promise<void> {

@@ -109,8 +109,9 @@ const stderr = new LineQueue(Deno.stderr);
  *
  * @example
  * ```ts
- * import { log } from "./log.ts";
+ * import { flushLogs, log } from "./log.ts";
  * log("Client (127.0.0.1:41234) connected");
+ * await flushLogs(); // (only before an exit)
  * ```
  */
 export function log(line: string): void {
@@ -122,8 +123,9 @@ export function log(line: string): void {
  *
  * @example
  * ```ts
- * import { logError } from "./log.ts";
+ * import { flushLogs, logError } from "./log.ts";
  * logError("trace 127.0.0.1:41234 +0.001s read 6 B \"hello\\n\"");
+ * await flushLogs(); // (only before an exit)
  * ```
  */
 export function logError(line: string): void {

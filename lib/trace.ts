@@ -31,6 +31,7 @@
  * @example Watch a line arrive in two reads
  * ```ts
  * import { traceConn } from "./trace.ts";
+ * import { flushLogs } from "./log.ts";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
@@ -45,6 +46,7 @@
  * server.close(); // trace ... close
  * client.close();
  * listener.close();
+ * await flushLogs(); // the lines go out in the background: let them before the program ends
  * ```
  *
  * @module
