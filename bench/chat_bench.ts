@@ -166,6 +166,8 @@ await runMain(async () => {
       "--port",
       "0",
       "--quiet",
+      "--max-rate", // no flood limit: the sender here is far faster than a person, on purpose,
+      "0", // and the Node peer has none
     ]),
   ];
   if (hasNode) servers.push(await start("node chat", ["node", "bench/chat_node.mjs", "0"]));

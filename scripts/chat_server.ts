@@ -3,12 +3,16 @@
  * line it sends goes to every other client as `name: line`; joins and leaves
  * are announced as `* alice joined` and `* alice left`.
  *
- * Names: the server asks `* name?`. A name is 1 to 32 bytes of UTF-8 with no
- * spaces or control characters, and unique; a bad or taken one gets one
- * `ERR ...` line and `* name?` again. Lines are passed on as the very bytes
- * that came (never decoded); only the log decodes them, control bytes escaped.
- * A line counts once its `\n` arrives: a client that leaves mid-line (reset,
- * crash, `printf 'x' | nc`) has its unfinished line sent to nobody.
+ * Names: the server asks `* name?`. A name is 1 to 16 ASCII letters, digits,
+ * `_` or `-`, starting with a letter (IRC's rule), and case does not count:
+ * while `alice` is in, `ALICE` is taken (the room shows a name as it was
+ * typed). So nobody can pass for alice with a look-alike (a Cyrillic or
+ * fullwidth `a`, an accent that combines with the `e`) or take a name that
+ * shows as blank. A bad or taken name gets one `ERR ...` line that says the
+ * rule, and `* name?` again. Lines are passed on as the very bytes that came
+ * (never decoded); only the log decodes them, control bytes escaped. A line
+ * counts once its `\n` arrives: a client that leaves mid-line (reset, crash,
+ * `printf 'x' | nc`) has its unfinished line sent to nobody.
  *
  * One thread, on purpose: a broadcast touches every connection, and a socket
  * cannot be handed to a worker, so workers would need a shared bus carrying
@@ -16,17 +20,43 @@
  *
  * Slow readers are the hard part. Each client has its own queue of bytes owed
  * to it (`--max-queue`, 256 KiB, beyond what the kernel's socket buffers
- * hold) and its own writer loop draining it. A broadcast only appends to the
- * queues (one shared copy of the line) and never waits for a write, so a
- * client that stops reading cannot stall the room. A client whose queue would
- * overflow is dropped: it gets `ERR too slow, disconnected` if it still takes
- * bytes at all, and is hung up on within 1 s. Queues are first in, first out,
- * so each sender's lines reach everyone in the order sent. The price: nothing
- * slows a sender down, so a burst bigger than a queue and the socket buffers
- * (some 400 KB at once) can drop even a reader that keeps up; real chat
- * servers also limit how fast each client may send. `--max-line` is 1 KiB by
- * default, plenty for chat; `--idle-timeout` is off by default, as listening
- * quietly is normal.
+ * hold) and its own writer loop draining it, at most 16 KiB per `write()`. A
+ * broadcast only appends to the queues (one shared copy of the line) and
+ * never waits for a write, so a client that stops reading cannot stall the
+ * room. Queues are first in, first out, so each sender's lines reach everyone
+ * in the order sent. A client whose queue would overflow is dropped: what it
+ * is owed and not yet written is thrown away, the line being written is
+ * finished, then come `ERR too slow, disconnected` and the end of the stream.
+ * So a reader that still takes its bytes gets whole lines and the reason. Not
+ * at once: Linux lets a send buffer grow to 4 MB and wakes a blocked writer
+ * only when a third of it has drained (measured here: 7 s for a reader taking
+ * 150 KB/s, 12 s at 100 KB/s), and before that the server cannot tell a slow
+ * reader from one that takes nothing. So a dropped client gets up to 15 s for
+ * its last line and its ERR, then 1 s for them to travel (less if it closes
+ * first), and is closed: a reader taking 100 KB/s still hears why, and one
+ * that takes nothing holds its place for those 15 s (its queue is freed at
+ * once).
+ *
+ * Flooding: a sender faster than the readers would get them all dropped. So
+ * each client may send the room `--max-rate` bytes a second (32 KiB, counted
+ * as the others receive them: `name: line` and its newline), in bursts of up
+ * to 2 s of it (64 KiB): a token bucket, like IRC's "Excess Flood". Nobody
+ * typing or pasting a page comes near it. A client over it gets `ERR flooding,
+ * disconnected` and is closed the same way; its lines up to the limit are
+ * passed on, whole. So a reader taking 100 KB/s keeps up with any one sender
+ * (several flooding at once can still outrun it; then the slow-reader rule
+ * holds).
+ *
+ * Places: `--max-conns` (1000) caps the clients, so a place must not be held
+ * for nothing. A client that has no accepted name after `--name-timeout` (30
+ * s) gets `ERR no name within 30 s, disconnected` and is closed: otherwise
+ * 1,000 sockets that never send a byte would lock everyone out, for ever.
+ * `--idle-timeout` is 600 s (10 minutes): a connection that for that long
+ * neither completes a line nor takes a byte it is owed (a peer that vanished
+ * without a word, a socket parked to hold a place) gives its place back. The
+ * price: someone who only listens to a room that stays silent for 10 minutes
+ * is let go too (`--idle-timeout 0` for a private room). `--max-line` is 1 KiB
+ * by default, plenty for chat.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/chat_server.ts
@@ -53,16 +83,19 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { type IdleClock, secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { closeQuietly, concatBytes, nextTurn, writeAll } from "../lib/io.ts";
+import { concatBytes, nextPoll, writeAll } from "../lib/io.ts";
+import { log } from "../lib/log.ts";
 import { LineReader } from "../lib/lines.ts";
 import { type ClientContext, listen, TcpServer } from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 
-const flags = lineServerFlags(8890, 0);
+const flags = lineServerFlags(8890, 600);
 const args = parseCli({
   name: "chat_server",
-  summary: "A chat room: a name first, then every line goes to everyone else as 'name: line'.",
+  summary: "A chat room: a name first, then every line goes to everyone else as 'name: line'. " +
+    "A name is 1 to 16 ASCII letters, digits, _ or -, starting with a letter, and case does " +
+    "not count: ALICE is taken while alice is in (the room shows a name as it was typed).",
   options: {
     ...flags,
     "max-line": { ...flags["max-line"], default: 1024 },
@@ -73,6 +106,19 @@ const args = parseCli({
       default: 256 * 1024,
       help: "bytes owed to one client before it is dropped as too slow",
     },
+    "max-rate": {
+      kind: "integer",
+      max: 1024 * 1024 * 1024,
+      default: 32 * 1024,
+      valueName: "BYTES_PER_S",
+      help: "bytes per second one client may send into the room, counted as 'name: line', " +
+        "in bursts of up to 2 s of it; over it: 'ERR flooding, disconnected' (0: no limit)",
+    },
+    "name-timeout": {
+      kind: "seconds",
+      default: 30,
+      help: "disconnect a client that has no accepted name after this long (0: never)",
+    },
     "max-conns": { kind: "integer", min: 1, max: 100_000, default: 1000, help: "clients at once" },
     quiet: { kind: "boolean", help: "do not log lines, joins and leaves" },
   },
@@ -81,26 +127,37 @@ const args = parseCli({
 /** A connected client, named or not yet. */
 interface Client {
   conn: Deno.Conn;
+  lines: LineReader; // what it sends, line by line
   name: string; // "" until it has chosen one
   prefix: Uint8Array; // `name: `
-  queue: Uint8Array[]; // bytes owed to it, oldest first
-  owed: number; // bytes in the queue and in the write in flight
+  queue: Uint8Array[]; // bytes owed to it, oldest first, each whole lines
+  owed: number; // bytes in the queue and in the piece being written
   wake?: () => void; // its writer waits on this while the queue is empty
   done: boolean; // nothing more will be queued; the writer stops once the queue is empty
-  dropped?: boolean; // too slow: then its read and write errors are ours, not news
+  farewell?: Uint8Array; // set when we disconnect it: its last line (an ERR), sent in place of the queue
+  allowance: number; // bytes it may still send into the room now (--max-rate's bucket)
+  refilledAt: number; // when the allowance was last topped up (ms, monotonic)
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 const text = (s: string) => encoder.encode(`${s}\n`);
 const NEWLINE = text("");
 const ASK_NAME = text("* name?");
-const BAD_NAME = text("ERR a name is 1 to 32 bytes of UTF-8, no spaces or control characters");
+const NAME_RULE = /^[A-Za-z][A-Za-z0-9_-]{0,15}$/;
+const BAD_NAME = text(
+  "ERR a name is 1 to 16 ASCII letters, digits, _ or -, starting with a letter",
+);
 const TOO_SLOW = text("ERR too slow, disconnected");
+const FLOODING = text("ERR flooding, disconnected");
+const NO_NAME = text(`ERR no name within ${args["name-timeout"]} s, disconnected`);
+const PIECE = 16 * 1024; // the most one write() is given: between writes, a drop can cut in
 const GRACE_MS = 1000; // how long a leaving client may take to receive what it is owed
-const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const DROP_WAIT_MS = 15_000; // how long a disconnected client gets to take its last line and ERR
+const RATE = args["max-rate"]; // bytes per second; the bucket holds 2 s of it
 const clients = new Set<Client>();
-const names = new Set<string>();
-const log = args.quiet ? () => {} : (line: string) => console.log(line);
+const names = new Map<string, string>(); // lower case -> the name as typed
+const logRoom = args.quiet ? () => {} : log; // lines, joins, leaves (log: never waits for a reader)
 let server: TcpServer;
 
 /** Queues bytes for one client, or drops it if its queue would overflow. Never waits. */
@@ -108,17 +165,28 @@ function send(client: Client, bytes: Uint8Array): void {
   if (client.done) return;
   if (client.owed + bytes.length > args["max-queue"]) {
     const who = client.name || formatAddress(client.conn.remoteAddr);
-    console.log(`${who}: ${client.owed} bytes not taken, too slow, dropped`);
-    client.dropped = client.done = true;
-    client.queue = [TOO_SLOW]; // replaces what it was owed
-    client.wake?.();
-    queueMicrotask(() => leave(client)); // announced after the broadcast in progress
-    setTimeout(() => closeQuietly(client.conn), GRACE_MS); // also ends its reader
+    log(`${who}: ${client.owed} bytes not taken, too slow, dropped`);
+    disconnect(client, TOO_SLOW);
     return;
   }
   client.queue.push(bytes);
   client.owed += bytes.length;
   client.wake?.();
+}
+
+/**
+ * Ends a client's stay, telling it why in `farewell` (an `ERR` line): what it
+ * was owed and not yet sent is thrown away, its writer finishes the line it is
+ * writing and sends `farewell`, and its reader stops. Never waits.
+ */
+function disconnect(client: Client, farewell: Uint8Array): void {
+  if (client.farewell) return;
+  client.farewell = farewell;
+  client.done = true;
+  client.queue = [];
+  client.wake?.();
+  client.lines.close(); // its lines go nowhere now; chat() ends and waits for the writer
+  queueMicrotask(() => leave(client)); // announced after the broadcast in progress
 }
 
 /** The same bytes (one copy, shared by all queues) to every named client but `from`. */
@@ -127,109 +195,224 @@ function broadcast(from: Client | undefined, bytes: Uint8Array): void {
 }
 
 function leave(client: Client): void {
-  if (!names.delete(client.name)) return;
-  log(`${client.name} left`);
+  if (!names.delete(client.name.toLowerCase())) return;
+  logRoom(`${client.name} left`);
   if (!server.signal.aborted) broadcast(client, text(`* ${client.name} left`));
 }
 
-/** Drains one client's queue; the only place that ever waits for this client. */
-async function writer(client: Client, idle: IdleClock | undefined): Promise<void> {
+/**
+ * Drains one client's queue; the only place that ever waits for this client.
+ * True once it has sent the farewell of a client we disconnected.
+ */
+async function writer(client: Client, idle: IdleClock | undefined): Promise<boolean> {
   try {
-    while (client.queue.length > 0 || !client.done) {
+    while (!client.farewell) {
       if (client.queue.length === 0) {
+        if (client.done) return false;
         await new Promise<void>((resolve) => client.wake = resolve);
         client.wake = undefined;
         continue;
       }
-      const batch = client.queue.length === 1 ? client.queue[0] : concatBytes(client.queue);
-      client.queue = [];
-      await writeAll(client.conn, batch, idle); // each byte taken restarts the idle clock
-      client.owed -= batch.length;
+      await writePiece(client, takePiece(client), idle);
     }
-    if (client.dropped) closeQuietly(client.conn); // its ERR is out: hang up now
+    // Disconnected: the line under way is finished, then the reason, then end of stream.
+    await writeAll(client.conn, client.farewell, idle);
+    await client.conn.closeWrite();
+    return true;
   } catch {
-    client.done = true; // it went away; its reader finds out too
+    client.done = true; // it went away (or was hung up on); its reader finds out too
+    return false;
   }
+}
+
+/** Whole lines from the head of the queue: up to PIECE bytes, or one longer line. */
+function takePiece(client: Client): Uint8Array {
+  let size = 0;
+  let count = 0;
+  for (const chunk of client.queue) {
+    if (count > 0 && size + chunk.length > PIECE) break;
+    size += chunk.length;
+    count++;
+  }
+  const taken = client.queue.splice(0, count);
+  return count === 1 ? taken[0] : concatBytes(taken);
+}
+
+/**
+ * Writes `piece` at most PIECE bytes per `write()`. If the client is
+ * disconnected meanwhile, it stops at the end of the line under way: the
+ * client gets whole lines, and its `ERR` comes next.
+ */
+async function writePiece(client: Client, piece: Uint8Array, idle: IdleClock | undefined) {
+  let end = piece.length;
+  for (let at = 0; at < end;) {
+    const n = await client.conn.write(piece.subarray(at, Math.min(end, at + PIECE)));
+    at += n;
+    client.owed -= n;
+    idle?.restart(); // it took bytes: not idle
+    if (client.farewell && end === piece.length) {
+      end = at === 0 || piece[at - 1] === NEWLINE[0] ? at : piece.indexOf(NEWLINE[0], at) + 1;
+    }
+  }
+}
+
+/**
+ * Takes `bytes` from the client's allowance (a token bucket: it refills at
+ * --max-rate and holds 2 s of it). False when the allowance is used up: the
+ * client sends faster than anyone types or pastes.
+ */
+function withinRate(client: Client, bytes: number, now: number): boolean {
+  if (RATE === 0) return true;
+  client.allowance = Math.min(2 * RATE, client.allowance + (now - client.refilledAt) * RATE / 1000);
+  client.refilledAt = now;
+  if (client.allowance <= 0) return false;
+  client.allowance -= bytes; // may go below 0: one long line is not a flood, the next one pays
+  return true;
 }
 
 /** The name a line asks for, or the `ERR` line refusing it. */
 function checkName(bytes: Uint8Array): string | Uint8Array {
-  let name: string;
-  try {
-    name = utf8.decode(bytes);
-  } catch {
-    return BAD_NAME;
-  }
-  if (bytes.length < 1 || bytes.length > 32 || /[\s\p{C}]/u.test(name)) return BAD_NAME;
-  return names.has(name) ? text(`ERR the name ${name} is taken`) : name;
+  const name = decoder.decode(bytes); // anything not ASCII fails the rule
+  if (!NAME_RULE.test(name)) return BAD_NAME;
+  const holder = names.get(name.toLowerCase());
+  if (holder === undefined) return name;
+  if (holder === name) return text(`ERR the name ${name} is taken`);
+  return text(`ERR the name ${name} is taken: ${holder} is here, and case does not count`);
 }
 
 async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Promise<void> {
-  const client: Client = { conn, name: "", prefix: NEWLINE, queue: [], owed: 0, done: false };
-  clients.add(client);
-  const writing = writer(client, idle);
   // A line counts once its newline comes: what a client leaves unfinished goes to nobody.
   const lines = new LineReader(conn, {
     maxLine: args["max-line"],
     requireNewline: true,
     signal,
   });
+  const client: Client = {
+    conn,
+    lines,
+    name: "",
+    prefix: NEWLINE,
+    queue: [],
+    owed: 0,
+    done: false,
+    allowance: 2 * RATE,
+    refilledAt: performance.now(),
+  };
+  clients.add(client);
+  const writing = writer(client, idle);
+  // A place in the room is taken at connect: one that gives no name gives it back.
+  const nameMs = secondsToMs(args["name-timeout"]);
+  const nameTimer = nameMs === undefined ? undefined : setTimeout(() => {
+    if (client.name || client.farewell) return;
+    log(`${peer}: no name within ${args["name-timeout"]} s, disconnected`);
+    disconnect(client, NO_NAME);
+  }, nameMs);
   try {
     send(client, ASK_NAME);
     while (!client.name) {
       const line = await lines.readLine();
+      if (client.farewell) return; // the name timeout came first
       if (line === null) {
-        return log(
+        return logRoom(
           `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a name"}`,
         );
       }
       idle?.restart();
       const name = checkName(line);
       if (typeof name !== "string") {
-        log(`${peer}: name refused: ${showBytes(line, LOG_PREVIEW)}`);
+        logRoom(`${peer}: name refused: ${showBytes(line, LOG_PREVIEW)}`);
         send(client, name);
         send(client, ASK_NAME);
         continue;
       }
       const others = [...names.values().take(20)]; // a short list, even in a crowd
       if (names.size > 20) others.push(`and ${names.size - 20} more`);
+      clearTimeout(nameTimer);
       client.name = name;
       client.prefix = encoder.encode(`${name}: `);
-      names.add(name);
-      log(`${name} (${peer}) joined`);
+      names.set(name.toLowerCase(), name);
+      logRoom(`${name} (${peer}) joined`);
       const here = others.length ? `here: ${others.join(", ")}` : "nobody else is here";
       send(client, text(`* welcome ${name}; ${here}`));
       broadcast(client, text(`* ${name} joined`));
     }
     while (true) {
       const batch = await lines.readBatch(); // every whole line that has arrived
-      if (batch === null) break; // the client is done (or Ctrl+C)
+      if (batch === null) break; // the client is done (or Ctrl+C, or dropped)
       idle?.restart();
       const parts: Uint8Array[] = [];
+      const now = performance.now();
       for (const line of batch) {
+        const size = client.prefix.length + line.length + 1;
+        if (!withinRate(client, size, now)) {
+          log(`${client.name}: over --max-rate ${RATE} bytes/s, flooding, disconnected`);
+          disconnect(client, FLOODING); // after the lines before this one are passed on
+          break;
+        }
         parts.push(client.prefix, line, NEWLINE);
-        log(`${client.name}: ${showBytes(line, LOG_PREVIEW)}`);
+        logRoom(`${client.name}: ${showBytes(line, LOG_PREVIEW)}`);
       }
       const chunk = concatBytes(parts); // a copy, shared by every queue: the reader reuses its buffer
       broadcast(client, chunk);
-      // A client that keeps its socket full is read at once, batch after
-      // batch, without a return to the event loop: let the others in.
-      if (chunk.length >= 4096) await nextTurn();
+      await nextPoll(); // fairness: the others get their turn before we read this one again
       if (client.done) break;
     }
   } catch (err) {
     if (err instanceof LineTooLongError) send(client, LINE_TOO_LONG);
-    if (!client.dropped) throw err; // logged in one line by TcpServer
+    if (!client.farewell) throw err; // logged in one line by TcpServer
   } finally {
+    clearTimeout(nameTimer);
     leave(client);
     client.done = true;
     client.wake?.();
-    // Let it take what it is still owed (its welcome, an ERR), but not wait long for it.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([writing, new Promise((r) => timer = setTimeout(r, GRACE_MS))]);
-    clearTimeout(timer);
+    await finish(client, writing);
     clients.delete(client);
   }
+}
+
+/**
+ * Lets a client take what it is still owed before TcpServer closes the
+ * connection: 1 s for one that leaves. One we disconnected gets up to 15 s to
+ * take the end of its line and its ERR (a reader's writes can stall for
+ * seconds while the kernel holds megabytes for it), then up to 1 s for the
+ * ERR to travel, or until it closes its side.
+ */
+async function finish(client: Client, writing: Promise<boolean>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<boolean>((r) => {
+    timer = setTimeout(r, client.farewell ? DROP_WAIT_MS : GRACE_MS, false);
+  });
+  const saidFarewell = await Promise.race([writing, limit]);
+  clearTimeout(timer);
+  if (saidFarewell) await Promise.race([pause(GRACE_MS), endOfInput(client.conn)]);
+}
+
+/**
+ * Resolves when the client closes its side, reading and throwing away what
+ * it still sends (slowly: a flooder is not worth a busy loop).
+ */
+async function endOfInput(conn: Deno.Conn): Promise<void> {
+  const scrap = new Uint8Array(16 * 1024);
+  try {
+    while ((await conn.read(scrap)) !== null) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } catch {
+    // reset, or closed by us
+  }
+}
+
+/** Resolves after `ms`, or at once when the server begins to shut down. */
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      server.signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    server.signal.addEventListener("abort", done);
+  });
 }
 
 await runMain(async () => {

@@ -105,25 +105,65 @@ Deno.test("chat: taken and invalid names get ERR and are asked again", () =>
     const c = await LineClient.connect(server.port);
     try {
       assert.equal(await c.line(), "* name?");
-      const bad = "ERR a name is 1 to 32 bytes of UTF-8, no spaces or control characters";
-      for (const name of ["alice", "ev\x1bil", "", "two words", "x".repeat(33), "\u202eevil"]) {
-        const want = name === "alice" ? "ERR the name alice is taken" : bad;
+      for (const name of ["alice", "ev\x1bil", "", "two words", "x".repeat(17), "9lives", "-x"]) {
+        const want = name === "alice" ? "ERR the name alice is taken" : BAD_NAME;
         assert.equal(await c.ask(name), want, JSON.stringify(name));
         assert.equal(await c.line(), "* name?");
       }
       await c.send(new Uint8Array([0xc3, 0x28, 0x0a])); // not UTF-8
-      assert.equal(await c.line(), bad);
+      assert.equal(await c.line(), BAD_NAME);
       assert.equal(await c.line(), "* name?");
-      assert.equal(await c.ask("zoë"), "* welcome zoë; here: alice");
-      assert.equal(await alice.line(), "* zoë joined");
+      const longest = "Z" + "o_-9".repeat(3) + "xyz"; // 16 characters
+      assert.equal(await c.ask(longest), `* welcome ${longest}; here: alice`);
+      assert.equal(await alice.line(), `* ${longest} joined`);
       await server.stdout.waitFor(/name refused: ev\\x1bil\n/);
     } finally {
       c.close();
     }
   }));
 
+/** What a refused name gets: the rule. */
+const BAD_NAME = "ERR a name is 1 to 16 ASCII letters, digits, _ or -, starting with a letter";
+
+Deno.test("chat: look-alike and blank names are refused while alice is in; ALICE is taken", () =>
+  withRoom([], async (server, join) => {
+    const alice = await join("alice");
+    const c = await LineClient.connect(server.port);
+    try {
+      assert.equal(await c.line(), "* name?");
+      const tries: [string, string][] = [
+        ["\u0430lice", BAD_NAME], // Cyrillic а
+        ["\uff41lice", BAD_NAME], // fullwidth ａ
+        ["alice\u0301", BAD_NAME], // a combining accent on the e
+        ["ALICE", "ERR the name ALICE is taken: alice is here, and case does not count"],
+        ["\u3164\u3164", BAD_NAME], // two Hangul fillers: renders blank
+        ["\u2800", BAD_NAME], // a blank Braille pattern
+      ];
+      for (const [name, want] of tries) {
+        await c.send(concat(encoder.encode(name), encoder.encode("\n"))); // raw UTF-8 bytes
+        assert.equal(await c.line(), want, JSON.stringify(name));
+        assert.equal(await c.line(), "* name?");
+      }
+      // Not one of them joined; a name of the rule does, shown as typed.
+      assert.equal(await c.ask("Alice_2"), "* welcome Alice_2; here: alice");
+      assert.equal(await alice.line(), "* Alice_2 joined");
+      await alice.send("hi\n");
+      assert.equal(await c.line(), "alice: hi");
+    } finally {
+      c.close();
+    }
+  }));
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 Deno.test("chat: a client that never reads is dropped; the others' lines keep coming within 2 s", () =>
-  withRoom(["--quiet", "--max-queue", "65536"], async (server, join) => {
+  // --max-rate 0: alice sends megabytes to fill slow's buffers, far past a person's rate.
+  withRoom(["--quiet", "--max-queue", "65536", "--max-rate", "0"], async (server, join) => {
     const alice = await join("alice");
     const bob = await join("bob");
     assert.equal(await alice.line(), "* bob joined");
@@ -197,7 +237,8 @@ Deno.test({
   name: "chat_server: one client flooding the room does not keep a newcomer waiting",
   ignore: !hasCommand("nc") || !hasCommand("timeout"),
   async fn() {
-    const server = await startServer("chat_server", ["--port", "0", "--quiet"]);
+    // --max-rate 0: the flood runs to its end (the rate limit would cut it at once).
+    const server = await startServer("chat_server", ["--port", "0", "--quiet", "--max-rate", "0"]);
     const dir = await Deno.makeTempDir();
     try {
       // nc streams a file as fast as the server reads it, from its own process.
@@ -288,46 +329,224 @@ Deno.test("chat: --max-conns turns away extra clients with ERR server busy", () 
     c.close();
   }));
 
-Deno.test("chat: SIGTERM with clients connected exits 0 within 2 s", () =>
-  // A queue big enough that `deaf` is not dropped: it is still owed megabytes at the end.
-  withRoom(["--quiet", "--max-queue", String(64 << 20)], async (server, join) => {
-    const [a, b, c] = [await join("a"), await join("b"), await join("c")];
-    // One that never reads, and one that never names itself.
-    const deaf = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
-    const shy = await LineClient.connect(server.port);
+Deno.test("chat: sockets that never give a name are let go after --name-timeout; a chat_client then gets in", () =>
+  withRoom(["--max-conns", "3", "--name-timeout", "1"], async (server) => {
+    // Three sockets take every place and never send a byte.
+    const silent = await Promise.all([1, 2, 3].map(() => LineClient.connect(server.port)));
+    const t0 = performance.now();
     try {
-      await deaf.write(encoder.encode("deaf\n"));
-      assert.deepEqual(await until(a, "* deaf joined"), ["* b joined", "* c joined"]);
-      assert.deepEqual(await until(b, "* deaf joined"), ["* c joined"]);
-      assert.deepEqual(await until(c, "* deaf joined"), []);
-      for (let i = 0; i < 60; i++) { // 6 MB, more than the kernel holds for deaf
-        await a.send(`${"z".repeat(1000)}\n`.repeat(99) + `mark ${i}\n`);
-        await until(b, `a: mark ${i}`, 200);
-        await until(c, `a: mark ${i}`, 200);
+      for (const c of silent) assert.equal(await c.line(), "* name?");
+      // While they hold the room, everyone else is turned away...
+      const turnedAway = await LineClient.connect(server.port);
+      assert.equal(await turnedAway.line(), "ERR server busy");
+      turnedAway.close();
+      // ...until each of them is told why and closed, a second after it came.
+      for (const c of silent) {
+        assert.equal(await c.line(), "ERR no name within 1 s, disconnected");
+        assert.equal(await c.line(), null);
+        c.close();
       }
-      a.close(); // the rest is about the other clients
-      assert.equal(await b.line(), "* a left");
-      assert.equal(await c.line(), "* a left");
-      const t0 = performance.now();
-      const done = await server.stop();
       const ms = performance.now() - t0;
-      assert.equal(done.code, 0, done.stderr);
-      assert.ok(ms < 2000, `took ${ms} ms`);
-      assert.match(done.stdout, /chat_server: shut down, and closed the 4 clients still connected/);
-      for (const reader of [b, c]) {
-        assert.equal(await reader.line(), "* server closing");
-        assert.equal(await reader.line(), null);
-      }
-      assert.equal(await shy.line(), "* name?");
-      assert.equal(await shy.line(), null);
+      assert.ok(ms >= 900 && ms < 3000, `dropped after ${ms.toFixed(0)} ms`);
+      await server.stdout.waitForCount(/: no name within 1 s, disconnected\n/, 3);
+      // The room is open again: a real chat_client joins and talks.
+      const r = await runTask(
+        "chat_client",
+        ["--port", String(server.port), "--name", "legit"],
+        "hi\n",
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "* name?\n* welcome legit; nobody else is here\n");
+      await server.stdout.waitFor("legit: hi\n");
+      assert.equal(server.stdout.text.match(/no name within/g)?.length, 3, server.stdout.text);
     } finally {
-      deaf.close();
-      shy.close();
+      for (const c of silent) c.close();
     }
   }));
 
+/** Runs `python3 -c code args...`; resolves with its stdout bytes, stderr and exit code. */
+function py(code: string, args: string[], timeoutMs = 60_000) {
+  const child = new Deno.Command("python3", {
+    args: ["-c", code, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, timeoutMs);
+  return child.output().then((out) => {
+    clearTimeout(timer);
+    return { code: out.code, stdout: out.stdout, stderr: decoder.decode(out.stderr) };
+  });
+}
+
+/**
+ * A flooder: joins as `flooder`, sends COUNT numbered lines of 100 bytes
+ * (`00000042 xxx...`) as fast as it can, half-closes, and prints everything
+ * the room sent it (`<reset>` if the connection was reset). Args: PORT COUNT.
+ */
+const FLOODER = `
+import socket, sys, threading
+port, count = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(b"flooder\\n")
+got = bytearray()
+def read():
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b: return
+            got.extend(b)
+    except OSError:
+        got.extend(b"<reset>")
+reader = threading.Thread(target=read, daemon=True)
+reader.start()
+try:
+    for i in range(0, count, 1000):
+        s.sendall(b"".join(b"%08d %s\\n" % (j, b"x" * 90) for j in range(i, min(count, i + 1000))))
+    s.shutdown(socket.SHUT_WR)
+except OSError:
+    pass
+reader.join(30)
+sys.stdout.buffer.write(got)
+`;
+
+/**
+ * A slow reader: joins as NAME, then reads 16 KiB and sleeps 0.1 s (some
+ * 150 KB/s) for PACED seconds, then as fast as it can; prints all it got,
+ * then `<reset>` if the connection was reset. Args: PORT NAME PACED.
+ */
+const SLOW_READER = `
+import socket, sys, time
+port, name, paced = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(name.encode() + b"\\n")
+t0 = time.monotonic()
+data = bytearray()
+try:
+    while time.monotonic() - t0 < 60:
+        b = s.recv(16384)
+        if not b: break
+        data += b
+        if time.monotonic() - t0 < paced: time.sleep(0.1)
+except ConnectionResetError:
+    data += b"<reset>"
+sys.stdout.buffer.write(data)
+`;
+
+/** The flooder's line number N as the room shows it. */
+const floodLine = (n: number) => `flooder: ${String(n).padStart(8, "0")} ${"x".repeat(90)}`;
+
+Deno.test({
+  name:
+    "chat: a reader taking ~150 KB/s when dropped gets whole lines, then ERR too slow, then the close; a sleeper is dropped too",
+  ignore: !hasCommand("python3"),
+  fn: () =>
+    // --max-rate 0: one flooder may outrun the readers, the case this rule is for.
+    withRoom(["--quiet", "--max-rate", "0"], async (server, join) => {
+      const watcher = await join("watcher");
+      const slow = py(SLOW_READER, [String(server.port), "slow", "12"]);
+      assert.equal(await watcher.line(), "* slow joined");
+      const sleeper = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      try {
+        await sleeper.write(encoder.encode("sleeper\n")); // and never reads
+        assert.equal(await watcher.line(), "* sleeper joined");
+        watcher.close(); // the flood is for slow and sleeper
+        const flood = await py(FLOODER, [String(server.port), "200000"]); // 20 MB
+        assert.equal(flood.code, 0, flood.stderr);
+        await server.stdout.waitFor(/sleeper: \d+ bytes not taken, too slow, dropped/);
+        await server.stdout.waitFor(/slow: \d+ bytes not taken, too slow, dropped/);
+        const got = await slow;
+        assert.equal(got.code, 0, got.stderr);
+        const text = decoder.decode(got.stdout);
+        // Whole lines, the flood's in order with none missing, then the ERR, then the end.
+        assert.ok(
+          text.endsWith("\nERR too slow, disconnected\n"),
+          `slow's end: ${text.slice(-300)}`,
+        );
+        const lines = text.split("\n").slice(0, -2);
+        const flooded = lines.filter((l) => l.startsWith("flooder: "));
+        assert.ok(flooded.length > 10_000, `slow got ${flooded.length} lines`);
+        for (const [i, line] of flooded.entries()) {
+          if (line !== floodLine(i)) assert.fail(`line ${i} of the flood: '${line.slice(0, 120)}'`);
+        }
+        const notices = lines.filter((l) => !l.startsWith("flooder: "));
+        // (The watcher's leave and the flooder's join may come in either order.)
+        assert.deepEqual(notices.filter((l) => l !== "* sleeper left").sort(), [
+          "* flooder joined",
+          "* name?",
+          "* sleeper joined",
+          "* watcher left",
+          "* welcome slow; here: watcher",
+        ]);
+        console.log(
+          `slow took ${got.stdout.length} bytes: ${flooded.length} whole lines, then its ERR`,
+        );
+      } finally {
+        sleeper.close();
+      }
+    }),
+});
+
+Deno.test("chat: SIGTERM with clients connected exits 0 within 2 s", () =>
+  // A queue big enough that `deaf` is not dropped: it is still owed megabytes at the end.
+  withRoom(
+    ["--quiet", "--max-queue", String(64 << 20), "--max-rate", "0"],
+    async (server, join) => {
+      const [a, b, c] = [await join("a"), await join("b"), await join("c")];
+      // One that never reads, and one that never names itself.
+      const deaf = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      const shy = await LineClient.connect(server.port);
+      try {
+        await deaf.write(encoder.encode("deaf\n"));
+        assert.deepEqual(await until(a, "* deaf joined"), ["* b joined", "* c joined"]);
+        assert.deepEqual(await until(b, "* deaf joined"), ["* c joined"]);
+        assert.deepEqual(await until(c, "* deaf joined"), []);
+        for (let i = 0; i < 60; i++) { // 6 MB, more than the kernel holds for deaf
+          await a.send(`${"z".repeat(1000)}\n`.repeat(99) + `mark ${i}\n`);
+          await until(b, `a: mark ${i}`, 200);
+          await until(c, `a: mark ${i}`, 200);
+        }
+        a.close(); // the rest is about the other clients
+        assert.equal(await b.line(), "* a left");
+        assert.equal(await c.line(), "* a left");
+        const t0 = performance.now();
+        const done = await server.stop();
+        const ms = performance.now() - t0;
+        assert.equal(done.code, 0, done.stderr);
+        assert.ok(ms < 2000, `took ${ms} ms`);
+        assert.match(
+          done.stdout,
+          /chat_server: shut down, and closed the 4 clients still connected/,
+        );
+        for (const reader of [b, c]) {
+          assert.equal(await reader.line(), "* server closing");
+          assert.equal(await reader.line(), null);
+        }
+        assert.equal(await shy.line(), "* name?");
+        assert.equal(await shy.line(), null);
+      } finally {
+        deaf.close();
+        shy.close();
+      }
+    },
+  ));
+
 Deno.test("chat: bad flags exit 2 with one error line; --help shows the maxima", async () => {
-  for (const bad of [["--max-queue", "100"], ["--max-queue", "999999999"], ["--port", "x"]]) {
+  for (
+    const bad of [
+      ["--max-queue", "100"],
+      ["--max-queue", "999999999"],
+      ["--port", "x"],
+      ["--name-timeout", "-1"],
+      ["--name-timeout", "100000"],
+      ["--max-rate", "1.5"],
+      ["--max-rate", String(2 ** 31)],
+    ]
+  ) {
     const r = await runTask("chat_server", bad);
     assert.equal(r.code, 2, `${bad}: ${r.stderr}`);
     assert.match(r.stderr, /^error: [^\n]*\n$/, `${bad}`);
@@ -336,6 +555,10 @@ Deno.test("chat: bad flags exit 2 with one error line; --help shows the maxima",
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--max-queue N .*default 262144, max 67108864/);
   assert.match(help.stdout, /--max-line N .*default 1024/);
+  assert.match(help.stdout, /--idle-timeout SECONDS .*default 600, max 86400/);
+  assert.match(help.stdout, /--name-timeout SECONDS .*default 30, max 86400/);
+  assert.match(help.stdout, /--max-rate BYTES_PER_S .*default 32768, max 1073741824/);
+  assert.match(help.stdout, /1 to 16 ASCII letters, digits, _ or -, starting with a letter/);
 });
 
 /** chat_client as a process with a pipe for its standard input. */
@@ -351,6 +574,65 @@ function chatClient(port: number, ...extra: string[]) {
     end: () => stdin.close(),
   };
 }
+
+Deno.test({
+  name:
+    "chat: a flooder is cut with ERR flooding; chat_client readers stay in and got every line up to the cut",
+  ignore: !hasCommand("python3"),
+  fn: () =>
+    withRoom([], async (server) => { // the default --max-rate
+      const names = ["carol", "dave", "erin"];
+      const readers: ReturnType<typeof chatClient>[] = [];
+      try {
+        for (const name of names) { // one after the other: each is in when the next comes
+          readers.push(chatClient(server.port, "--name", name));
+          await readers.at(-1)!.client.stdout.waitFor(`* welcome ${name}; `);
+        }
+        const flood = await py(FLOODER, [String(server.port), "200000"]); // 20 MB, as fast as it goes
+        assert.equal(flood.code, 0, flood.stderr);
+        const told = decoder.decode(flood.stdout).replace(/<reset>$/, "");
+        assert.ok(told.endsWith("\nERR flooding, disconnected\n"), `the flooder's end: ${told}`);
+        await server.stdout.waitFor(
+          /flooder: over --max-rate 32768 bytes\/s, flooding, disconnected\n/,
+        );
+        // Each reader got the same lines, whole and in order, up to the cut; then the leave.
+        const counts = [];
+        for (const { client } of readers) {
+          await client.stdout.waitFor("* flooder left\n");
+          const shown = client.stdout.text.split("\n");
+          const from = shown.indexOf("* flooder joined") + 1;
+          const flooded = shown.slice(from, shown.indexOf("* flooder left"));
+          for (const [i, line] of flooded.entries()) {
+            if (line !== floodLine(i)) {
+              assert.fail(`line ${i} of the flood: '${line.slice(0, 120)}'`);
+            }
+          }
+          counts.push(flooded.length);
+        }
+        assert.ok(counts[0] > 500, `only ${counts[0]} lines before the cut`); // 64 KiB of burst
+        assert.deepEqual(counts, [counts[0], counts[0], counts[0]]);
+        // They are still in: carol talks, the others hear her; then all leave cleanly.
+        await readers[0].type("still here\n");
+        for (const { client } of readers.slice(1)) {
+          await client.stdout.waitFor("carol: still here\n");
+        }
+        for (const r of readers) await r.end();
+        for (const { client } of readers) {
+          const done = await client.finished();
+          assert.equal(done.code, 0, done.stderr);
+          assert.doesNotMatch(done.stdout + done.stderr, /ERR|error:/);
+        }
+        assert.equal(server.stdout.text.match(/flooding/g)?.length, 1, "logged once");
+        console.log(`the flooder was cut after ${counts[0]} lines`);
+      } finally {
+        for (const { client, end } of readers) {
+          await end().catch(() => {});
+          client.kill("SIGKILL");
+          await client.finished();
+        }
+      }
+    }),
+});
 
 Deno.test("chat_client: types and prints at once; control bytes from the room are escaped", () =>
   withRoom([], async (server, join) => {
