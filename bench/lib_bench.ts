@@ -48,7 +48,7 @@ Deno.bench("LineReader.readLine", { group: "lines", baseline: true }, async () =
 Deno.bench("LineReader.readBatch (as the line servers)", { group: "lines" }, async () => {
   const lines = new LineReader(stream());
   let count = 0;
-  for (let batch; (batch = await lines.readBatch()) !== null;) count += batch.length;
+  for (let batch; (batch = await lines.readBatch()) !== null;) count += [...batch].length;
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 

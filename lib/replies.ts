@@ -35,37 +35,32 @@ import type { IdleClock } from "./deadline.ts";
 import { writeAll, type Writer } from "./io.ts";
 
 /**
- * Batches are built in buffers lent by a pool that all connections share,
+ * Batches are built in buffers lent by pools that all connections share,
  * and given back once their write is done: allocating a fresh ArrayBuffer
  * per reply cost as much time as the rest of a round trip (a fresh 64 KiB
  * one per batch, more than the copy), and a buffer kept by each connection
  * would stay with it while it sits idle (186 KiB per client after one
  * 60 KB line). So a connection holds a buffer only while its batch is being
- * built and written. Small batches (the ping-pong case) take 256-byte
- * buffers; big ones (a pipelining client) take ones of 64 KiB and more.
+ * built and written. Two sizes: 256 bytes (the ping-pong case) and 128 KiB
+ * (a pipelining client: the replies to a 64 KiB read fit); a batch bigger
+ * than that (a very long line) gets a buffer of its own.
  */
 const SMALL = 256;
-const MAX_SPARE_SMALL = 1024;
-const MAX_SPARE_BIG = 16;
-const MAX_KEPT_BIG = 1024 * 1024;
-const spareSmall: Uint8Array[] = [];
-const spareBig: Uint8Array[] = [];
+const BIG = 128 * 1024;
+const spare = new Map<number, Uint8Array[]>([[SMALL, []], [BIG, []]]);
+const MAX_SPARE = new Map([[SMALL, 1024], [BIG, 8]]);
 const NO_BYTES = new Uint8Array(0);
 
-/** A buffer from the pool of at least `size` bytes, or a new one. */
+/** A buffer of at least `size` bytes: from a pool when one fits. */
 function borrow(size: number): Uint8Array {
-  if (size <= SMALL) return spareSmall.pop() ?? new Uint8Array(SMALL);
-  const i = spareBig.findIndex((b) => b.length >= size);
-  return i === -1 ? new Uint8Array(size) : spareBig.splice(i, 1)[0];
+  const pooled = size <= SMALL ? SMALL : size <= BIG ? BIG : size;
+  return spare.get(pooled)?.pop() ?? new Uint8Array(pooled);
 }
 
-/** Gives a buffer back to the pool (unless the pool is full, or it is too big to keep). */
+/** Gives a buffer back to its pool (unless the pool is full, or it has none). */
 function giveBack(buffer: Uint8Array): void {
-  if (buffer.length === SMALL) {
-    if (spareSmall.length < MAX_SPARE_SMALL) spareSmall.push(buffer);
-  } else if (buffer.length <= MAX_KEPT_BIG && spareBig.length < MAX_SPARE_BIG) {
-    spareBig.push(buffer);
-  }
+  const pool = spare.get(buffer.length);
+  if (pool && pool.length < MAX_SPARE.get(buffer.length)!) pool.push(buffer);
 }
 
 /**

@@ -24,7 +24,7 @@ async function allLines(reader: LineReader): Promise<string[]> {
 /** Every batch as text; a batch's lines are only valid until the next is asked for. */
 async function allBatches(reader: LineReader, into: string[][] = []): Promise<string[][]> {
   for (let batch; (batch = await reader.readBatch()) !== null;) {
-    into.push(batch.map((l) => dec.decode(l)));
+    into.push([...batch].map((l) => dec.decode(l)));
   }
   return into;
 }
@@ -254,7 +254,7 @@ Deno.test("LineReader.readBatch: a signal that aborts ends a waiting readBatch()
     const lines = new LineReader(server, { signal: stop.signal });
     await writeAll(client, enc.encode("one\n"));
     const first = await withTimeout(lines.readBatch(), WAIT_MS, "the first batch", close);
-    assert.deepEqual(first?.map((l) => dec.decode(l)), ["one"]);
+    assert.deepEqual(first && [...first].map((l) => dec.decode(l)), ["one"]);
     const waiting = lines.readBatch(); // nothing more comes: it waits on the socket
     stop.abort();
     const t0 = performance.now();
