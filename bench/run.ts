@@ -199,7 +199,16 @@ await runMain(async () => {
       },
       {
         name: "deno sensor",
-        argv: [deno, ...taskCommand("sensor_server"), "--port", "0", "--quiet"],
+        // Its default --max-conns (1,000) would turn away most of the idle clients.
+        argv: [
+          deno,
+          ...taskCommand("sensor_server"),
+          "--port",
+          "0",
+          "--quiet",
+          "--max-conns",
+          "20000",
+        ],
         pong: true,
       },
     ];
@@ -216,7 +225,12 @@ await runMain(async () => {
       ) {
         servers.push({
           name: `${name} @${ref}`,
-          argv: [deno, ...task(script), "--port", "0", "--quiet"],
+          argv: [
+            deno,
+            ...task(script),
+            ...["--port", "0", "--quiet"],
+            ...(name === "sensor" ? ["--max-conns", "20000"] : []),
+          ],
           cwd: tree,
           pong: name === "sensor",
         });
@@ -353,11 +367,18 @@ await runMain(async () => {
               await out.done;
               await child.stderr.cancel();
               if (!status.success) {
-                throw new Error(`${server.name}: not every idle client was answered`);
+                console.log(`${server.name}: not every idle client was answered`);
               }
             };
+            try {
+              await out.waitFor("ready", 120_000);
+            } catch (err) {
+              // One server that fails its clients costs its own cells, not the whole table.
+              console.log(`${server.name}, ${load.label}: ${(err as Error).message}`);
+              await stop();
+              continue;
+            }
             holding.push({ load, server, before, connected: 0, stop });
-            await out.waitFor("ready", 120_000);
             holding.at(-1)!.connected = await rssKiB(server.process!.pid);
           }
         }

@@ -352,6 +352,10 @@ export function printError(message: string): void {
 export async function runMain(main: () => Promise<void>): Promise<void> {
   try {
     await main();
+    // Done: the last lines, then exit, even if nobody reads them (a pending
+    // write would otherwise keep the program alive). 2 s: a server's main
+    // returns as Ctrl+C begins its shutdown, which exits on its own by then.
+    if (!(await flushLogs(2000))) Deno.exit();
   } catch (err) {
     await flushLogs(); // what was logged before it, first
     printError(describeError(err));

@@ -30,6 +30,7 @@
  */
 
 import type { RetryInfo } from "./retry.ts";
+import { logError } from "./log.ts";
 import { paint } from "./text.ts";
 
 export type { RetryInfo };
@@ -80,7 +81,7 @@ export const ATTEMPTS_FLAG: AttemptsFlag = {
  */
 export function reportAttempt(
   attempts: number,
-  print: (line: string) => void = (line) => console.error(paint("dim", line)),
+  print: (line: string) => void = (line) => logError(paint("dim", line)),
 ): (info: RetryInfo) => void {
   return ({ attempt, error, delayMs }) =>
     print(

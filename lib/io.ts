@@ -31,6 +31,7 @@
 import { setImmediate } from "node:timers";
 import type { IdleClock } from "./deadline.ts";
 import { UnexpectedEofError } from "./errors.ts";
+import { logError, waitForLogReader } from "./log.ts";
 
 /** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
 export interface Reader {
@@ -57,6 +58,7 @@ export interface Writer {
  * ```ts
  * import { readExact } from "./io.ts";
  * import { UnexpectedEofError } from "./errors.ts";
+import { logError, waitForLogReader } from "./log.ts";
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = await Deno.connect({ port: listener.addr.port });
  * const server = await listener.accept();
@@ -189,8 +191,12 @@ export function nextTurn(): Promise<void> {
  * How: a loopback TCP connection to ourselves (the "self-pipe trick"). A
  * read on its empty end can only complete when the kernel, asked by the next
  * poll, says a byte has arrived; we write that byte right after starting the
- * read. Without permission for a loopback connection, it falls back to
- * `setImmediate`, which keeps the clients' order but not the poll.
+ * read. It opens on the first loopback address the program may use without
+ * a permission prompt (127.0.0.1, ::1, then 0.0.0.0 or ::, for a server
+ * run with `--allow-net=0.0.0.0`); with none, it says so once on stderr and
+ * falls back to `setImmediate`, which keeps the clients' order but not the
+ * poll. Before the poll it also waits for the log's reader, when it is far
+ * behind (`waitForLogReader` in log.ts).
  *
  * The pair stays open for the life of the program (the example is not run
  * as a test for that reason: the test sanitizers count it as a leak).
@@ -212,41 +218,85 @@ export function nextPoll(): Promise<void> {
 /** The wait that the clients of this turn share, until the poll it waits for. */
 let polled: Promise<void> | undefined;
 /** Both ends of the loopback pair, once it is open; `null` when it cannot be. */
-let selfPipe: Promise<{ reader: Deno.Conn; writer: Deno.Conn } | null> | undefined;
+let selfPipe: Promise<SelfPipe | null> | undefined;
+type SelfPipe = { reader: Deno.TcpConn; writer: Deno.TcpConn };
 const ONE_BYTE = new Uint8Array(1);
 const DRAIN = new Uint8Array(64);
 
+/**
+ * How many polls the servers' `nextPoll` has waited for so far: a clock for
+ * whoever wants to know whether a read has waited through one (lines.ts).
+ *
+ * @example
+ * ```ts ignore
+ * import { pollsSoFar } from "./io.ts";
+ * const then = pollsSoFar(); // later: pollsSoFar() > then + 1 means a whole poll came and went
+ * ```
+ */
+export function pollsSoFar(): number {
+  return polls;
+}
+let polls = 0;
+
 async function poll(): Promise<void> {
   try {
+    await waitForLogReader(); // the log's reader is one more to take turns with
     const pipe = await (selfPipe ??= openSelfPipe());
     if (pipe === null) return await nextTurn();
     pipe.reader.ref(); // while someone waits on it, the read keeps the program alive
     const arrived = pipe.reader.read(DRAIN); // pending: the socket is empty
-    await pipe.writer.write(ONE_BYTE); // arrives now, but the read hears of it at the next poll
-    await arrived;
-    pipe.reader.unref();
+    arrived.catch(() => {}); // (a failure is handled below, whichever call sees it first)
+    try {
+      await pipe.writer.write(ONE_BYTE); // arrives now, but the read hears of it at the next poll
+      if ((await arrived) === null) throw new Error("closed");
+      pipe.reader.unref();
+    } catch {
+      // Reset or closed under us: forget the pair (the next poll opens another).
+      closeQuietly(pipe.reader);
+      closeQuietly(pipe.writer);
+      selfPipe = undefined;
+      await nextTurn();
+    }
   } finally {
+    polls++;
     polled = undefined;
   }
 }
 
-async function openSelfPipe(): Promise<{ reader: Deno.Conn; writer: Deno.Conn } | null> {
-  for (const hostname of ["127.0.0.1", "::1"]) {
+/**
+ * Opens the loopback pair on the first address we may use without asking
+ * (asking would stop the program at a permission prompt), and makes sure the
+ * connection accepted is our own: another program could connect first.
+ */
+async function openSelfPipe(): Promise<SelfPipe | null> {
+  for (const hostname of ["127.0.0.1", "::1", "0.0.0.0", "::"]) {
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") continue;
     try {
       const listener = Deno.listen({ hostname, port: 0 });
       try {
         const writer = await Deno.connect({ hostname, port: listener.addr.port });
-        const reader = await listener.accept();
-        // Between polls the pair must not keep a program alive that is otherwise done.
-        reader.unref();
-        writer.unref();
-        return { reader, writer };
+        for (let tries = 0; tries < 10; tries++) {
+          const reader = await listener.accept();
+          if (reader.remoteAddr.port === writer.localAddr.port) {
+            // Between polls the pair must not keep a program alive that is otherwise done.
+            reader.unref();
+            writer.unref();
+            return { reader, writer };
+          }
+          reader.close(); // not ours
+        }
+        writer.close();
       } finally {
         listener.close();
       }
     } catch {
-      // No permission for this loopback address, or no such address: try the next.
+      // This address is not there (no IPv6, say): try the next.
     }
   }
+  logError(
+    "note: no permission for a loopback connection (--allow-net=127.0.0.1): " +
+      "a busy client may now delay the others (see nextPoll in lib/io.ts)",
+  );
   return null;
 }

@@ -37,7 +37,7 @@
 
 import { LineTooLongError, TruncatedLineError } from "./errors.ts";
 import { findNewline } from "./find_newline.ts";
-import type { Reader } from "./io.ts";
+import { pollsSoFar, type Reader } from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -60,17 +60,53 @@ const pool = new Map<number, Uint8Array<ArrayBuffer>[]>();
  * At most this many readers wait for their next read with a big buffer (4
  * MiB of 64 KiB buffers): the busiest, which a 256-byte first read would
  * slow (a closed-loop flood lost 15% of its throughput that way). Beyond
- * them, a reader whose last read came back short waits with a small one.
+ * them, a reader with nothing much pending waits with a small one, so that
+ * however many clients sent a burst and went quiet, they hold 4 MiB at most.
+ * Waiting means a read that a whole poll has come and gone without
+ * completing (`pollsSoFar` in io.ts): a flood's reads complete at once, and
+ * are not counted.
  */
 const MAX_WAITING_BIG = 64;
-let waitingBig = 0;
+/** Readers with a read in flight into a big buffer, and the poll count when it started. */
+const bigReads = new Map<object, number>();
+
+/** How many big reads have been waiting (up to MAX_WAITING_BIG: no need to count further). */
+function waitingBig(): number {
+  const now = pollsSoFar();
+  let n = 0;
+  for (const since of bigReads.values()) {
+    if (now > since + 3 && ++n === MAX_WAITING_BIG) break;
+  }
+  return n;
+}
 const MAX_POOLED = 8; // buffers of each size
+/**
+ * The busiest readers' 64 KiB buffers are cut from one 4 MiB block, made on
+ * first need: 64 buffers allocated one by one, among everything else a
+ * server allocates, left the memory around them unusable for anything else
+ * (a thousand clients that sent a burst and went quiet held 43 instead of
+ * 18 KiB each).
+ */
+let block: Uint8Array<ArrayBuffer>[] | undefined;
+const BLOCK_BYTES = MAX_WAITING_BIG * LARGE_BUFFER;
 
 function borrow(size: number): Uint8Array<ArrayBuffer> {
+  if (size === LARGE_BUFFER) {
+    if (block === undefined) {
+      const memory = new ArrayBuffer(BLOCK_BYTES);
+      block = Array.from(
+        { length: MAX_WAITING_BIG },
+        (_, i) => new Uint8Array(memory, i * LARGE_BUFFER, LARGE_BUFFER),
+      );
+    }
+    const cut = block.pop();
+    if (cut) return cut;
+  }
   return pool.get(size)?.pop() ?? new Uint8Array(size);
 }
 
 function giveBack(buffer: Uint8Array<ArrayBuffer>): void {
+  if (buffer.buffer.byteLength === BLOCK_BYTES) return void block!.push(buffer);
   if (buffer.length <= SMALL_BUFFER || buffer.length > LARGE_BUFFER) return;
   const spare = pool.get(buffer.length);
   if (spare === undefined) pool.set(buffer.length, [buffer]);
@@ -149,7 +185,6 @@ export class LineReader {
   #tooLong: unknown; // a line over the limit, found while batching the lines before it
   #lastFilled = false; // the last read filled all the room it had: more may be waiting
   #peak = SMALL_BUFFER; // the size a burst grew the buffer to
-  #big = false; // the read in flight has a big buffer (counted in waitingBig)
   #waiter: { resolve: (line: Uint8Array | null) => void; reject: (e: unknown) => void } | undefined;
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`, ...). */
@@ -294,15 +329,14 @@ export class LineReader {
     if (this.#reading) return; // (a waiter abandoned by its caller left it running)
     this.#makeRoom();
     this.#reading = true;
-    this.#big = this.#buf.length > SMALL_BUFFER;
-    if (this.#big) waitingBig++;
+    if (this.#buf.length > SMALL_BUFFER) bigReads.set(this, pollsSoFar());
     this.#reader.read(this.#buf.subarray(this.#end)).then(this.#onRead, this.#onReadError);
   }
 
   // Made once per reader and passed to then(): no closure, no chained promise per read.
   #onRead = (n: number | null): void => {
     this.#reading = false;
-    if (this.#big) waitingBig--;
+    bigReads.delete(this);
     if (this.#eof) return; // stopped meanwhile: these bytes are not wanted
     if (n === null) this.#eof = true;
     else this.#filled(n);
@@ -322,7 +356,7 @@ export class LineReader {
 
   #onReadError = (err: unknown): void => {
     this.#reading = false;
-    if (this.#big) waitingBig--;
+    bigReads.delete(this);
     this.#error = err; // every later readLine() fails the same way
     const waiter = this.#waiter;
     this.#waiter = undefined;
@@ -344,12 +378,12 @@ export class LineReader {
   #makeRoom(): void {
     const pending = this.#end - this.#start;
     if (
-      !this.#lastFilled && this.#buf.length > SMALL_BUFFER && pending <= SMALL_BUFFER / 2 &&
-      waitingBig >= MAX_WAITING_BIG
+      this.#buf.length > SMALL_BUFFER && pending <= SMALL_BUFFER / 2 &&
+      waitingBig() >= MAX_WAITING_BIG
     ) {
-      // The last read did not fill its room: the peer has paused, and this
-      // read may wait for a long time. Unless it is one of the few busiest,
-      // an idle connection keeps a small buffer, whatever its last burst needed.
+      // This read may wait for a long time (the peer may have paused). Unless
+      // it is one of the few busiest, a connection waits with a small buffer,
+      // whatever its last burst needed (a burst grows it again at once).
       this.#resize(SMALL_BUFFER);
     } else if (pending === 0) {
       this.#start = this.#end = this.#scanned = 0; // every byte was handed out: start again at the front
@@ -370,7 +404,9 @@ export class LineReader {
       this.#buf = borrow(size);
       this.#buf.set(keep);
       giveBack(old);
-      this.#words = size > SMALL_BUFFER ? new Uint32Array(this.#buf.buffer) : undefined;
+      this.#words = size > SMALL_BUFFER
+        ? new Uint32Array(this.#buf.buffer, this.#buf.byteOffset, size / 4)
+        : undefined;
     }
     this.#scanned -= this.#start;
     this.#end -= this.#start;

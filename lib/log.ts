@@ -11,11 +11,15 @@
  * purpose.
  *
  * {@linkcode log} and {@linkcode logError} only queue the line; one write at
- * a time carries the queue to stdout (or stderr) in the background. While the
- * output is read, every line goes out, in order. While it is not, the queue
- * grows to at most 1 MiB; lines beyond that are dropped and counted, and once
- * the output drains one line says how many were lost. Before a program
- * exits, {@linkcode flushLogs} gives the queue a moment to go out.
+ * a time carries the queue to stdout and stderr in the background, in the
+ * order the lines were logged, whole lines in each write. While the output
+ * is read, nothing is lost: past 256 KiB queued, {@linkcode waitForLogReader}
+ * (which a server's `nextPoll` calls) holds the server back to its reader's
+ * pace, as `console.log` would. Once a write has made no progress for half a
+ * second, the reader has stopped: the server goes on, the queue grows to at
+ * most 1 MiB, lines beyond that are dropped and counted, and once the output
+ * is read again one line says how many. Before a program exits,
+ * {@linkcode flushLogs} gives the queue a moment to go out.
  *
  * @example
  * ```ts
@@ -27,81 +31,102 @@
  * @module
  */
 
-/** The most bytes a stream holds for a reader that does not read; later lines are dropped. */
+/** The most bytes held for a reader that has stopped reading; later lines are dropped. */
 const MAX_QUEUED = 1024 * 1024;
+/** Past this many bytes queued, a server waits for a reader that still reads. */
+const HIGH_WATER = 256 * 1024;
+/** A write that has made no progress for this long: the reader has stopped. */
+const STALL_MS = 500;
+/** Lines are written in chunks of at most this many bytes (a pipe writes these whole). */
+const CHUNK = 4096;
 const encoder = new TextEncoder();
 
-/** One output stream's queue, and the writer that drains it. */
-class LineQueue {
-  readonly #out: { write(p: Uint8Array): Promise<number> };
-  #queue: Uint8Array[] = [];
-  #queued = 0; // bytes in the queue and in the write in flight
-  #dropped = 0; // lines dropped since the last report
-  #writing: Promise<void> | undefined;
-  #broken = false; // the output is gone (EPIPE, a closed terminal): stop writing
+type Output = { write(p: Uint8Array): Promise<number> };
+type Entry = { out: Output; bytes: Uint8Array };
 
-  constructor(out: { write(p: Uint8Array): Promise<number> }) {
-    this.#out = out;
+let queue: Entry[] = [];
+let first = 0; // queue[first] is the oldest line not yet written
+let queued = 0; // bytes queued, including the chunk being written
+let dropped = 0; // lines dropped since the last report
+let writing: Promise<void> | undefined; // the writer, while it runs
+let progressAt = 0; // when the writer last got bytes out (performance.now())
+const broken = new Set<Output>(); // outputs that are gone (EPIPE, a closed terminal)
+let caughtUp: { promise: Promise<void>; resolve: () => void } | undefined;
+
+function add(out: Output, line: string): void {
+  if (broken.has(out)) return;
+  const bytes = encoder.encode(`${line}\n`);
+  if (queued + bytes.length > MAX_QUEUED) {
+    dropped++;
+    return;
   }
-
-  add(line: string): void {
-    if (this.#broken) return;
-    const bytes = encoder.encode(`${line}\n`);
-    if (this.#queued + bytes.length > MAX_QUEUED) {
-      this.#dropped++;
-      return;
-    }
-    this.#queue.push(bytes);
-    this.#queued += bytes.length;
-    this.#writing ??= this.#drain();
+  queue.push({ out, bytes });
+  queued += bytes.length;
+  if (writing === undefined) {
+    progressAt = performance.now();
+    writing = drain();
   }
+}
 
-  /** Resolves when everything queued is written (or the output broke). */
-  get idle(): Promise<void> {
-    return this.#writing ?? Promise.resolve();
-  }
-
-  async #drain(): Promise<void> {
-    try {
-      while (this.#queue.length > 0) {
-        const parts = this.#queue;
-        this.#queue = [];
-        const chunk = parts.length === 1 ? parts[0] : concat(parts);
-        for (let at = 0; at < chunk.length;) at += await this.#out.write(chunk.subarray(at));
-        this.#queued -= chunk.length;
-        if (this.#queue.length === 0 && this.#dropped > 0) {
-          // The reader is back: say what it missed, once.
-          const n = this.#dropped;
-          this.#dropped = 0;
-          const note = `(${n} log line${
-            n === 1 ? "" : "s"
-          } dropped: nobody was reading the output)`;
-          const bytes = encoder.encode(`${note}\n`);
-          this.#queue.push(bytes);
-          this.#queued += bytes.length;
-        }
+async function drain(): Promise<void> {
+  try {
+    while (first < queue.length) {
+      // Whole lines for one output, up to CHUNK bytes (a longer line goes alone).
+      const out = queue[first].out;
+      let end = first + 1;
+      let size = queue[first].bytes.length;
+      while (
+        end < queue.length && queue[end].out === out && size + queue[end].bytes.length <= CHUNK
+      ) size += queue[end++].bytes.length;
+      const chunk = new Uint8Array(size);
+      for (let i = first, at = 0; i < end; at += queue[i++].bytes.length) {
+        chunk.set(queue[i].bytes, at);
       }
-    } catch {
-      this.#broken = true; // nobody will ever read it: forget the queue
-      this.#queue = [];
-    } finally {
-      this.#writing = undefined;
+      try {
+        await writeFully(out, chunk);
+      } catch {
+        broken.add(out); // nobody will ever read it: forget its lines
+        queue = queue.filter((e, i) => i >= end && e.out !== out);
+        first = 0;
+        queued = queue.reduce((n, e) => n + e.bytes.length, 0);
+        continue;
+      }
+      first = end;
+      queued -= size;
+      if (first > 1024 && first * 2 > queue.length) [queue, first] = [queue.slice(first), 0];
+      if (queued < HIGH_WATER / 2) wakeWaiters();
+      if (first === queue.length && dropped > 0) {
+        // The reader is back: say what it missed, once.
+        const n = dropped;
+        dropped = 0;
+        add(out, `(${n} log line${n === 1 ? "" : "s"} dropped: the output was not being read)`);
+      }
+    }
+  } finally {
+    queue = [];
+    first = 0;
+    writing = undefined;
+    wakeWaiters();
+  }
+}
+
+/** Writes all of `chunk`; an output that is non-blocking and full is tried again shortly. */
+async function writeFully(out: Output, chunk: Uint8Array): Promise<void> {
+  for (let at = 0; at < chunk.length;) {
+    try {
+      at += await out.write(chunk.subarray(at));
+      progressAt = performance.now();
+    } catch (err) {
+      if (!(err instanceof Deno.errors.WouldBlock)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+function wakeWaiters(): void {
+  caughtUp?.resolve();
+  caughtUp = undefined;
 }
-
-const stdout = new LineQueue(Deno.stdout);
-const stderr = new LineQueue(Deno.stderr);
 
 /**
  * Writes `line` and a newline to stdout, without ever waiting for it: see
@@ -115,11 +140,12 @@ const stderr = new LineQueue(Deno.stderr);
  * ```
  */
 export function log(line: string): void {
-  stdout.add(line);
+  add(Deno.stdout, line);
 }
 
 /**
- * Writes `line` and a newline to stderr, without ever waiting for it.
+ * Writes `line` and a newline to stderr, without ever waiting for it, after
+ * the lines logged before it.
  *
  * @example
  * ```ts
@@ -129,12 +155,41 @@ export function log(line: string): void {
  * ```
  */
 export function logError(line: string): void {
-  stderr.add(line);
+  add(Deno.stderr, line);
+}
+
+/**
+ * `undefined` while there is little to write, or the reader has stopped
+ * reading; otherwise a promise that resolves once the reader has caught up
+ * (or stops). A server awaits it between batches (`nextPoll` does), so that
+ * it logs no faster than a reader who reads.
+ *
+ * @example
+ * ```ts
+ * import { waitForLogReader } from "./log.ts";
+ * await waitForLogReader(); // at once: nothing queued
+ * ```
+ */
+export function waitForLogReader(): Promise<void> | undefined {
+  if (queued < HIGH_WATER || performance.now() - progressAt > STALL_MS) return undefined;
+  if (caughtUp === undefined) {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => resolve = r);
+    caughtUp = { promise, resolve };
+    const stalled = () => {
+      if (caughtUp?.promise !== promise) return;
+      if (performance.now() - progressAt > STALL_MS) wakeWaiters();
+      else setTimeout(stalled, STALL_MS);
+    };
+    setTimeout(stalled, STALL_MS);
+  }
+  return caughtUp.promise;
 }
 
 /**
  * Waits until every queued line is written, or `ms` have passed (a reader
- * that does not read must not keep the program from exiting).
+ * that does not read must not keep the program from exiting). True when
+ * nothing is left to write.
  *
  * @example
  * ```ts
@@ -143,11 +198,15 @@ export function logError(line: string): void {
  * await flushLogs(300);
  * ```
  */
-export async function flushLogs(ms = 300): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.all([stdout.idle, stderr.idle]),
-    new Promise((resolve) => timer = setTimeout(resolve, ms)),
-  ]);
-  clearTimeout(timer);
+export async function flushLogs(ms = 300): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  // A loop: a line logged while we wait starts the writer again.
+  while (writing !== undefined) {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([writing, new Promise((resolve) => timer = setTimeout(resolve, left))]);
+    clearTimeout(timer);
+  }
+  return true;
 }

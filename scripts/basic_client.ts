@@ -34,6 +34,7 @@ import { closeQuietly, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "basic_client",
@@ -87,7 +88,7 @@ await runMain(async () => {
       const answer = await new LineReader(conn, { maxLine: DEFAULT_MAX_LINE + 1024 }).readLine();
       if (answer === null) throw new Error("the server closed the connection without answering");
       // The server's bytes, but never raw control bytes.
-      console.log(`Response from the server: ${showBytes(answer)}`);
+      log(`Response from the server: ${showBytes(answer)}`);
     });
   } catch (err) {
     throw new CliError(describeError(err, target)); // the error line names the server

@@ -46,6 +46,7 @@ import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "bind_socket",
@@ -79,7 +80,7 @@ await runMain(async () => {
       `cannot resolve ${host} (${code ?? (err as Error).message}): check the name and the network`,
     );
   }
-  console.log(`IP address of ${host} is ${ip}`);
+  log(`IP address of ${host} is ${ip}`);
 
   // 2. Create the socket and connect it: in Deno, one call does both.
   let conn: Deno.TcpConn;
@@ -94,8 +95,8 @@ await runMain(async () => {
   }
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
-    console.log("Socket created"); // by Deno.connect, which also connected it
-    console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);
+    log("Socket created"); // by Deno.connect, which also connected it
+    log(`Socket connected to ${host} on ip ${ip} port ${port}`);
     if (!args.request) return;
     // 3. With --request, prove it: a read cannot be cancelled, so past --timeout
     // a watchdog closes the connection, and the read fails as ReadTimeoutError.
@@ -107,7 +108,7 @@ await runMain(async () => {
       const status = await new LineReader(conn, { maxLine: 8192, requireNewline: true })
         .readLine();
       if (status === null) throw new CliError(`${host} closed the connection without a reply`);
-      console.log(showBytes(status)); // the server's bytes, never raw control bytes
+      log(showBytes(status)); // the server's bytes, never raw control bytes
     });
   } catch (err) {
     throw new CliError(describeError(err, `${host}:${port}`)); // the error line names the server

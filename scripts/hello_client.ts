@@ -35,6 +35,7 @@ import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -79,7 +80,7 @@ await runMain(async () => {
       // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`.
       const greeting = await new LineReader(conn).readLine();
       if (greeting === null) throw new Error("the server closed the connection without a greeting");
-      console.log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
+      log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
       // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
       await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
     });

@@ -56,7 +56,7 @@ import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "../lib/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
-import { flushLogs } from "../lib/log.ts";
+import { flushLogs, log, logError } from "../lib/log.ts";
 
 const args = parseCli({
   name: "sensor_client",
@@ -162,15 +162,15 @@ function report(seq: number, sent: string, result: Outcome): void {
     const reply = "rtt" in result
       ? { reply: showBytes(result.reply), rtt_ms: Number(ms(result.rtt)) }
       : { lost: true, why: result.lost };
-    console.log(JSON.stringify({ seq, sent, ...reply }));
+    log(JSON.stringify({ seq, sent, ...reply }));
   } else if ("rtt" in result) {
-    console.log(`Sent: ${sent} | Received: ${showBytes(result.reply)} | RTT: ${ms(result.rtt)} ms`);
-  } else console.log(paint("red", `Sent: ${sent} | Packet loss (${result.lost})`));
+    log(`Sent: ${sent} | Received: ${showBytes(result.reply)} | RTT: ${ms(result.rtt)} ms`);
+  } else log(paint("red", `Sent: ${sent} | Packet loss (${result.lost})`));
 }
 
 /** A line of news: coloured on stdout, or on stderr beside --json. */
 const say = (color: "green" | "red", text: string) =>
-  args.json ? console.error(text) : console.log(paint(color, text));
+  args.json ? logError(text) : log(paint(color, text));
 
 const rtts: number[] = [];
 let sent = 0;
@@ -224,7 +224,7 @@ await runMain(async () => {
       await pause();
       if (link === null) {
         const text = `${why}: reconnecting, so that a late reply cannot pass for the next one`;
-        console.error(paint("dim", text));
+        logError(paint("dim", text));
         link = await connect();
       }
       const message = `ping / ('${timestamp()}', ${value})`;
@@ -252,10 +252,10 @@ function printSummary(): void {
   const [received, loss, rtt] = [rtts.length, lossPercent(sent, rtts.length), summarize(rtts)];
   if (args.json) {
     const rtt_ms = rtt && Object.fromEntries(Object.entries(rtt).map(([k, v]) => [k, +ms(v)]));
-    console.log(JSON.stringify({ summary: { sent, received, loss_pct: loss, rtt_ms } }));
+    log(JSON.stringify({ summary: { sent, received, loss_pct: loss, rtt_ms } }));
     return;
   }
-  console.log(`--- ${target} sensor statistics ---`);
-  console.log(`${sent} samples sent, ${received} received, ${loss}% loss`);
-  if (rtt) console.log(`rtt min/avg/max/p99 = ${Object.values(rtt).map(ms).join("/")} ms`);
+  log(`--- ${target} sensor statistics ---`);
+  log(`${sent} samples sent, ${received} received, ${loss}% loss`);
+  if (rtt) log(`rtt min/avg/max/p99 = ${Object.values(rtt).map(ms).join("/")} ms`);
 }

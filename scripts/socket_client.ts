@@ -57,6 +57,7 @@ import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log, logError } from "../lib/log.ts";
 
 const args = parseCli({
   name: "socket_client",
@@ -135,7 +136,7 @@ await runMain(async () => {
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   // Each message is one small write: send it now, don't let Nagle hold it for more bytes.
   conn.setNoDelay(true);
-  console.error(paint("dim", `connected to ${target}`));
+  logError(paint("dim", `connected to ${target}`));
   // requireNewline: a reply is complete only once its `\n` has arrived.
   const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
   try {
@@ -152,7 +153,7 @@ await runMain(async () => {
         const reply = await replies.readLine();
         idle?.stop();
         if (reply === null) throw new CliError(`${target} closed the connection before replying`);
-        console.log(showBytes(reply)); // the server's bytes, but never raw control bytes
+        log(showBytes(reply)); // the server's bytes, but never raw control bytes
       }
     });
   } catch (err) {

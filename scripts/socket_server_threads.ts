@@ -149,12 +149,13 @@ async function supervise(): Promise<void> {
       for (const w of pool.values()) w.terminate();
       throw err;
     }
-    // Ctrl+C, SIGTERM or SIGHUP: each worker finishes its replies (1.5 s at most)
+    // Ctrl+C, SIGTERM or SIGHUP: each worker finishes its replies (1.2 s at most)
     // and stops; a second one exits at once. Ready means ready for Ctrl+C too:
     // this goes in before the line is printed.
     const name = "socket_server_threads";
     const connections = () => Atomics.load(new Int32Array(counts), 0); // the pool's clients
     onStopSignal(async () => {
+      const exitBy = performance.now() + 1800; // within 2 s of the signal
       stopping = true;
       const workers = [...pool.values()];
       const stopped = workers.map((w) =>
@@ -163,10 +164,10 @@ async function supervise(): Promise<void> {
           w.postMessage("stop");
         })
       );
-      await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 1700))]);
+      await Promise.race([Promise.all(stopped), new Promise((r) => setTimeout(r, 1400))]);
       for (const w of workers) w.terminate();
       log("socket_server_threads: shut down");
-      await flushLogs(); // the last lines, unless nobody reads them
+      await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
       Deno.exit(0);
     }, { name, connections });
     // Written at once, as TcpServer writes its ready line (see lib/server.ts).

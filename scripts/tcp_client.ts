@@ -37,6 +37,7 @@ import { connectWithRetry } from "../lib/retry.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { formatAddress } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "tcp_client",
@@ -108,11 +109,11 @@ await runMain(async () => {
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
-    console.log(`connected to ${target}`);
+    log(`connected to ${target}`);
     // 2. Send: one write() may take only part of the bytes (a full send buffer), so
     // writeAll loops until every byte is gone. (tcp_server reads exactly 32 of them.)
     await writeAll(conn, new Uint8Array(args.size).fill(byte));
-    console.log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
+    log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
   } finally {
     conn.close(); // 3. Close: the server sees the end of the stream after the bytes
   }

@@ -45,7 +45,7 @@ Deno.test("log: with nobody reading, lines past 1 MiB are dropped, and counted o
   assert.equal((await child.status).code, 0);
   const note = out.pop()!;
   const dropped = Number(
-    note.match(/^\((\d+) log lines dropped: nobody was reading the output\)$/)?.[1],
+    note.match(/^\((\d+) log lines dropped: the output was not being read\)$/)?.[1],
   );
   assert.ok(dropped > 0, `last line: ${note}`);
   // What was kept is the first lines, whole and in order; the count covers the rest.
