@@ -18,8 +18,15 @@
  * `--max-line`, silence by `--idle-timeout`, and the number of clients by
  * `--max-conns` (the rest are told `ERR server busy`). The lines that arrive
  * together are answered with one write (`ReplyBatch`), which is what makes
- * pipelining clients fast. Holding many clients needs enough file
- * descriptors: see `ulimit -n` in the README.
+ * pipelining clients fast. One thing `select()` gave the seed for free:
+ * every client got its turn. Deno asks the kernel which sockets are ready
+ * only when nothing else is left to run, and a read whose bytes are already
+ * there completes at once, so a client that always has bytes waiting could
+ * keep the others waiting for seconds. After each batch, `nextPoll()` makes
+ * this client wait for the next poll: one read per client per poll, as
+ * `select()` gave. The log never makes the server wait for its reader
+ * (`log`). Holding many clients needs enough file descriptors: see
+ * `ulimit -n` in the README.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/socket_server_with_select.ts
