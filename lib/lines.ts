@@ -269,21 +269,35 @@ export class LineReader {
    * `first` and every whole line buffered after it, one at a time. Not an
    * array: a busy server's batches hold thousands of lines, and an array
    * would keep each one alive until the next batch (their garbage, kept for
-   * 100 clients at once, doubled a flood's cost).
+   * 100 clients at once, doubled a flood's cost). Not a generator either:
+   * this plain iterator, which reuses its one result object, made a flood of
+   * sensor_server 1.17x faster (82 against 70 MB/s of pongs, flood.c closed).
    */
-  *#batchFrom(first: Uint8Array): Generator<Uint8Array> {
-    yield first;
-    while (true) {
-      let line: Uint8Array | null;
-      try {
-        line = this.readBufferedLine();
-      } catch (err) {
-        this.#tooLong = err; // thrown by the next call, once the lines before it are answered
-        return;
-      }
-      if (line === null) return;
-      yield line;
-    }
+  #batchFrom(first: Uint8Array): Iterable<Uint8Array> {
+    let pending: Uint8Array | null = first;
+    const result: IteratorResult<Uint8Array> = { done: false, value: first };
+    const done: IteratorResult<Uint8Array> = { done: true, value: undefined };
+    const iterator: Iterator<Uint8Array> & Iterable<Uint8Array> = {
+      next: () => {
+        if (pending !== null) {
+          result.value = pending;
+          pending = null;
+          return result;
+        }
+        let line: Uint8Array | null;
+        try {
+          line = this.readBufferedLine();
+        } catch (err) {
+          this.#tooLong = err; // thrown by the next call, once the lines before it are answered
+          return done;
+        }
+        if (line === null) return done;
+        result.value = line;
+        return result;
+      },
+      [Symbol.iterator]: () => iterator,
+    };
+    return iterator;
   }
 
   /** Iterates over the lines until end of stream. */

@@ -85,16 +85,23 @@ export class ReplyBatch {
     this.#progress = progress;
   }
 
-  /** Appends one reply, made of `parts`, to the batch. */
-  add(...parts: Uint8Array[]): void {
-    for (const part of parts) {
-      const n = part.length;
-      if (this.#size + n > this.#out.length) this.#grow(this.#size + n);
-      // Tiny parts (a prefix, a newline) are copied faster by hand than by set().
-      if (n > 16) this.#out.set(part, this.#size);
-      else for (let i = 0; i < n; i++) this.#out[this.#size + i] = part[i];
-      this.#size += n;
-    }
+  /**
+   * Appends one reply, made of up to three parts, to the batch. (Named
+   * parameters, not `...parts`: an array per line cost a flood 6%.)
+   */
+  add(first: Uint8Array, second?: Uint8Array, third?: Uint8Array): void {
+    this.#append(first);
+    if (second !== undefined) this.#append(second);
+    if (third !== undefined) this.#append(third);
+  }
+
+  #append(part: Uint8Array): void {
+    const n = part.length;
+    if (this.#size + n > this.#out.length) this.#grow(this.#size + n);
+    // Tiny parts (a prefix, a newline) are copied faster by hand than by set().
+    if (n > 16) this.#out.set(part, this.#size);
+    else for (let i = 0; i < n; i++) this.#out[this.#size + i] = part[i];
+    this.#size += n;
   }
 
   /** Writes the batch in full, then empties it. */
