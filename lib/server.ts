@@ -340,3 +340,184 @@ export class TcpServer {
     writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
   }
 }
+
+// ---------------------------------------------------------------------------
+// The card's shape: the script calls Deno.listen, accepts in its own loop and
+// serves each client in its own function; these are the pieces it calls by
+// name to be robust. (TcpServer above is the older shape, for the scripts
+// not yet moved to this one.)
+
+/**
+ * Why `Deno.listen({ hostname, port })` threw `err`, as an error to throw:
+ * it names the address, and for a port in use it tries a connect to tell a
+ * server from a connection still closing (TIME-WAIT).
+ *
+ * @example
+ * ```ts
+ * import { whyCannotListen } from "./server.ts";
+ * const first = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * try {
+ *   Deno.listen({ hostname: "127.0.0.1", port: first.addr.port });
+ * } catch (err) {
+ *   console.log((await whyCannotListen(err, "127.0.0.1", first.addr.port)).message);
+ *   // port NNNN is already in use on 127.0.0.1: ...
+ * }
+ * first.close();
+ * ```
+ */
+export async function whyCannotListen(
+  err: unknown,
+  hostname: string,
+  port: number,
+): Promise<Error> {
+  const accepted = err instanceof Deno.errors.AddrInUse ? await accepts(hostname, port) : undefined;
+  return new Error(listenErrorText(err, hostname, port, accepted), { cause: err });
+}
+
+/**
+ * After `listener.accept()` threw `err`: resolves to true when the server
+ * should accept again, false when the listener was closed (Ctrl+C). A client
+ * that reset while it waited in the backlog costs nothing: accept again at
+ * once. Out of file descriptors or memory: pause (5 ms, doubling up to 1 s)
+ * for clients to leave, and say so at most once a second.
+ *
+ * @example
+ * ```ts
+ * import { acceptAgain } from "./server.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * listener.close();
+ * try {
+ *   await listener.accept();
+ * } catch (err) {
+ *   console.log(await acceptAgain(err)); // false: the listener is closed
+ * }
+ * ```
+ */
+export async function acceptAgain(err: unknown): Promise<boolean> {
+  if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
+    return false;
+  }
+  await (acceptFailures ??= new AcceptFailures(log)).pauseAfter(err);
+  return true;
+}
+let acceptFailures: AcceptFailures | undefined;
+
+/**
+ * The clients a server has open: what its Ctrl+C lets finish, then closes,
+ * and what `--max-conns` counts.
+ *
+ * @example
+ * ```ts
+ * import { OpenClients } from "./server.ts";
+ * const clients = new OpenClients();
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const client = await Deno.connect({ port: listener.addr.port });
+ * const conn = await listener.accept();
+ * const stop = clients.add(conn); // aborts at shutdown: pass it to a LineReader
+ * console.log(clients.size, stop.aborted); // 1 false
+ * clients.close(conn); // closes it, and it is no longer counted
+ * console.log(clients.size); // 0
+ * client.close();
+ * listener.close();
+ * ```
+ */
+export class OpenClients {
+  readonly #stops = new Map<Deno.Conn, ClientStop>();
+  #allGone: (() => void) | undefined;
+
+  /** How many clients are open. */
+  get size(): number {
+    return this.#stops.size;
+  }
+
+  /** Counts `conn` in; the signal returned aborts when the server shuts down. */
+  add(conn: Deno.Conn): StopSignal {
+    const stop = new ClientStop();
+    this.#stops.set(conn, stop);
+    return stop;
+  }
+
+  /** Closes `conn` (whatever state it is in) and counts it out. */
+  close(conn: Deno.Conn): void {
+    closeQuietly(conn);
+    this.#stops.delete(conn);
+    if (this.#stops.size === 0) this.#allGone?.();
+  }
+
+  /**
+   * Shutdown: aborts every client's signal (a reader waiting for a line
+   * gets `null`), gives them up to 1.2 s to finish the replies they owe,
+   * then closes the ones still open. Resolves to how many were open.
+   */
+  async closeAll(): Promise<number> {
+    const open = this.#stops.size;
+    for (const stop of this.#stops.values()) stop.abort();
+    if (this.#stops.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#allGone = resolve;
+        timer = setTimeout(resolve, DRAIN_MS);
+      });
+      clearTimeout(timer);
+    }
+    for (const conn of [...this.#stops.keys()]) this.close(conn);
+    return open;
+  }
+}
+
+/**
+ * On Ctrl+C, SIGTERM or SIGHUP: close `listener` (the accept loop ends),
+ * let `clients` finish (see {@linkcode OpenClients.closeAll}), print
+ * `NAME: shut down`, and exit 0 within 2 s. A second Ctrl+C, later than the
+ * same key press can arrive twice, exits at once. Call it before printing
+ * `listening on`: that line promises Ctrl+C is handled.
+ *
+ * @example
+ * ```ts ignore
+ * import { OpenClients, stopOnSignal } from "./server.ts";
+ * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * const clients = new OpenClients();
+ * stopOnSignal("my_server", listener, clients);
+ * console.log(`listening on 127.0.0.1:${listener.addr.port}`);
+ * ```
+ */
+export function stopOnSignal(name: string, listener: Deno.Listener, clients: OpenClients): void {
+  onStopSignal(async () => {
+    const exitBy = performance.now() + STOP_MS;
+    closeQuietly(listener);
+    const open = await clients.closeAll();
+    const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
+    log(paint("dim", `${name}: shut down${cut}`));
+    await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
+    Deno.exit(0);
+  }, { name, connections: () => clients.size });
+}
+
+/** A client over `--max-conns`: `ERR server busy`, then close, without waiting for it. */
+export function turnAway(conn: Deno.Conn): void {
+  log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
+  writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
+}
+
+/**
+ * A running {@linkcode IdleClock} that closes `conn` after `timeoutMs` with
+ * no progress (restart it when the client makes some; pass it to
+ * `writeAll`), or `undefined` without a timeout.
+ */
+export function closeWhenIdleFor(
+  conn: Deno.Conn,
+  timeoutMs: number | undefined,
+): IdleClock | undefined {
+  if (timeoutMs === undefined) return undefined;
+  const idle = new IdleClock(timeoutMs, () => conn.close());
+  idle.restart();
+  return idle;
+}
+
+/**
+ * Why a client's conversation failed, for one log line; an idle clock that
+ * ran out (the connection was closed under a read) says so.
+ */
+export function whyClientFailed(err: unknown, idle?: IdleClock): string {
+  return explainClientError(idle?.expired ? new ReadTimeoutError(idle.timeoutMs) : err);
+}

@@ -20,6 +20,14 @@
  * server logs `Client (HOST:PORT) connected` and `... is offline`, the words
  * of the other line servers.
  *
+ * The socket calls are all here: `Deno.listen`, the accept loop, each
+ * client's reads (through a `LineReader`), writes and `close`. What makes it
+ * robust is a named call each: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor`
+ * (the idle deadline), `OpenClients` (what Ctrl+C closes), all in
+ * lib/server.ts. `await nextPoll()` lets other clients go first; there are
+ * none here, and it is kept so that this file and
+ * socket_server_with_select.ts differ only where the lesson is (lesson 5).
+ *
  * With `--trace`, every read and write on a client's connection is printed to
  * stderr as it happens (`traceConn`, lib/trace.ts): `hel`, then a second later
  * `lo\nwor`, shows as two reads and one reply, `OK ... hello`.
@@ -43,12 +51,20 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { nextPoll, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { traceConn } from "../lib/trace.ts";
 import { log } from "../lib/log.ts";
+import { ReplyBatch } from "../lib/replies.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { formatAddress } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "socket_server",
@@ -58,34 +74,54 @@ const args = parseCli({
 
 const OK = new TextEncoder().encode("OK ... ");
 const NEWLINE = new TextEncoder().encode("\n");
+const clients = new OpenClients(); // the ones Ctrl+C lets finish, then closes
 
 await runMain(async () => {
-  // listen() is Deno.listen with an error that names the address.
-  const server = new TcpServer(await listen(args.host, args.port), {
-    name: "socket_server",
-    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
-  });
-  // One client at a time: accept() is not called again until this client is done.
-  for await (const conn of server.accept()) {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
+  }
+  stopOnSignal("socket_server", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
-    await server.handle(conn, async ({ peer, idle, signal }) => {
-      log(`Client (${peer}) connected`);
-      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
-      const replies = new ReplyBatch(conn, idle);
-      try {
-        while (true) {
-          const batch = await lines.readBatch(); // every whole line that has arrived
-          if (batch === null) break; // the client is done (or Ctrl+C)
-          idle?.restart(); // a line came in: this client is not idle
-          for (const line of batch) replies.add(OK, line, NEWLINE);
-          await replies.send(); // one write() answers them all
-        }
-      } catch (err) {
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
-        throw err; // handle() logs it in one line and closes the connection
-      }
-      log(`Client (${peer}) is offline`);
-    });
+    await serve(conn); // one client at a time: the next waits in the backlog
   }
 });
+
+/** Answers every line of one client with `OK ... <line>`, until it leaves. */
+async function serve(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
+  log(`Client (${peer}) connected`);
+  try {
+    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
+    const replies = new ReplyBatch(conn, idle);
+    // Every whole line that has arrived comes in one batch; null: the client is done.
+    for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
+      idle?.restart(); // a line came in: this client is not idle
+      for (const line of batch) replies.add(OK, line, NEWLINE);
+      await replies.send(); // one write() answers them all
+      await nextPoll(); // fairness: the other clients get their turn before we read again
+    }
+    log(`Client (${peer}) is offline`);
+  } catch (err) {
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+}

@@ -8,7 +8,9 @@
  * each read awaited below (the `LineReader` calls conn.read() underneath)
  * registers interest in one socket, and the loop resumes whichever
  * connection has bytes. So each client is just an async function, written as
- * if it were alone, and `accept()` keeps running beside them. Nothing here
+ * if it were alone, and `accept()` keeps running beside them. This file is
+ * socket_server.ts with one `await` taken out (`serve(conn)`, not
+ * `await serve(conn)`) and a cap added: `diff` the two (lesson 5). Nothing here
  * blocks: a silent client costs a pending read and a 256-byte buffer (grown
  * only for long lines or bursts), so thousands can wait at once.
  *
@@ -50,10 +52,19 @@ import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { nextPoll, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { traceConn } from "../lib/trace.ts";
 import { log } from "../lib/log.ts";
+import { ReplyBatch } from "../lib/replies.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  turnAway,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { formatAddress } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "socket_server_with_select",
@@ -73,36 +84,58 @@ const args = parseCli({
 
 const OK = new TextEncoder().encode("OK ... ");
 const NEWLINE = new TextEncoder().encode("\n");
-const logClient = args.quiet ? () => {} : log; // log: never waits for a reader (log.ts)
+const clients = new OpenClients(); // the ones Ctrl+C lets finish, then closes
 
 await runMain(async () => {
-  const server = new TcpServer(await listen(args.host, args.port), {
-    name: "socket_server_with_select",
-    maxConns: args["max-conns"],
-    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
-  });
-  for await (const conn of server.accept()) {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
+  }
+  stopOnSignal("socket_server_with_select", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
-    // Not awaited: the loop goes straight back to accept() while this client is served.
-    server.handle(conn, async ({ peer, idle, signal }) => {
-      logClient(`Client (${peer}) connected`);
-      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
-      const replies = new ReplyBatch(conn, idle);
-      try {
-        while (true) {
-          const batch = await lines.readBatch(); // every whole line that has arrived
-          if (batch === null) break; // the client is done (or Ctrl+C)
-          idle?.restart(); // a line came in: this client is not idle
-          for (const line of batch) replies.add(OK, line, NEWLINE);
-          await replies.send(); // one write() answers them all
-          await nextPoll(); // fairness: the other clients get their turn before we read again
-        }
-      } catch (err) {
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
-        throw err; // handle() logs it in one line and closes the connection
-      }
-      logClient(`Client (${peer}) is offline`);
-    });
+    if (clients.size >= args["max-conns"]) {
+      turnAway(conn); // ERR server busy, and close it
+      continue;
+    }
+    serve(conn); // not awaited: back to accept() while this client is served
   }
 });
+
+/** Answers every line of one client with `OK ... <line>`, until it leaves. */
+async function serve(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
+  if (!args.quiet) log(`Client (${peer}) connected`);
+  try {
+    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
+    const replies = new ReplyBatch(conn, idle);
+    // Every whole line that has arrived comes in one batch; null: the client is done.
+    for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
+      idle?.restart(); // a line came in: this client is not idle
+      for (const line of batch) replies.add(OK, line, NEWLINE);
+      await replies.send(); // one write() answers them all
+      await nextPoll(); // fairness: the other clients get their turn before we read again
+    }
+    if (!args.quiet) log(`Client (${peer}) is offline`);
+  } catch (err) {
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+}
