@@ -20,7 +20,7 @@
 
 import { parseCli, runMain } from "../lib/cli.ts";
 import { writeAll } from "../lib/io.ts";
-import { Output, ROOT, taskCommand } from "../lib/process.ts";
+import { Output, ROOT, taskCommand } from "../scripts/demo/processes.ts";
 
 const args = parseCli({
   name: "chat_bench",

@@ -31,7 +31,7 @@
  */
 
 import { parseCli, runMain } from "../lib/cli.ts";
-import { Output, ROOT, taskCommand } from "../lib/process.ts";
+import { Output, ROOT, taskCommand } from "../scripts/demo/processes.ts";
 
 const args = parseCli({
   name: "bench",

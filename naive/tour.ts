@@ -13,7 +13,7 @@
  * @module
  */
 
-import { Running, taskCommand } from "../lib/process.ts";
+import { Running, taskCommand } from "../scripts/demo/processes.ts";
 import { paint, showBytes } from "../lib/text.ts";
 
 const encoder = new TextEncoder();

@@ -31,7 +31,7 @@
 
 import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { paint } from "../lib/text.ts";
-import { Running, taskCommand } from "../lib/process.ts";
+import { Running, taskCommand } from "./demo/processes.ts";
 import { naiveTour } from "../naive/tour.ts";
 
 const args = parseCli({

@@ -7,16 +7,16 @@
 
 import { LineReader } from "../lib/lines.ts";
 import { writeAll } from "../lib/io.ts";
-import { type Finished, ROOT, Running, taskCommand } from "../lib/process.ts";
+import { type Finished, ROOT, Running, taskCommand } from "../scripts/demo/processes.ts";
 
-export { type Finished, Output, Running, taskCommand } from "../lib/process.ts";
+export { type Finished, Output, Running, taskCommand } from "../scripts/demo/processes.ts";
 
 export const encoder = new TextEncoder();
 export const decoder = new TextDecoder();
 
 /** Every wait in a test is bounded by this unless it says otherwise. */
 export const WAIT_MS = 15_000;
-export { ROOT } from "../lib/process.ts";
+export { ROOT } from "../scripts/demo/processes.ts";
 
 /** A server started from its task, once it printed `listening on HOST:PORT`. */
 export interface Server extends Running {

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { Running } from "../lib/process.ts";
+import { Running } from "../scripts/demo/processes.ts";
 import { EXIT_INTERRUPTED, forcedExitLine } from "../lib/signals.ts";
 
 const SIGNALS = new URL("../lib/signals.ts", import.meta.url).href;

@@ -15,7 +15,7 @@ import {
   withTimeout,
 } from "../helpers.ts";
 import { writeAll } from "../../lib/io.ts";
-import { Running } from "../../lib/process.ts";
+import { Running } from "../../scripts/demo/processes.ts";
 
 /** The servers that answer every line with `OK ... <line>`. */
 const OK_SERVERS = ["socket_server", "socket_server_with_select", "socket_server_threads"] as const;

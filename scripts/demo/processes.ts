@@ -1,11 +1,12 @@
 /**
  * Running the collection's own scripts as child processes, the way their
  * `deno task` runs them, and waiting for what they print. Used by the tour
- * (`deno task demo`) and the end-to-end tests; not socket code.
+ * (scripts/demo.ts, `deno task demo`), the end-to-end tests and the bench;
+ * not socket code, and not needed when you copy a lesson.
  *
  * @example
  * ```ts ignore
- * import { Running, taskCommand } from "./process.ts";
+ * import { Running, taskCommand } from "./processes.ts";
  * const server = new Running([...taskCommand("socket_server"), "--port", "0"]);
  * const [, port] = await server.stdout.waitFor(/listening on .*:(\d+)/);
  * server.kill("SIGTERM");
@@ -16,7 +17,7 @@
  */
 
 /** The project's root folder (where deno.json is). */
-export const ROOT: string = new URL("..", import.meta.url).pathname;
+export const ROOT: string = new URL("../..", import.meta.url).pathname;
 
 let tasks: Record<string, string | { command: string }> | undefined;
 
