@@ -113,3 +113,42 @@ Deno.test("socket_server: a client that is never idle holds it, the next waits; 
     await server.stop();
   }
 });
+
+Deno.test("lesson 5: the diff it shows is the real one, and the only other differences are names, flags and --quiet", () => {
+  const code = (name: string) => {
+    const text = Deno.readTextFileSync(`${ROOT}/scripts/${name}.ts`);
+    return text.slice(text.indexOf("\nawait runMain")).split("\n");
+  };
+  const before = code("socket_server");
+  const after = code("socket_server_with_select");
+  // A line diff (longest common subsequence): what `diff` prints as - and + lines.
+  const common = before.map(() => new Array<number>(after.length + 1).fill(0));
+  common.push(new Array<number>(after.length + 1).fill(0));
+  for (let i = before.length - 1; i >= 0; i--) {
+    for (let j = after.length - 1; j >= 0; j--) {
+      common[i][j] = before[i] === after[j]
+        ? common[i + 1][j + 1] + 1
+        : Math.max(common[i + 1][j], common[i][j + 1]);
+    }
+  }
+  const removed: string[] = [], added: string[] = [];
+  let i = 0, j = 0;
+  while (i < before.length || j < after.length) {
+    if (i < before.length && j < after.length && before[i] === after[j]) i++, j++;
+    else if (j < after.length && (i === before.length || common[i][j + 1] >= common[i + 1][j])) {
+      added.push(after[j++]);
+    } else removed.push(before[i++]);
+  }
+  const text = Deno.readTextFileSync(`${ROOT}/LESSONS.md`);
+  const shown = text.split(/^(?=## )/m).find((s) => s.startsWith("## 5. "))!
+    .match(/```diff\n([\s\S]*?)```/)![1].split("\n");
+  const shownRemoved = shown.filter((l) => l.startsWith("-")).map((l) => l.slice(1));
+  const shownAdded = shown.filter((l) => l.startsWith("+")).map((l) => l.slice(1));
+  // Its name, and --quiet on the log lines of connect and offline.
+  const named = (line: string) => /stopOnSignal\("|args\.quiet|^\s*log\(`Client/.test(line);
+  assert.deepEqual(removed.filter((l) => !named(l)), shownRemoved);
+  assert.deepEqual(added.filter((l) => !named(l)), shownAdded);
+  for (const line of shown.filter((l) => l.startsWith(" "))) {
+    assert.ok(before.includes(line.slice(1)), `context line not in the code: ${line}`);
+  }
+});
