@@ -11,7 +11,7 @@
  */
 
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
+import { ReplyBatch } from "../lib/many_clients.ts";
 import { readExact } from "../lib/io.ts";
 
 const LINE = new TextEncoder().encode("a".repeat(63) + "\n");

@@ -29,9 +29,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import type { IdleClock } from "./deadline.ts";
 import { UnexpectedEofError } from "./errors.ts";
-import { logError, waitForLogReader } from "./log.ts";
 
 /** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
 export interface Reader {
@@ -58,7 +56,7 @@ export interface Writer {
  * ```ts
  * import { readExact } from "./io.ts";
  * import { UnexpectedEofError } from "./errors.ts";
-import { logError, waitForLogReader } from "./log.ts";
+ *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = await Deno.connect({ port: listener.addr.port });
  * const server = await listener.accept();
@@ -90,8 +88,8 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
  * buffer (the kernel's send buffer is full while the peer is slow to read), so
  * this loops until all of it is gone.
  *
- * A peer that stops reading makes this wait forever: pass an
- * {@linkcode IdleClock} as `progress` and each `write()` that gets bytes out
+ * A peer that stops reading makes this wait forever: pass an idle clock
+ * (`IdleClock` in deadline.ts) as `progress` and each `write()` that gets bytes out
  * restarts it, so the clock runs out only when the peer takes nothing at all.
  *
  * @example
@@ -103,7 +101,7 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
 export async function writeAll(
   writer: Writer,
   bytes: Uint8Array,
-  progress?: IdleClock,
+  progress?: { restart(): void },
 ): Promise<void> {
   let written = 0;
   while (written < bytes.byteLength) {
@@ -156,7 +154,7 @@ export function closeQuietly(resource: { close(): void }): void {
 /**
  * Resolves once the event loop has polled for I/O again, so that every other
  * connection's ready reads and writes are handled first. For a client that
- * waits on one thing at a time; a server uses {@linkcode nextPoll}.
+ * waits on one thing at a time; a server uses `nextPoll` (many_clients.ts).
  *
  * @example
  * ```ts
@@ -169,66 +167,12 @@ export function nextTurn(): Promise<void> {
 }
 
 /**
- * Resolves after Deno has next asked the kernel which sockets are ready
- * (epoll on Linux): the fairness step of a server that serves many clients.
- *
- * Why a server needs it. Deno asks the kernel only when its event loop has
- * nothing left to run: no callback, no promise continuation, no immediate.
- * A read whose bytes are already there completes at once, without that
- * question. So while some client always has bytes waiting when its loop
- * comes back to read (a flood, or a hundred clients that each answer in the
- * time it takes to serve the other ninety-nine), the loop never runs dry,
- * and a client whose bytes arrived since the last poll is not even noticed:
- * a probe among 100 flooding clients waited 1.3 s (`deno task bench`).
- * `setImmediate` and `setTimeout(0)` do not help: Deno runs them without
- * polling the kernel in between.
- *
- * The rule that fixes it is the one an epoll server follows: each client
- * gets one read per poll. After answering a batch, a client's loop awaits
- * `nextPoll()` before it reads again; all the clients that wait in one turn
- * share one poll.
- *
- * How: a loopback TCP connection to ourselves (the "self-pipe trick"). A
- * read on its empty end can only complete when the kernel, asked by the next
- * poll, says a byte has arrived; we write that byte right after starting the
- * read. It opens on the first loopback address the program may use without
- * a permission prompt (127.0.0.1, ::1, then 0.0.0.0 or ::, for a server
- * run with `--allow-net=0.0.0.0`); with none, it says so once on stderr and
- * falls back to `setImmediate`, which keeps the clients' order but not the
- * poll. Before the poll it also waits for the log's reader, when it is far
- * behind (`waitForLogReader` in log.ts).
- *
- * The pair stays open for the life of the program (the example is not run
- * as a test for that reason: the test sanitizers count it as a leak).
- *
- * @example In each client's loop of a server
- * ```ts ignore
- * import { nextPoll } from "./io.ts";
- * for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
- *   for (const line of batch) replies.add(OK, line, NEWLINE);
- *   await replies.send(); // one write answers them all
- *   await nextPoll(); // the other clients get their turn before this one is read again
- * }
- * ```
- */
-export function nextPoll(): Promise<void> {
-  return polled ??= poll();
-}
-
-/** The wait that the clients of this turn share, until the poll it waits for. */
-let polled: Promise<void> | undefined;
-/** Both ends of the loopback pair, once it is open; `null` when it cannot be. */
-let selfPipe: Promise<SelfPipe | null> | undefined;
-type SelfPipe = { reader: Deno.TcpConn; writer: Deno.TcpConn };
-const ONE_BYTE = new Uint8Array(1);
-const DRAIN = new Uint8Array(64);
-
-/**
- * How many polls the servers' `nextPoll` has waited for so far: a clock for
- * whoever wants to know whether a read has waited through one (lines.ts).
+ * How many polls the servers' `nextPoll` (many_clients.ts) has waited for so
+ * far: a clock for whoever wants to know whether a read has waited through
+ * one (lines.ts).
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { pollsSoFar } from "./io.ts";
  * const then = pollsSoFar(); // later: pollsSoFar() > then + 1 means a whole poll came and went
  * ```
@@ -238,65 +182,7 @@ export function pollsSoFar(): number {
 }
 let polls = 0;
 
-async function poll(): Promise<void> {
-  try {
-    await waitForLogReader(); // the log's reader is one more to take turns with
-    const pipe = await (selfPipe ??= openSelfPipe());
-    if (pipe === null) return await nextTurn();
-    pipe.reader.ref(); // while someone waits on it, the read keeps the program alive
-    const arrived = pipe.reader.read(DRAIN); // pending: the socket is empty
-    arrived.catch(() => {}); // (a failure is handled below, whichever call sees it first)
-    try {
-      await pipe.writer.write(ONE_BYTE); // arrives now, but the read hears of it at the next poll
-      if ((await arrived) === null) throw new Error("closed");
-      pipe.reader.unref();
-    } catch {
-      // Reset or closed under us: forget the pair (the next poll opens another).
-      closeQuietly(pipe.reader);
-      closeQuietly(pipe.writer);
-      selfPipe = undefined;
-      await nextTurn();
-    }
-  } finally {
-    polls++;
-    polled = undefined;
-  }
-}
-
-/**
- * Opens the loopback pair on the first address we may use without asking
- * (asking would stop the program at a permission prompt), and makes sure the
- * connection accepted is our own: another program could connect first.
- */
-async function openSelfPipe(): Promise<SelfPipe | null> {
-  for (const hostname of ["127.0.0.1", "::1", "0.0.0.0", "::"]) {
-    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-    if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") continue;
-    try {
-      const listener = Deno.listen({ hostname, port: 0 });
-      try {
-        const writer = await Deno.connect({ hostname, port: listener.addr.port });
-        for (let tries = 0; tries < 10; tries++) {
-          const reader = await listener.accept();
-          if (reader.remoteAddr.port === writer.localAddr.port) {
-            // Between polls the pair must not keep a program alive that is otherwise done.
-            reader.unref();
-            writer.unref();
-            return { reader, writer };
-          }
-          reader.close(); // not ours
-        }
-        writer.close();
-      } finally {
-        listener.close();
-      }
-    } catch {
-      // This address is not there (no IPv6, say): try the next.
-    }
-  }
-  logError(
-    "note: no permission for a loopback connection (--allow-net=127.0.0.1): " +
-      "a busy client may now delay the others (see nextPoll in lib/io.ts)",
-  );
-  return null;
+/** `nextPoll` calls this once per poll it waited for. */
+export function countPoll(): void {
+  polls++;
 }

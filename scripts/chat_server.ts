@@ -83,7 +83,8 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { type IdleClock, secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { concatBytes, nextPoll, writeAll } from "../lib/io.ts";
+import { concatBytes, writeAll } from "../lib/io.ts";
+import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
 import { LineReader } from "../lib/lines.ts";
 import { type ClientContext, listen, TcpServer } from "../lib/server.ts";

@@ -36,9 +36,9 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { nextPoll, writeAll } from "../lib/io.ts";
+import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
+import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
 import { listen, TcpServer } from "../lib/server.ts";
 import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";

@@ -51,10 +51,10 @@
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { nextPoll, writeAll } from "../lib/io.ts";
+import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { log } from "../lib/log.ts";
-import { ReplyBatch } from "../lib/replies.ts";
+import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
+import { ReplyBatch } from "../lib/many_clients.ts";
 import {
   type ClientContext,
   type ConnectionCap,

@@ -15,9 +15,9 @@
 
 import { secondsToMs } from "../../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../../lib/errors.ts";
-import { nextPoll, writeAll } from "../../lib/io.ts";
+import { writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
-import { ReplyBatch } from "../../lib/replies.ts";
+import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
 import { type ConnectionCap, TcpServer } from "../../lib/server.ts";
 import { traceConn } from "../../lib/trace.ts";
 import type { Flags } from "../socket_server_threads.ts";

@@ -12,7 +12,7 @@ import { IdleClock } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll, type Writer } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/replies.ts";
+import { ReplyBatch } from "../lib/many_clients.ts";
 import { chunked } from "./fakes.ts";
 
 const enc = new TextEncoder();
