@@ -3,17 +3,19 @@
  *
  * Sends `Hello Server !` (or `--message`) and prints
  * `Response from the server: Message received: Hello Server !`. The steps
- * are the seed's (`client.py` of socket_playground): `Deno.connect`, then
- * `writeAll` the message, then read the answer (a `LineReader`, up to its
- * `\n`). As in the seed, any failure prints a message and the socket is
- * closed whatever happens; unlike it, the failure is one `error:` line with
- * exit code 1 (so scripts can tell), the message ends with `\n` so the server
- * knows where it stops (so it must be one line), and the answer is read up to
- * its `\n` (or, as in the seed, up to the server's close) within `--timeout`
- * (`closeWhenIdle`). The connect, too, waits at most `--timeout`: a server
- * whose backlog is full never answers, and the error line says what timed
- * out. The answer is printed with control bytes escaped (`\x1b`, `\r`), so
- * a server cannot drive your terminal.
+ * are the seed's (`client.py` of socket_playground), in plain view below:
+ * `Deno.connect`, then `writeAll` the message, then `conn.read` the answer,
+ * then `conn.close()`. As in the seed, any failure prints a message and the
+ * socket is closed whatever happens; unlike it, the failure is one `error:`
+ * line with exit code 1 (so scripts can tell), the message ends with `\n`
+ * so the server knows where it stops (so it must be one line), and the
+ * answer is read in a loop up to its `\n` (or, as in the seed, up to the
+ * server's close): TCP may deliver it in pieces. Each step waits at most
+ * `--timeout`: the connect (a server whose backlog is full never answers),
+ * then the answer (a read cannot be cancelled, so a timer closes a silent
+ * connection); the error line says what timed out. The answer is printed
+ * with control bytes escaped (`\x1b`, `\r`), so a server cannot drive your
+ * terminal.
  *
  * Run (start scripts/basic_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/basic_client.ts
@@ -28,12 +30,18 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError, describeError, startHint } from "../lib/errors.ts";
-import { closeQuietly, writeAll } from "../lib/io.ts";
-import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
+import {
+  CliError,
+  describeError,
+  LineTooLongError,
+  ReadTimeoutError,
+  startHint,
+} from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+// log, not console.log: --trace lines go out through log.ts's queue, and
+// console.log would print the answer before the read that brought it.
 import { log } from "../lib/log.ts";
 
 const args = parseCli({
@@ -56,9 +64,12 @@ if (/[\r\n]/.test(args.message)) {
   usageError("basic_client", "--message must be one line: the server reads up to the first \\n");
 }
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
+/** --timeout in ms; undefined: never. */
+const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+/** The answer is our message (one line, up to 64 KiB) and the server's prefix: allow for both. */
+const MAX_ANSWER = 64 * 1024 + 1024;
 
 await runMain(async () => {
-  const timeoutMs = secondsToMs(args.timeout);
   // 1. Connect: once, as the seed does (no retry), but not for longer than --timeout
   // (a server whose backlog is full does not answer at all).
   const timeout = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs);
@@ -77,22 +88,39 @@ await runMain(async () => {
       throw new CliError(`cannot connect: ${describeError(err, target)}`);
     });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
+  // --timeout: a read cannot be cancelled, so a timer closes a silent connection.
+  let timedOut = false;
+  const watchdog = timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
-    // A read cannot be cancelled: past --timeout a watchdog closes the connection,
-    // and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, timeoutMs, async () => {
-      // 2. Send the message and the `\n` that ends it; one write() may send less: writeAll.
-      await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-      // 3. Read the answer: it may arrive in pieces, so read up to its `\n`. It is
-      // our message and the server's prefix: allow for both.
-      const answer = await new LineReader(conn, { maxLine: DEFAULT_MAX_LINE + 1024 }).readLine();
-      if (answer === null) throw new Error("the server closed the connection without answering");
-      // The server's bytes, but never raw control bytes.
-      log(`Response from the server: ${showBytes(answer)}`);
-    });
+    // 2. Send the message and the `\n` that ends it; one write() may send less: writeAll.
+    await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
+    // 3. Read the answer: it may arrive in pieces, so read until its `\n`.
+    const buf = new Uint8Array(MAX_ANSWER + 2); // the line, its `\r` and `\n`
+    let filled = 0;
+    let end = -1; // where the answer ends
+    while (end === -1) {
+      if (filled === buf.length) throw new LineTooLongError(MAX_ANSWER);
+      const n = await conn.read(buf.subarray(filled));
+      if (n === null) { // the server closed: what came is the answer (as in the seed)
+        if (filled === 0) throw new Error("the server closed the connection without answering");
+        end = filled;
+      } else {
+        end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
+        filled += n;
+      }
+    }
+    if (end > 0 && buf[end - 1] === 0x0d) end--; // a `\r` before the `\n` is not text
+    if (end > MAX_ANSWER) throw new LineTooLongError(MAX_ANSWER);
+    // The server's bytes, but never raw control bytes.
+    log(`Response from the server: ${showBytes(buf.subarray(0, end))}`);
   } catch (err) {
-    throw new CliError(describeError(err, target)); // the error line names the server
+    // The error line names the server, and says "no reply within N s" after --timeout.
+    throw new CliError(describeError(timedOut ? new ReadTimeoutError(timeoutMs!) : err, target));
   } finally {
-    closeQuietly(conn); // whatever happened above (the watchdog may have closed it already)
+    clearTimeout(watchdog);
+    if (!timedOut) conn.close(); // whatever happened above (the watchdog closed it already)
   }
 });

@@ -13,10 +13,11 @@
  * counts, so `--host localhost` works with no network. (`Deno.resolveDns`
  * would send a DNS query instead and skip `/etc/hosts`.) Like
  * `gethostbyname`, it returns an IPv4 address. `--request` sends an HTTP
- * `HEAD /` (`writeAll`) and prints the status line (a `LineReader` reads up
- * to its `\n`; control bytes escaped, as for any peer's bytes), to show the
- * connection really works. With no network, an unknown name or a refused
- * port, it prints one `error:` line naming the host and exits 1.
+ * `HEAD /` (`writeAll`) and prints the status line (`conn.read` in a loop up
+ * to its `\n`, since a reply may come in pieces; control bytes escaped, as
+ * for any peer's bytes), to show the connection really works; `conn.close()`
+ * ends it. With no network, an unknown name or a refused port, it prints one
+ * `error:` line naming the host and exits 1.
  *
  * Run:
  *   deno run --allow-net scripts/bind_socket.ts --request
@@ -40,12 +41,18 @@
 
 import { lookup } from "node:dns/promises";
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError, describeError } from "../lib/errors.ts";
-import { closeQuietly, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import {
+  CliError,
+  describeError,
+  LineTooLongError,
+  ReadTimeoutError,
+  TruncatedLineError,
+} from "../lib/errors.ts";
+import { writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+// log, not console.log: --trace lines go out through log.ts's queue, and
+// console.log would print a step before the reads and writes that led to it.
 import { log } from "../lib/log.ts";
 
 const args = parseCli({
@@ -64,9 +71,12 @@ const args = parseCli({
   },
 });
 
+/** The longest status line we wait for: a server cannot make us buffer more. */
+const MAX_STATUS_LINE = 8192;
+
 await runMain(async () => {
   const { host, port } = args;
-  const timeoutMs = secondsToMs(args.timeout);
+  const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
   // 1. Resolve the name, as gethostbyname does (the system resolver, hosts file included).
   let ip: string;
   try {
@@ -94,25 +104,42 @@ await runMain(async () => {
     throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
   }
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
+  log("Socket created"); // by Deno.connect, which also connected it
+  log(`Socket connected to ${host} on ip ${ip} port ${port}`);
+  if (!args.request) return conn.close();
+  // 3. With --request, prove it. A read cannot be cancelled: past --timeout a
+  // timer closes the connection.
+  let timedOut = false;
+  const watchdog = timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
-    log("Socket created"); // by Deno.connect, which also connected it
-    log(`Socket connected to ${host} on ip ${ip} port ${port}`);
-    if (!args.request) return;
-    // 3. With --request, prove it: a read cannot be cancelled, so past --timeout
-    // a watchdog closes the connection, and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, timeoutMs, async () => {
-      const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
-      await writeAll(conn, new TextEncoder().encode(request)); // write() may send less
-      // The reply may come in pieces: read up to the status line's `\n`. requireNewline:
-      // a status line cut off by the server closing is not a status line.
-      const status = await new LineReader(conn, { maxLine: 8192, requireNewline: true })
-        .readLine();
-      if (status === null) throw new CliError(`${host} closed the connection without a reply`);
-      log(showBytes(status)); // the server's bytes, never raw control bytes
-    });
+    const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
+    await writeAll(conn, new TextEncoder().encode(request)); // write() may send less
+    // The reply may come in pieces: read until the status line's `\n`.
+    const buf = new Uint8Array(MAX_STATUS_LINE + 2); // the line, its `\r` and `\n`
+    let filled = 0;
+    let end = -1; // where the status line ends
+    while (end === -1) {
+      if (filled === buf.length) throw new LineTooLongError(MAX_STATUS_LINE);
+      const n = await conn.read(buf.subarray(filled));
+      if (n === null) { // closed: a status line cut off is not a status line
+        if (filled === 0) throw new CliError(`${host} closed the connection without a reply`);
+        throw new TruncatedLineError(buf.slice(0, filled));
+      }
+      end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
+      filled += n;
+    }
+    if (end > 0 && buf[end - 1] === 0x0d) end--; // the `\r` of `\r\n` is not text
+    if (end > MAX_STATUS_LINE) throw new LineTooLongError(MAX_STATUS_LINE);
+    log(showBytes(buf.subarray(0, end))); // the server's bytes, never raw control bytes
   } catch (err) {
-    throw new CliError(describeError(err, `${host}:${port}`)); // the error line names the server
+    // The error line names the server, and says "no reply within N s" after --timeout.
+    const why = timedOut ? new ReadTimeoutError(timeoutMs!) : err;
+    throw new CliError(describeError(why, `${host}:${port}`));
   } finally {
-    closeQuietly(conn); // the watchdog may have closed it already
+    clearTimeout(watchdog);
+    if (!timedOut) conn.close(); // (the watchdog closed it already)
   }
 });

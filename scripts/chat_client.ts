@@ -7,9 +7,10 @@
  * socket and the socket to standard output, and neither waits for the other.
  * (A client that sent a line and then waited for "the reply" would sit deaf
  * while you type, and mute while the room talks.) Both are in plain view
- * below: `connectWithRetry` (each attempt within `--timeout`), then loop 1
- * (`writeAll` of each line you type) and loop 2 (a `LineReader` on the
- * connection, whole lines however they arrive).
+ * below: `Deno.connect` (which `connectWithRetry` calls again while the
+ * server starts, each attempt within `--timeout`), then loop 1 (`writeAll`
+ * of each line you type) and loop 2 (a `LineReader` on the connection, whole
+ * lines however they arrive), then `conn.close()`.
  *
  * The server asks `* name?` first: `--name` answers it, else the first line
  * you type is your name. The room's lines are printed with control bytes
@@ -60,7 +61,6 @@
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
@@ -215,10 +215,12 @@ function show(line: Uint8Array): void {
 await runMain(async () => {
   // Connect, retrying while the server starts (a refusal may be gone in a moment).
   const conn = await connectWithRetry({
-    hostname: args.host,
+    connect: ({ signal }) => Deno.connect({ hostname: args.host, port: args.port, signal }),
+    hostname: args.host, // (for the error lines)
     port: args.port,
     attempts: args.attempts,
-    connectTimeoutMs: secondsToMs(args.timeout) ?? 0, // each attempt within --timeout (0: never)
+    // Each attempt within --timeout (`signal`; 0: never).
+    connectTimeoutMs: args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : 0,
     hint: startHint("chat_server", args.port, 8890),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
@@ -277,7 +279,11 @@ await runMain(async () => {
     );
   } finally {
     editor?.stop();
-    closeQuietly(conn);
+    try {
+      conn.close();
+    } catch {
+      // Closed already: by Ctrl+C, or by a too-long input line, to end this loop.
+    }
     summary();
   }
   if (!leaving) throw new Error("the server closed the connection");

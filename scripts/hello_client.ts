@@ -2,16 +2,19 @@
  * hello_client.ts — the other half of the first conversation: connect, print
  * the server's greeting, answer `Hello Server!`, close.
  *
- * The seed (`client.py`) took one `recv(2048)` for the whole greeting, but
- * TCP may deliver it in pieces. Here `connectWithRetry` connects (3
- * attempts, each within `--timeout`: a server whose backlog is full never
- * answers; each failed attempt is reported on stderr), a `LineReader` reads
- * the greeting up to its `\n` (as in the seed, a greeting may also end with
- * the server closing instead), within `--timeout` (`closeWhenIdle` closes a
- * silent connection), and `writeAll` sends the answer. A refused or silent
- * server gives a one-line `error:` instead of a traceback. The greeting is
- * printed with control bytes escaped (`\x1b`, `\r`), so a server cannot
- * drive your terminal. The socket is closed whatever happens.
+ * The three socket calls are in plain view below. `Deno.connect` connects;
+ * a server that is still starting refuses, so `connectWithRetry` calls it up
+ * to 3 times, each attempt within `--timeout` (a server whose backlog is full
+ * never answers; each failed attempt is reported on stderr). Then
+ * `conn.read` reads the greeting: the seed (`client.py`) took one
+ * `recv(2048)` for it, but TCP may deliver it in pieces, so the loop reads
+ * until its `\n` arrives (or, as from the seed's server, until the server
+ * closes). `writeAll` sends the answer, since one `write` may send less, and
+ * `conn.close()` ends it whatever happened. A read cannot be cancelled, so
+ * `--timeout` is a timer that closes a silent connection. A refused or
+ * silent server gives a one-line `error:` instead of a traceback. The
+ * greeting is printed with control bytes escaped (`\x1b`, `\r`), so a server
+ * cannot drive your terminal.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts
@@ -27,14 +30,20 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { CliError, describeError, startHint } from "../lib/errors.ts";
+import {
+  CliError,
+  describeError,
+  LineTooLongError,
+  ReadTimeoutError,
+  startHint,
+} from "../lib/errors.ts";
 import { reportAttempt } from "../lib/connect.ts";
-import { closeQuietly, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { writeAll } from "../lib/io.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+// log, not console.log: --trace lines go out through log.ts's queue, and
+// console.log would print the greeting before the read that brought it.
 import { log } from "../lib/log.ts";
 
 const args = parseCli({
@@ -58,14 +67,17 @@ if (/[\r\n]/.test(args.message)) {
 }
 
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-
-const timeoutMs = secondsToMs(args.timeout);
+/** --timeout in ms; undefined: never. */
+const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+/** The longest greeting we wait for: a server cannot make us buffer more. */
+const MAX_GREETING = 64 * 1024;
 
 await runMain(async () => {
   // 1. Connect; a server that is still starting refuses, so try 3 times, each
-  // within --timeout (a server whose backlog is full does not answer at all).
+  // within --timeout (`signal`: a server whose backlog is full does not answer at all).
   const conn = await connectWithRetry({
-    hostname: args.host,
+    connect: ({ signal }) => Deno.connect({ hostname: args.host, port: args.port, signal }),
+    hostname: args.host, // (for the error lines)
     port: args.port,
     attempts: 3,
     connectTimeoutMs: timeoutMs ?? 0, // 0: never
@@ -73,20 +85,38 @@ await runMain(async () => {
     onRetry: reportAttempt(3), // "attempt 1/3 failed: ...; retrying in N ms" (stderr)
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
+  // --timeout: a read cannot be cancelled, so a timer closes a silent connection.
+  let timedOut = false;
+  const watchdog = timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
-    // --timeout: a read cannot be cancelled, so a watchdog closes a silent
-    // connection, and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, timeoutMs, async () => {
-      // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`.
-      const greeting = await new LineReader(conn).readLine();
-      if (greeting === null) throw new Error("the server closed the connection without a greeting");
-      log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
-      // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
-      await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-    });
+    // 2. Read the greeting: it may arrive in pieces, so read until its `\n`.
+    const buf = new Uint8Array(MAX_GREETING + 2); // the line, its `\r` and `\n`
+    let filled = 0;
+    let end = -1; // where the greeting ends
+    while (end === -1) {
+      if (filled === buf.length) throw new LineTooLongError(MAX_GREETING);
+      const n = await conn.read(buf.subarray(filled));
+      if (n === null) { // the server closed: what came is the greeting (as the seed's server does)
+        if (filled === 0) throw new Error("the server closed the connection without a greeting");
+        end = filled;
+      } else {
+        end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
+        filled += n;
+      }
+    }
+    if (end > 0 && buf[end - 1] === 0x0d) end--; // a `\r` before the `\n` is not text
+    if (end > MAX_GREETING) throw new LineTooLongError(MAX_GREETING);
+    log(`Server: ${showBytes(buf.subarray(0, end))}`); // the server's bytes, never raw control bytes
+    // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
+    await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
   } catch (err) {
-    throw new CliError(describeError(err, target)); // the error line names the server
+    // The error line names the server, and says "no reply within N s" after --timeout.
+    throw new CliError(describeError(timedOut ? new ReadTimeoutError(timeoutMs!) : err, target));
   } finally {
-    closeQuietly(conn); // the watchdog may have closed it already
+    clearTimeout(watchdog);
+    if (!timedOut) conn.close(); // (the watchdog closed it already)
   }
 });

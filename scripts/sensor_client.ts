@@ -2,9 +2,9 @@
  * sensor_client.ts — a sensor that reports readings and measures each round
  * trip, with a `ping`-style summary when it stops.
  *
- * Like the seed (`client.py`), it connects to 127.0.0.1:8889 (3 attempts,
- * each within `--timeout` as in the seed; a failed one is reported on
- * stderr), sends `ping` and prints the connection time, then every
+ * Like the seed (`client.py`), it connects to 127.0.0.1:8889 (`Deno.connect`,
+ * which `connectWithRetry` calls up to 3 times, each within `--timeout` as in
+ * the seed; a failed one is reported on stderr), sends `ping` and prints the connection time, then every
  * `--interval` seconds sends `ping / ('<timestamp>', <value>)` (102, 104,
  * ...) and prints the reply and the round trip, timed by the monotonic clock
  * (`performance.now()`). Each step is in `roundTrip()`: `writeAll` of the
@@ -13,14 +13,15 @@
  * off by the server closing is a loss too, and the client carries on.
  *
  * The protocol has no ids (every reply is `pong`), which the seed ignored. So
- * after a loss the client closes the connection and `connectWithRetry` opens
- * a new one, where a late reply cannot arrive; and it reads all the time (a
- * `LineInbox`, lib/inbox.ts) and holds the server to one line per request: a
+ * after a loss the client closes the connection (`conn.close()`, in `drop()`)
+ * and opens a new one, where a late reply cannot arrive; and it reads all the
+ * time (a `LineInbox`, scripts/sensor_client/inbox.ts) and holds the server to one line per request: a
  * line or byte that comes unasked (before a send, right behind a reply, or in
  * the pause after one) is a protocol error, printed escaped; the sample it
  * could have answered is lost (`Protocol error: ... sample N counted as lost`
  * if already printed; with `--json`, a second object for its `seq`), and the
- * client reconnects.
+ * client reconnects. What it has learnt so far (the open connection, the
+ * reply that may yet prove stale, the tallies) lives in one object, `session`.
  *
  * Ctrl+C or `--count N` ends with a summary: sent, received, loss, and rtt
  * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it);
@@ -47,13 +48,12 @@
 
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { reportAttempt } from "../lib/connect.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
-import { type Arrival, LineInbox } from "../lib/inbox.ts";
-import { closeQuietly, nextTurn, writeAll } from "../lib/io.ts";
+import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
+import { nextTurn, writeAll } from "../lib/io.ts";
 import { connectWithRetry, sleep } from "../lib/retry.ts";
 import { onStopSignal } from "../lib/signals.ts";
-import { lossPercent, summarize } from "../lib/stats.ts";
+import { lossPercent, summarize } from "./sensor_client/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 import { flushLogs, log, logError } from "../lib/log.ts";
@@ -78,7 +78,8 @@ const args = parseCli({
 });
 
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-const timeoutMs = secondsToMs(args.timeout);
+/** --timeout in ms; undefined: never. */
+const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
 const ms = (x: number) => x.toFixed(3);
 
 /** Like Python's str(datetime.now()), to milliseconds: 2026-11-28 10:00:00.123 */
@@ -99,11 +100,12 @@ type Link = { conn: Deno.TcpConn; inbox: LineInbox };
 /** Connects: 3 attempts, each within --timeout. */
 async function connect(): Promise<Link> {
   const conn = await connectWithRetry({
-    hostname: args.host,
+    connect: ({ signal }) => Deno.connect({ hostname: args.host, port: args.port, signal }),
+    hostname: args.host, // (for the error lines)
     port: args.port,
     attempts: 3,
-    connectTimeoutMs: timeoutMs ?? 0, // 0: never
-    signal: stop.signal,
+    connectTimeoutMs: timeoutMs ?? 0, // `signal` of each attempt; 0: never
+    signal: stop.signal, // Ctrl+C stops the retries too
     hint: startHint("sensor_server", args.port, 8889),
     onRetry: reportAttempt(3), // "attempt 1/3 failed: ...; retrying in N ms" (stderr)
   });
@@ -172,76 +174,88 @@ function report(seq: number, sent: string, result: Outcome): void {
 const say = (color: "green" | "red", text: string) =>
   args.json ? logError(text) : log(paint(color, text));
 
-const rtts: number[] = [];
-let sent = 0;
-let link: Link | null = null;
-/** The last reply on this connection: it stands only if nothing unasked follows it. */
-let answered: { seq: number; value: number; message: string } | "ping" | undefined;
-let why = ""; // why the connection was dropped, for the reconnect line
+/**
+ * What the run learns as it goes, in one place: which connection is open,
+ * which reply may still turn out to be a stale one (every reply is `pong`,
+ * so only what follows it tells), and the tallies for the summary.
+ */
+const session = {
+  link: null as Link | null,
+  /** The last reply on this connection: it stands only if nothing unasked follows it. */
+  answered: undefined as { seq: number; value: number; message: string } | "ping" | undefined,
+  /** Why the connection was dropped, for the reconnect line. */
+  why: "",
+  /** Samples sent, and the round trips of those answered. */
+  sent: 0,
+  rtts: [] as number[],
+};
 
 /** Closes the connection: a late reply may still be on its way, and must find it closed. */
 function drop(reason: string): void {
-  if (link) closeQuietly(link.conn);
-  [link, answered, why] = [null, undefined, reason];
+  session.link?.conn.close();
+  [session.link, session.answered, session.why] = [null, undefined, reason];
 }
 
 /** The pause between samples, on a connection that must stay quiet. */
 async function pause(): Promise<void> {
   const until = performance.now() + args.interval * 1000;
-  const arrival = link ? await link.inbox.next(args.interval * 1000) : undefined;
+  const arrival = session.link ? await session.link.inbox.next(args.interval * 1000) : undefined;
   stop.signal.throwIfAborted();
-  const extra = link && unsolicited(link.inbox, arrival);
-  if (extra && answered) { // the reply before the pause may have been a stale line
-    const which = answered === "ping" ? "the opening ping" : `sample ${answered.value}`;
+  const extra = session.link && unsolicited(session.link.inbox, arrival);
+  if (extra && session.answered) { // the reply before the pause may have been a stale line
+    const which = session.answered === "ping"
+      ? "the opening ping"
+      : `sample ${session.answered.value}`;
     const text = `Protocol error: unsolicited ${extra} after the reply to ${which}`;
     const lost = `protocol error: unsolicited ${extra} after its reply`;
-    if (answered === "ping") say("red", text);
-    else if (args.json) report(answered.seq, answered.message, { lost });
+    if (session.answered === "ping") say("red", text);
+    else if (args.json) report(session.answered.seq, session.answered.message, { lost });
     else say("red", `${text}: ${which} counted as lost`);
-    if (answered !== "ping") rtts.pop(); // its rtt was the last one counted
+    if (session.answered !== "ping") session.rtts.pop(); // its rtt was the last one counted
     drop(`protocol error after the reply to ${which}`);
   } else if (arrival && "end" in arrival) drop(ended(arrival));
-  else if (link) return; // quiet: the reply stands
+  else if (session.link) return; // quiet: the reply stands
   await sleep(Math.max(0, until - performance.now()), stop.signal);
 }
 
 await runMain(async () => {
   const t0 = performance.now();
   // No server: one error line, no summary. Ctrl+C while connecting: the (empty) summary.
-  link = await connect().catch((err) => stop.signal.aborted ? null : Promise.reject(err));
+  session.link = await connect().catch((err) => stop.signal.aborted ? null : Promise.reject(err));
   try {
-    if (link === null) return;
+    if (session.link === null) return;
     const connected = `Connected to ${target} in ${ms(performance.now() - t0)} ms; ping`;
-    const hello = await roundTrip(link, "ping");
+    const hello = await roundTrip(session.link, "ping");
     const ping = "lost" in hello
       ? `not answered (${hello.lost})`
       : `answered in ${ms(hello.rtt)} ms`;
     say("green", `${connected} ${ping}`);
     if ("lost" in hello) drop(`ping: ${hello.lost}`); // a late pong must not pass for 102's
-    else answered = "ping";
+    else session.answered = "ping";
 
-    for (let value = 102; args.count === 0 || sent < args.count; value += 2) {
+    for (let value = 102; args.count === 0 || session.sent < args.count; value += 2) {
       await pause();
-      if (link === null) {
-        const text = `${why}: reconnecting, so that a late reply cannot pass for the next one`;
+      if (session.link === null) {
+        const text =
+          `${session.why}: reconnecting, so that a late reply cannot pass for the next one`;
         logError(paint("dim", text));
-        link = await connect();
+        session.link = await connect();
       }
       const message = `ping / ('${timestamp()}', ${value})`;
-      const result = await roundTrip(link, message);
-      report(++sent, message, result);
+      const result = await roundTrip(session.link, message);
+      report(++session.sent, message, result);
       if ("lost" in result) {
         drop(`sample ${value} lost`);
       } else {
-        rtts.push(result.rtt);
-        answered = { seq: sent, value, message }; // stands if the pause after it stays quiet
+        session.rtts.push(result.rtt);
+        session.answered = { seq: session.sent, value, message }; // stands if the pause after it stays quiet
       }
     }
-    if (answered !== undefined) await pause(); // the last reply, too, stands only if it is alone
+    if (session.answered !== undefined) await pause(); // the last reply, too, stands only if it is alone
   } catch (err) {
     if (!stop.signal.aborted) throw err; // Ctrl+C ends the run: not an error
   } finally {
-    if (link) closeQuietly(link.conn);
+    session.link?.conn.close(); // (drop() closed the ones before it)
     printSummary();
   }
 });
@@ -249,13 +263,17 @@ await flushLogs(); // the last --trace lines
 Deno.exit(0); // the signal listeners would keep the process alive
 
 function printSummary(): void {
-  const [received, loss, rtt] = [rtts.length, lossPercent(sent, rtts.length), summarize(rtts)];
+  const [received, loss, rtt] = [
+    session.rtts.length,
+    lossPercent(session.sent, session.rtts.length),
+    summarize(session.rtts),
+  ];
   if (args.json) {
     const rtt_ms = rtt && Object.fromEntries(Object.entries(rtt).map(([k, v]) => [k, +ms(v)]));
-    log(JSON.stringify({ summary: { sent, received, loss_pct: loss, rtt_ms } }));
+    log(JSON.stringify({ summary: { sent: session.sent, received, loss_pct: loss, rtt_ms } }));
     return;
   }
   log(`--- ${target} sensor statistics ---`);
-  log(`${sent} samples sent, ${received} received, ${loss}% loss`);
+  log(`${session.sent} samples sent, ${received} received, ${loss}% loss`);
   if (rtt) log(`rtt min/avg/max/p99 = ${Object.values(rtt).map(ms).join("/")} ms`);
 }

@@ -8,17 +8,19 @@
  * input) one sample reading. A message is one line, so a `--message` holding
  * a newline is refused: the server would answer it twice.
  *
- * The three steps are in plain view below. `connectWithRetry` connects,
- * retrying `--attempts` times with growing delays while the server is not up
- * yet, each attempt within `--timeout` (a server whose backlog is full does
- * not answer at all). `writeAll` sends each message and its `\n` in one
- * write (with Nagle off, so that the small line leaves at once). A
- * `LineReader` reads each reply up to its `\n`: the seed
- * (`socket_client.py`) assumed one `recv(4096)` returns the whole reply, but
- * TCP may deliver it in pieces. A reply cut off by the server closing before
- * its `\n` is an error, not a reply, and `closeWhenIdle` gives each reply
- * `--timeout` seconds, so that a server that never answers cannot hang the
- * client. Replies are printed as the server's bytes, with control bytes
+ * The socket calls are in plain view below. `Deno.connect` connects; while
+ * the server is not up yet, `connectWithRetry` calls it again, `--attempts`
+ * times with growing delays, each attempt within `--timeout` (a server whose
+ * backlog is full does not answer at all). `writeAll` sends each message and
+ * its `\n` in one write (with Nagle off, so that the small line leaves at
+ * once). A `LineReader` over the connection reads each reply up to its
+ * `\n`: the seed (`socket_client.py`) assumed one `recv(4096)` returns the
+ * whole reply, but TCP may deliver it in pieces. A reply cut off by the
+ * server closing before its `\n` is an error, not a reply. Each reply is due
+ * within `--timeout` of its send: a read cannot be cancelled, so a timer
+ * closes the connection when it is late, and a server that never answers
+ * cannot hang the client. `conn.close()` ends it whatever happened. Replies
+ * are printed as the server's bytes, with control bytes
  * escaped (`\x1b`, `\r`) so a server cannot drive your terminal. Progress
  * goes to stderr, replies to stdout, so output can be piped; `--trace` adds
  * every read and write on the connection to stderr as it happens (a reply
@@ -43,7 +45,6 @@
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
-import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
 import {
   CliError,
   describeError,
@@ -52,11 +53,13 @@ import {
   startHint,
   TruncatedLineError,
 } from "../lib/errors.ts";
-import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
+import { concatBytes, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+// log, not console.log: --trace lines go out through log.ts's queue, and
+// console.log would print a reply before the read that brought it.
 import { log, logError } from "../lib/log.ts";
 
 const args = parseCli({
@@ -98,7 +101,8 @@ const MAX_REPLY = MAX_INPUT_LINE + 1024;
 const NEWLINE = encoder.encode("\n");
 const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-const timeoutMs = secondsToMs(args.timeout);
+/** --timeout in ms; undefined: never. */
+const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
 
 /** The messages to send, read lazily so a long pipe is streamed, not loaded. */
 async function* messages(): AsyncGenerator<Uint8Array> {
@@ -126,10 +130,11 @@ async function* messages(): AsyncGenerator<Uint8Array> {
 await runMain(async () => {
   // 1. Connect. A server that is still starting refuses us: try again, with growing waits.
   const conn = await connectWithRetry({
-    hostname: args.host,
+    connect: ({ signal }) => Deno.connect({ hostname: args.host, port: args.port, signal }),
+    hostname: args.host, // (for the error lines)
     port: args.port,
     attempts: args.attempts,
-    connectTimeoutMs: timeoutMs ?? 0, // each attempt within --timeout (0: never)
+    connectTimeoutMs: timeoutMs ?? 0, // each attempt within --timeout (`signal`; 0: never)
     hint: startHint("socket_server", args.port, 8888),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
@@ -139,27 +144,32 @@ await runMain(async () => {
   logError(paint("dim", `connected to ${target}`));
   // requireNewline: a reply is complete only once its `\n` has arrived.
   const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
+  // --timeout: a read cannot be cancelled, so a timer closes the connection
+  // when a reply is late (it runs only while a reply is due, not while stdin is slow).
+  let timedOut = false;
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
   try {
-    // --timeout: a read cannot be cancelled, so a watchdog closes the connection
-    // when a reply is late, and the read fails as ReadTimeoutError.
-    await closeWhenIdle(conn, timeoutMs, async (idle) => {
-      idle?.stop(); // it runs only while a reply is due, not while stdin is slow
-      for await (const message of messages()) {
-        // 2. Send: the line and its newline in one write; writeAll, since one
-        // write() may take only part of it.
-        await writeAll(conn, concatBytes([message, NEWLINE]));
-        idle?.restart(); // the reply is due within --timeout of the send
-        // 3. Read the reply: it may arrive in pieces, so read up to its `\n`.
-        const reply = await replies.readLine();
-        idle?.stop();
-        if (reply === null) throw new CliError(`${target} closed the connection before replying`);
-        log(showBytes(reply)); // the server's bytes, but never raw control bytes
+    for await (const message of messages()) {
+      // 2. Send: the line and its newline in one write; writeAll, since one
+      // write() may take only part of it.
+      await writeAll(conn, concatBytes([message, NEWLINE]));
+      if (timeoutMs !== undefined) {
+        watchdog = setTimeout(() => {
+          timedOut = true;
+          conn.close();
+        }, timeoutMs);
       }
-    });
+      // 3. Read the reply: it may arrive in pieces, so read up to its `\n`.
+      const reply = await replies.readLine();
+      clearTimeout(watchdog);
+      if (reply === null) throw new CliError(`${target} closed the connection before replying`);
+      log(showBytes(reply)); // the server's bytes, but never raw control bytes
+    }
   } catch (err) {
-    throw explain(err);
+    throw explain(timedOut ? new ReadTimeoutError(timeoutMs!) : err);
   } finally {
-    closeQuietly(conn); // the watchdog may have closed it already
+    clearTimeout(watchdog);
+    if (!timedOut) conn.close(); // (the watchdog closed it already)
   }
 });
 

@@ -4,14 +4,16 @@
  *
  * Like the seed (`tcp_client.py`) it asks for the remote IP address and port
  * unless `--host`/`--port` are given (piped answers work too), tries to
- * connect, and gives up after 5 attempts (`--attempts`). The seed retried at
- * a fixed pace; here the delay grows (exponential backoff with jitter:
- * `connectWithRetry`, in lib/retry.ts), each attempt waits at most
+ * connect (`Deno.connect`), and gives up after 5 attempts (`--attempts`). The
+ * seed retried at a fixed pace; here the delay grows (exponential backoff
+ * with jitter: `connectWithRetry`, in lib/retry.ts, calls our
+ * `Deno.connect` again after each failure), each attempt waits at most
  * `--timeout` (a server whose backlog is full never answers), and each
  * failed attempt says why, on stderr (stdout keeps what the client did, like
  * every client here). Only failures a retry can cure are retried: a refused
  * port is, a mistyped host name is not. The message is sent with `writeAll`,
- * since one `write` may send fewer bytes. An IPv6 address may be typed bare
+ * since one `write` may send fewer bytes, and `conn.close()` ends it (the
+ * server sees the end of the stream after the bytes). An IPv6 address may be typed bare
  * (`::1`) or in brackets (`[::1]`). Port 0 (a server's "any free port") is a
  * usage error here: there is nothing to connect to.
  *
@@ -34,9 +36,10 @@ import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { connectWithRetry } from "../lib/retry.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { formatAddress } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
+// log, not console.log: --trace lines go out through log.ts's queue, and
+// console.log would print "sent" before the write it reports.
 import { log } from "../lib/log.ts";
 
 const args = parseCli({
@@ -100,10 +103,12 @@ await runMain(async () => {
 
   // 1. Connect: the server may not be up yet, so a refusal is tried again, with growing waits.
   const conn = await connectWithRetry({
-    hostname: host,
+    connect: ({ signal }) => Deno.connect({ hostname: host, port, signal }),
+    hostname: host, // (for the error lines)
     port,
     attempts: args.attempts,
-    connectTimeoutMs: secondsToMs(args.timeout) ?? 0, // each attempt within --timeout (0: never)
+    // Each attempt within --timeout (`signal`; 0: never).
+    connectTimeoutMs: args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : 0,
     hint: startHint("tcp_server", port),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });
