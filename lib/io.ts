@@ -29,7 +29,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { UnexpectedEofError } from "./errors.ts";
+import { LineTooLongError, TruncatedLineError, UnexpectedEofError } from "./errors.ts";
 
 /** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
 export interface Reader {
@@ -55,7 +55,7 @@ export interface Writer {
  * @example
  * ```ts
  * import { readExact } from "./io.ts";
- * import { UnexpectedEofError } from "./errors.ts";
+ * import { LineTooLongError, TruncatedLineError, UnexpectedEofError } from "./errors.ts";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = await Deno.connect({ port: listener.addr.port });
@@ -81,6 +81,55 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
     filled += got;
   }
   return buf;
+}
+
+/**
+ * Reads one line, for a conversation of one line each way: up to the first
+ * `\n`, however many reads that takes, without the `\n` (or `\r\n`).
+ * Bytes after the `\n` are not kept: to read line after line, use
+ * `LineReader` (lines.ts). At end of stream, what came is the line (as from a
+ * server that answers and closes), `null` if nothing came; with
+ * `requireNewline`, a line without its `\n` is a
+ * {@linkcode TruncatedLineError}.
+ *
+ * @throws {LineTooLongError} past `maxLine` bytes (default 64 KiB): a peer
+ *   cannot make us buffer more.
+ *
+ * @example
+ * ```ts
+ * import { readOneLine } from "./io.ts";
+ * const chunks = [new TextEncoder().encode("Hello "), new TextEncoder().encode("client!\r\n")];
+ * const conn = { // a line that arrives in two reads
+ *   read: (p: Uint8Array) => Promise.resolve(chunks.length ? (p.set(chunks[0]), chunks.shift()!.length) : null),
+ * };
+ * console.log(new TextDecoder().decode((await readOneLine(conn))!)); // Hello client!
+ * ```
+ */
+export async function readOneLine(
+  reader: Reader,
+  { maxLine = 64 * 1024, requireNewline = false } = {},
+): Promise<Uint8Array | null> {
+  const buf = new Uint8Array(maxLine + 2); // the line, its `\r` and `\n`
+  let filled = 0;
+  while (true) {
+    if (filled === buf.length) throw new LineTooLongError(maxLine);
+    const n = await reader.read(buf.subarray(filled));
+    if (n === null) {
+      if (filled === 0) return null;
+      if (requireNewline) throw new TruncatedLineError(buf.slice(0, filled));
+      return filled > maxLine ? tooLong(maxLine) : buf.subarray(0, filled);
+    }
+    const newline = buf.subarray(filled, filled + n).indexOf(0x0a); // look in the new bytes only
+    filled += n;
+    if (newline === -1) continue;
+    let end = filled - n + newline;
+    if (end > 0 && buf[end - 1] === 0x0d) end--; // the `\r` of `\r\n` is not text
+    return end > maxLine ? tooLong(maxLine) : buf.subarray(0, end);
+  }
+}
+
+function tooLong(maxLine: number): never {
+  throw new LineTooLongError(maxLine);
 }
 
 /**

@@ -432,6 +432,7 @@ export class OpenClients {
 
   /** Counts `conn` in; the signal returned aborts when the server shuts down. */
   add(conn: Deno.Conn): StopSignal {
+    acceptFailures?.recovered(); // accept() works: if it had been failing, say so once
     const stop = new ClientStop();
     this.#stops.set(conn, stop);
     return stop;
@@ -495,6 +496,7 @@ export function stopOnSignal(name: string, listener: Deno.Listener, clients: Ope
 
 /** A client over `--max-conns`: `ERR server busy`, then close, without waiting for it. */
 export function turnAway(conn: Deno.Conn): void {
+  acceptFailures?.recovered();
   log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
   writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
 }

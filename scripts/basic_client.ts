@@ -4,13 +4,13 @@
  * Sends `Hello Server !` (or `--message`) and prints
  * `Response from the server: Message received: Hello Server !`. The steps
  * are the seed's (`client.py` of socket_playground), in plain view below:
- * `Deno.connect`, then `writeAll` the message, then `conn.read` the answer,
+ * `Deno.connect`, then `writeAll` the message, then `readOneLine` the answer,
  * then `conn.close()`. As in the seed, any failure prints a message and the
  * socket is closed whatever happens; unlike it, the failure is one `error:`
  * line with exit code 1 (so scripts can tell), the message ends with `\n`
  * so the server knows where it stops (so it must be one line), and the
- * answer is read in a loop up to its `\n` (or, as in the seed, up to the
- * server's close): TCP may deliver it in pieces. Each step waits at most
+ * answer is read with `conn.read` in a loop up to its `\n` (or, as in the
+ * seed, up to the server's close): TCP may deliver it in pieces. Each step waits at most
  * `--timeout`: the connect (a server whose backlog is full never answers),
  * then the answer (a read cannot be cancelled, so a timer closes a silent
  * connection); the error line says what timed out. The answer is printed
@@ -33,11 +33,10 @@ import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import {
   CliError,
   describeError,
-  LineTooLongError,
   ReadTimeoutError,
   startHint,
 } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { readOneLine, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
@@ -97,25 +96,11 @@ await runMain(async () => {
   try {
     // 2. Send the message and the `\n` that ends it; one write() may send less: writeAll.
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-    // 3. Read the answer: it may arrive in pieces, so read until its `\n`.
-    const buf = new Uint8Array(MAX_ANSWER + 2); // the line, its `\r` and `\n`
-    let filled = 0;
-    let end = -1; // where the answer ends
-    while (end === -1) {
-      if (filled === buf.length) throw new LineTooLongError(MAX_ANSWER);
-      const n = await conn.read(buf.subarray(filled));
-      if (n === null) { // the server closed: what came is the answer (as in the seed)
-        if (filled === 0) throw new Error("the server closed the connection without answering");
-        end = filled;
-      } else {
-        end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
-        filled += n;
-      }
-    }
-    if (end > 0 && buf[end - 1] === 0x0d) end--; // a `\r` before the `\n` is not text
-    if (end > MAX_ANSWER) throw new LineTooLongError(MAX_ANSWER);
-    // The server's bytes, but never raw control bytes.
-    log(`Response from the server: ${showBytes(buf.subarray(0, end))}`);
+    // 3. Read the answer: it may arrive in pieces, so readOneLine calls conn.read
+    // until its `\n` (or, as in the seed, until the server closes).
+    const answer = await readOneLine(conn, { maxLine: MAX_ANSWER });
+    if (answer === null) throw new Error("the server closed the connection without answering");
+    log(`Response from the server: ${showBytes(answer)}`); // never raw control bytes
   } catch (err) {
     // The error line names the server, and says "no reply within N s" after --timeout.
     throw new CliError(describeError(timedOut ? new ReadTimeoutError(timeoutMs!) : err, target));

@@ -44,11 +44,9 @@ import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import {
   CliError,
   describeError,
-  LineTooLongError,
   ReadTimeoutError,
-  TruncatedLineError,
 } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { readOneLine, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
@@ -117,23 +115,11 @@ await runMain(async () => {
   try {
     const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
     await writeAll(conn, new TextEncoder().encode(request)); // write() may send less
-    // The reply may come in pieces: read until the status line's `\n`.
-    const buf = new Uint8Array(MAX_STATUS_LINE + 2); // the line, its `\r` and `\n`
-    let filled = 0;
-    let end = -1; // where the status line ends
-    while (end === -1) {
-      if (filled === buf.length) throw new LineTooLongError(MAX_STATUS_LINE);
-      const n = await conn.read(buf.subarray(filled));
-      if (n === null) { // closed: a status line cut off is not a status line
-        if (filled === 0) throw new CliError(`${host} closed the connection without a reply`);
-        throw new TruncatedLineError(buf.slice(0, filled));
-      }
-      end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
-      filled += n;
-    }
-    if (end > 0 && buf[end - 1] === 0x0d) end--; // the `\r` of `\r\n` is not text
-    if (end > MAX_STATUS_LINE) throw new LineTooLongError(MAX_STATUS_LINE);
-    log(showBytes(buf.subarray(0, end))); // the server's bytes, never raw control bytes
+    // The reply may come in pieces: readOneLine calls conn.read until the
+    // status line's `\n` (a status line cut off by a close is not one).
+    const status = await readOneLine(conn, { maxLine: MAX_STATUS_LINE, requireNewline: true });
+    if (status === null) throw new CliError(`${host} closed the connection without a reply`);
+    log(showBytes(status)); // the server's bytes, never raw control bytes
   } catch (err) {
     // The error line names the server, and says "no reply within N s" after --timeout.
     const why = timedOut ? new ReadTimeoutError(timeoutMs!) : err;

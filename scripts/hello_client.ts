@@ -6,10 +6,10 @@
  * a server that is still starting refuses, so `connectWithRetry` calls it up
  * to 3 times, each attempt within `--timeout` (a server whose backlog is full
  * never answers; each failed attempt is reported on stderr). Then
- * `conn.read` reads the greeting: the seed (`client.py`) took one
- * `recv(2048)` for it, but TCP may deliver it in pieces, so the loop reads
- * until its `\n` arrives (or, as from the seed's server, until the server
- * closes). `writeAll` sends the answer, since one `write` may send less, and
+ * `readOneLine` reads the greeting: the seed (`client.py`) took one
+ * `recv(2048)` for it, but TCP may deliver it in pieces, so it calls
+ * `conn.read` until the `\n` arrives (or, as from the seed's server, until
+ * the server closes). `writeAll` sends the answer, since one `write` may send less, and
  * `conn.close()` ends it whatever happened. A read cannot be cancelled, so
  * `--timeout` is a timer that closes a silent connection. A refused or
  * silent server gives a one-line `error:` instead of a traceback. The
@@ -33,12 +33,11 @@ import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import {
   CliError,
   describeError,
-  LineTooLongError,
   ReadTimeoutError,
   startHint,
 } from "../lib/errors.ts";
 import { reportAttempt } from "../lib/connect.ts";
-import { writeAll } from "../lib/io.ts";
+import { readOneLine, writeAll } from "../lib/io.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
@@ -69,8 +68,6 @@ if (/[\r\n]/.test(args.message)) {
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 /** --timeout in ms; undefined: never. */
 const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
-/** The longest greeting we wait for: a server cannot make us buffer more. */
-const MAX_GREETING = 64 * 1024;
 
 await runMain(async () => {
   // 1. Connect; a server that is still starting refuses, so try 3 times, each
@@ -92,24 +89,11 @@ await runMain(async () => {
     conn.close();
   }, timeoutMs);
   try {
-    // 2. Read the greeting: it may arrive in pieces, so read until its `\n`.
-    const buf = new Uint8Array(MAX_GREETING + 2); // the line, its `\r` and `\n`
-    let filled = 0;
-    let end = -1; // where the greeting ends
-    while (end === -1) {
-      if (filled === buf.length) throw new LineTooLongError(MAX_GREETING);
-      const n = await conn.read(buf.subarray(filled));
-      if (n === null) { // the server closed: what came is the greeting (as the seed's server does)
-        if (filled === 0) throw new Error("the server closed the connection without a greeting");
-        end = filled;
-      } else {
-        end = buf.subarray(0, filled + n).indexOf(0x0a, filled); // -1: no `\n` yet
-        filled += n;
-      }
-    }
-    if (end > 0 && buf[end - 1] === 0x0d) end--; // a `\r` before the `\n` is not text
-    if (end > MAX_GREETING) throw new LineTooLongError(MAX_GREETING);
-    log(`Server: ${showBytes(buf.subarray(0, end))}`); // the server's bytes, never raw control bytes
+    // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`
+    // (or, as from the seed's server, up to the server closing).
+    const greeting = await readOneLine(conn);
+    if (greeting === null) throw new Error("the server closed the connection without a greeting");
+    log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
     // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
   } catch (err) {

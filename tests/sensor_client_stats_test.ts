@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { lossPercent, summarize } from "../lib/stats.ts";
+import { lossPercent, summarize } from "../scripts/sensor_client/stats.ts";
 
 Deno.test("summarize: min, avg, max, and p99 by nearest rank; null for no values", () => {
   assert.deepEqual(summarize([3, 1, 2]), { min: 1, avg: 2, max: 3, p99: 3 });
