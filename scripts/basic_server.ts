@@ -10,6 +10,12 @@
  * after another, as in the seed. The answer carries the client's bytes
  * exactly as received.
  *
+ * The socket calls are all here: `Deno.listen`, the accept loop, the
+ * message's read (a `LineReader`), the answer's write and `close`. What
+ * makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
+ * (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
+ * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/basic_server.ts
  *   deno task basic_server            (same thing)
@@ -30,10 +36,17 @@ import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
 import { log } from "../lib/log.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "basic_server",
@@ -59,34 +72,59 @@ const args = parseCli({
 });
 
 const encoder = new TextEncoder();
+const RECEIVED = encoder.encode("Message received: ");
 const NEWLINE = encoder.encode("\n");
+const clients = new OpenClients(); // the one Ctrl+C lets finish, then closes
 
 await runMain(async () => {
-  // One clock for the whole conversation: a client that trickles its message
-  // byte by byte, or never reads the answer, cannot hold the server (it
-  // serves one client at a time) for longer than --timeout.
-  const server = new TcpServer(await listen(args.host, args.port), {
-    name: "basic_server",
-    idleTimeoutMs: secondsToMs(args.timeout),
-  });
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
+  }
+  stopOnSignal("basic_server", listener, clients); // Ctrl+C: stop, let the answer finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
   log("Server is running, waiting for connections...");
-  for await (const conn of server.accept()) {
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
-    await server.handle(conn, async ({ peer, idle, signal }) => {
-      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
-      const message = await lines.readLine().catch(async (err) => {
-        // Like the line servers, say why before hanging up.
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
-        throw err;
-      });
-      if (message === null) {
-        return log(`${peer} ${signal.aborted ? "closed at shutdown" : "sent nothing"}`);
-      }
-      idle?.restart();
-      // Peer bytes are shown escaped: they must not drive the terminal.
-      log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`);
-      const answer = concatBytes([encoder.encode("Message received: "), message, NEWLINE]);
-      await writeAll(conn, answer, idle); // each byte the client takes restarts its clock
-    });
+    await answer(conn); // one client at a time: the next waits in the backlog
   }
 });
+
+/** Reads one message from a client, answers `Message received: <message>`, closes. */
+async function answer(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  // One clock for the whole conversation, not per read: a client that trickles
+  // its message byte by byte, or never reads the answer, cannot hold this
+  // one-client-at-a-time server for longer than --timeout.
+  const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
+  try {
+    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
+    const message = await lines.readLine(); // up to its \n, or its end of stream
+    if (message === null) {
+      log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
+      return;
+    }
+    idle?.restart(); // the message is in: now --timeout for taking the answer
+    log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+    // One write for the whole answer; each byte the client takes restarts its clock.
+    await writeAll(conn, concatBytes([RECEIVED, message, NEWLINE]), idle);
+  } catch (err) {
+    // Like the line servers, say why before hanging up.
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+}

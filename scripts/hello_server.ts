@@ -10,6 +10,12 @@
  * `--timeout` seconds; the sockets are closed whatever happens. The seed
  * served one client and exited; so does this, unless `--forever`.
  *
+ * The socket calls are all here: `Deno.listen`, the accept loop, the
+ * greeting's write, the answer's read (a `LineReader`) and `close`. What
+ * makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
+ * (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
+ * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/hello_server.ts
  *   deno task hello_server            (same thing)
@@ -32,10 +38,17 @@ import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
 import { log } from "../lib/log.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "hello_server",
@@ -53,26 +66,58 @@ const args = parseCli({
   },
 });
 
+const HELLO = new TextEncoder().encode("Hello client!\n");
+const clients = new OpenClients(); // the one Ctrl+C lets finish, then closes
+
 await runMain(async () => {
-  const server = new TcpServer(await listen(args.host, args.port), {
-    name: "hello_server",
-    idleTimeoutMs: secondsToMs(args.timeout), // no answer within --timeout: hang up
-  });
-  for await (const conn of server.accept()) {
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
-    await server.handle(conn, async ({ peer, signal }) => {
-      log(`New client joined: ${peer}`);
-      await writeAll(conn, new TextEncoder().encode("Hello client!\n"));
-      const answer = await new LineReader(conn, { signal }).readLine().catch(async (err) => {
-        // Like the line servers, say why before hanging up.
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
-        throw err;
-      });
-      if (answer === null) {
-        log(`${peer} ${signal.aborted ? "closed at shutdown" : "left without a word"}`);
-      } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
-    });
-    if (!args.forever) break;
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  await server.shutdown();
+  stopOnSignal("hello_server", listener, clients); // Ctrl+C: stop, let the client finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
+    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    const stopped = await greet(conn); // one client at a time
+    if (!args.forever && !stopped) {
+      // Like the seed: one client, then exit. (Ctrl+C, had it come, prints its own last line.)
+      listener.close();
+      log(paint("dim", "hello_server: shut down"));
+      break;
+    }
+  }
 });
+
+/** Greets one client and prints its answer. True if Ctrl+C cut it short. */
+async function greet(conn: Deno.TcpConn): Promise<boolean> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  // Never restarted: greeting and answer together get --timeout, however the client trickles.
+  const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
+  log(`New client joined: ${peer}`);
+  try {
+    await writeAll(conn, HELLO);
+    const answer = await new LineReader(conn, { signal: stop }).readLine(); // up to its \n, or its end
+    if (answer === null) {
+      log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
+    } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+  } catch (err) {
+    // Like the line servers, say why before hanging up.
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+  return stop.aborted;
+}

@@ -16,6 +16,12 @@
  * prompt ends it with `tcp_server: stopped at the prompt, before listening`
  * and exit code 0, like Ctrl+C once it listens.
  *
+ * The socket calls are all here: `Deno.listen`, the accept loop, the reads
+ * (`readExact`) and `close`. What makes it robust is a named call each, from
+ * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the
+ * `--timeout` deadline), `OpenClients` (what Ctrl+C closes) and
+ * `whyClientFailed` (one log line, not a crash).
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/tcp_server.ts --port 5005
  *   deno task tcp_server --port 5005      (same thing)
@@ -34,14 +40,21 @@
  */
 
 import { parseCli, parsePort, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { closeWhenIdle, secondsToMs } from "../lib/deadline.ts";
-import { ReadTimeoutError } from "../lib/errors.ts";
+import { secondsToMs } from "../lib/deadline.ts";
 import { readExact } from "../lib/io.ts";
-import { ask } from "../lib/prompt.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { onStopSignal } from "../lib/signals.ts";
-import { traceConn } from "../lib/trace.ts";
 import { flushLogs, log } from "../lib/log.ts";
+import { ask } from "../lib/prompt.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { onStopSignal } from "../lib/signals.ts";
+import { formatAddress } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "tcp_server",
@@ -61,6 +74,7 @@ const args = parseCli({
 
 const toHex = (bytes: Uint8Array) =>
   Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+const clients = new OpenClients(); // the one Ctrl+C waits for, then closes
 
 await runMain(async () => {
   // Ctrl+C (or SIGTERM, SIGHUP) at the prompt: nothing listens yet, so nothing
@@ -72,23 +86,49 @@ await runMain(async () => {
   });
   const port = args.port ??
     await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
-  const listener = await listen(args.host, port);
-  removePromptStop(); // from here the server's own handler stops it (drain, last line)
-  const server = new TcpServer(listener, { name: "tcp_server" });
+
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, port); // names the address
+  }
+  removePromptStop(); // from here Ctrl+C stops the server: let the client finish, last line
+  stopOnSignal("tcp_server", listener, clients);
+  console.log(`listening on ${formatAddress(listener.addr)}`);
   log(`waiting for ${args.size}-byte messages`);
-  for await (const conn of server.accept()) {
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
-    await server.handle(conn, ({ peer }) =>
-      // The whole message must arrive within --timeout: a client trickling a
-      // byte now and then cannot hold this one-client-at-a-time server.
-      closeWhenIdle(conn, secondsToMs(args.timeout), async () => {
-        // Throws "connection closed after N of 32 bytes" if the client leaves early;
-        // server.handle logs that in one line and closes the connection.
-        const message = await readExact(conn, args.size);
-        log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
-      }).catch((err) => {
-        if (!(err instanceof ReadTimeoutError)) throw err;
-        throw new Error(`not all ${args.size} bytes within ${args.timeout} s, disconnected`);
-      }));
+    await receive(conn); // one client at a time: the next waits in the backlog
   }
 });
+
+/** Reads exactly --size bytes from one client, prints them in hex, closes. */
+async function receive(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborted at Ctrl+C (which then waits, and closes conn)
+  // Never restarted: the whole message must arrive within --timeout, so a
+  // client trickling a byte now and then cannot hold this server.
+  const deadline = closeWhenIdleFor(conn, secondsToMs(args.timeout));
+  try {
+    // Throws "connection closed after N of 32 bytes" if the client leaves early.
+    const message = await readExact(conn, args.size);
+    log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+  } catch (err) {
+    if (stop.aborted) return; // Ctrl+C closed it: not the client's fault
+    if (deadline?.expired) {
+      log(`${peer}: not all ${args.size} bytes within ${args.timeout} s, disconnected`);
+    } else log(`${peer}: ${whyClientFailed(err)}`); // one line, then the next client
+  } finally {
+    deadline?.stop();
+    clients.close(conn);
+  }
+}
