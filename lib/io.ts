@@ -90,7 +90,8 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
  * `LineReader` (lines.ts). At end of stream, what came is the line (as from a
  * server that answers and closes), `null` if nothing came; with
  * `requireNewline`, a line without its `\n` is a
- * {@linkcode TruncatedLineError}.
+ * {@linkcode TruncatedLineError}. When `signal` aborts (a server's
+ * shutdown), a read still waiting ends as if the peer had closed.
  *
  * @throws {LineTooLongError} past `maxLine` bytes (default 64 KiB): a peer
  *   cannot make us buffer more.
@@ -107,13 +108,22 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
  */
 export async function readOneLine(
   reader: Reader,
-  { maxLine = 64 * 1024, requireNewline = false } = {},
+  options: { maxLine?: number; requireNewline?: boolean; signal?: AbortLike } = {},
 ): Promise<Uint8Array | null> {
+  const { maxLine = 64 * 1024, requireNewline = false, signal } = options;
+  // A read cannot be cancelled: with `signal`, its abort ends the wait instead.
+  const stopped = signal && new Promise<null>((resolve) => {
+    if (signal.aborted) resolve(null);
+    else signal.addEventListener("abort", () => resolve(null), { once: true });
+  });
   const buf = new Uint8Array(maxLine + 2); // the line, its `\r` and `\n`
   let filled = 0;
   while (true) {
     if (filled === buf.length) throw new LineTooLongError(maxLine);
-    const n = await reader.read(buf.subarray(filled));
+    const read = reader.read(buf.subarray(filled));
+    if (stopped) read.catch(() => {}); // (it may fail after we stopped waiting for it)
+    const n = await (stopped ? Promise.race([read, stopped]) : read);
+    if (signal?.aborted) return null; // stopped: as if the peer had closed
     if (n === null) {
       if (filled === 0) return null;
       if (requireNewline) throw new TruncatedLineError(buf.slice(0, filled));
@@ -126,6 +136,14 @@ export async function readOneLine(
     if (end > 0 && buf[end - 1] === 0x0d) end--; // the `\r` of `\r\n` is not text
     return end > maxLine ? tooLong(maxLine) : buf.subarray(0, end);
   }
+}
+
+/** An `AbortSignal`, or anything that says whether it aborted and calls a listener when it does. */
+export interface AbortLike {
+  /** True once it has aborted. */
+  readonly aborted: boolean;
+  /** Calls `listener` when it aborts. */
+  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
 function tooLong(maxLine: number): never {

@@ -38,7 +38,6 @@ import {
 } from "./errors.ts";
 import { closeQuietly, writeAll } from "./io.ts";
 import { flushLogs, log } from "./log.ts";
-import type { StopSignal } from "./lines.ts";
 import { onStopSignal } from "./signals.ts";
 import { formatAddress, paint } from "./text.ts";
 
@@ -121,6 +120,17 @@ export interface ClientContext {
  * A client's stop signal. Not an `AbortSignal`: one with a listener costs an
  * idle connection some 770 bytes, a tenth of all it costs; this costs a few.
  */
+/**
+ * What aborts when a server shuts down, as a `LineReader`'s `signal` takes
+ * it (lines.ts): whether it has, and a listener called once when it does.
+ */
+export interface StopSignal {
+  /** True once it has aborted. */
+  readonly aborted: boolean;
+  /** Calls `listener` when it aborts. */
+  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
+}
+
 class ClientStop implements StopSignal {
   aborted = false;
   #listeners: (() => void)[] = [];

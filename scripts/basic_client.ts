@@ -30,12 +30,7 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import {
-  CliError,
-  describeError,
-  ReadTimeoutError,
-  startHint,
-} from "../lib/errors.ts";
+import { CliError, describeError, ReadTimeoutError, startHint } from "../lib/errors.ts";
 import { readOneLine, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";

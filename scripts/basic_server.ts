@@ -11,8 +11,8 @@
  * exactly as received.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
- * message's read (a `LineReader`), the answer's write and `close`. What
- * makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
+ * message's read (`readOneLine`: `conn.read` until the `\n`), the answer's
+ * write and `close`. What makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
  * (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
  * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
  *
@@ -34,8 +34,7 @@
 import { MAX_LINE_LIMIT, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { concatBytes, writeAll } from "../lib/io.ts";
-import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
+import { concatBytes, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
   acceptAgain,
@@ -64,7 +63,7 @@ const args = parseCli({
       kind: "integer",
       min: 1,
       max: MAX_LINE_LIMIT,
-      default: DEFAULT_MAX_LINE,
+      default: 64 * 1024,
       help: "longest message in bytes",
     },
     trace: TRACE_FLAG,
@@ -109,8 +108,8 @@ async function answer(conn: Deno.TcpConn): Promise<void> {
   // one-client-at-a-time server for longer than --timeout.
   const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
   try {
-    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
-    const message = await lines.readLine(); // up to its \n, or its end of stream
+    // Up to its \n, or its end of stream.
+    const message = await readOneLine(conn, { maxLine: args["max-line"], signal: stop });
     if (message === null) {
       log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
       return;

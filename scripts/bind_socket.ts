@@ -41,11 +41,7 @@
 
 import { lookup } from "node:dns/promises";
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import {
-  CliError,
-  describeError,
-  ReadTimeoutError,
-} from "../lib/errors.ts";
+import { CliError, describeError, ReadTimeoutError } from "../lib/errors.ts";
 import { readOneLine, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";

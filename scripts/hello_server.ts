@@ -11,8 +11,8 @@
  * served one client and exited; so does this, unless `--forever`.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
- * greeting's write, the answer's read (a `LineReader`) and `close`. What
- * makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
+ * greeting's write, the answer's read (`readOneLine`: `conn.read` until the
+ * `\n`) and `close`. What makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
  * (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
  * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
  *
@@ -36,8 +36,7 @@
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
 import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
   acceptAgain,
@@ -107,7 +106,7 @@ async function greet(conn: Deno.TcpConn): Promise<boolean> {
   log(`New client joined: ${peer}`);
   try {
     await writeAll(conn, HELLO);
-    const answer = await new LineReader(conn, { signal: stop }).readLine(); // up to its \n, or its end
+    const answer = await readOneLine(conn, { signal: stop }); // up to its \n, or its end
     if (answer === null) {
       log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
     } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
