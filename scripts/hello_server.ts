@@ -12,8 +12,8 @@
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
  * greeting's write, the answer's read (`readOneLine`: `conn.read` until the
- * `\n`) and `close`. What makes it robust is a named call each, from lib/server.ts: `stopOnSignal`
- * (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
+ * `\n`) and `close`. What makes it robust is a named call each, from
+ * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
  * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
  *
  * Run:
