@@ -314,16 +314,16 @@ export function defaultPorts(): Map<string, number> {
   return ports;
 }
 
+/** The markdown files whose ```sh blocks `docs_test.ts` runs. */
+export const DOCS: string[] = ["README.md", "LESSONS.md", "CONTRIBUTING.md", "bench/README.md"];
+
 /**
  * The fixed ports the docs rely on: every script's default (1024 and up: 80 is the Internet's)
- * and every port README.md, LESSONS.md and the scripts' top comments name. `docs_test.ts` holds
- * those that are free while it runs, so that a command still run on one of them fails.
+ * and every port the markdown files (`DOCS`) and the scripts' top comments name. `docs_test.ts`
+ * holds those that are free while it runs, so that a command still run on one of them fails.
  */
 export function fixedPorts(): number[] {
-  const texts = [
-    Deno.readTextFileSync(`${ROOT}/README.md`),
-    Deno.readTextFileSync(`${ROOT}/LESSONS.md`),
-  ];
+  const texts = DOCS.map((doc) => Deno.readTextFileSync(`${ROOT}/${doc}`));
   for (const entry of Deno.readDirSync(`${ROOT}/scripts`)) {
     if (entry.isFile && entry.name.endsWith(".ts")) {
       texts.push(topComment(entry.name.replace(/\.ts$/, "")).join("\n"));

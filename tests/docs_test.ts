@@ -14,7 +14,8 @@
  * - an indented block after `... the server prints...:` is what the server
  *   prints while the recipe before it runs.
  *
- * How a ```sh block of README.md or LESSONS.md is read, line by line (`runDoc`):
+ * How a ```sh block of a markdown file (`DOCS`: README.md, LESSONS.md, CONTRIBUTING.md,
+ * bench/README.md) is read, line by line (`runDoc`):
  * - `command` runs with `sh -c` in the project folder and must exit 0;
  * - `# text` lines right under it are what it prints; the first of them may be
  *   `# exit N` instead: the command must exit with code N;
@@ -123,7 +124,7 @@ Deno.test("the docs run beside a server on every fixed port: all of them are hel
   console.log(`held ${HELD.length} of the ${FIXED.length} fixed ports: ${FIXED.join(", ")}`);
 });
 
-/** What the scripts' and README's commands ran, and did not: README's test prints it. */
+/** What the scripts' and the markdown files' commands ran, and did not: CONTRIBUTING's test prints it. */
 const executed: string[] = [];
 const notExecuted: string[] = [];
 const ran: RunLog = { executed, notExecuted };
@@ -408,9 +409,20 @@ Deno.test("LESSONS shape: numbered lessons with their four parts, naming what ex
 });
 
 Deno.test("README: every command shown is run, or checked", async () => {
+  assert.deepEqual(await runDoc(`${ROOT}/README.md`, "README", { log: ran }), []);
+});
+
+Deno.test("bench/README: every command shown is run, or checked", async () => {
+  await runDoc(`${ROOT}/bench/README.md`, "bench/README", { log: ran });
+});
+
+Deno.test("CONTRIBUTING: every command shown is run, or checked", async () => {
   const root = await Deno.makeTempDir();
   try {
-    const installed = await runDoc(`${ROOT}/README.md`, "README", { installRoot: root, log: ran });
+    const installed = await runDoc(`${ROOT}/CONTRIBUTING.md`, "CONTRIBUTING", {
+      installRoot: root,
+      log: ran,
+    });
     // The installed server and client, run together.
     assert.deepEqual(installed, ["socket_server", "socket_client"]);
     const child = new Deno.Command(`${root}/bin/socket_server`, {
@@ -427,7 +439,7 @@ Deno.test("README: every command shown is run, or checked", async () => {
     await child.status;
     await out.done;
     assert.equal(client.stdout, "OK ... hi\n", client.stderr);
-    executed.push("README: the installed socket_server and socket_client, together");
+    executed.push("CONTRIBUTING: the installed socket_server and socket_client, together");
   } finally {
     await Deno.remove(root, { recursive: true });
   }
