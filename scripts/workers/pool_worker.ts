@@ -142,7 +142,8 @@ function beWorker(): void {
 async function acceptClients(listener: Deno.TcpListener, settings: WorkerSettings) {
   const { flags } = settings;
   const pool = sharedCap(settings.counts, settings.slot, flags["max-conns"]);
-  // acceptAgain's pause, with this worker's name on its lines.
+  // acceptAgain's pause, by hand: its lines must say [worker N], and a success
+  // must end the pause (recovered(): "accepting again").
   const failures = new AcceptFailures(log);
   const crashAfter = flags["crash-after"] || Infinity;
   let served = 0;
@@ -151,7 +152,7 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (err instanceof Deno.errors.BadResource) return; // "stop" closed the listener
+      if (stopping || err instanceof Deno.errors.BadResource) return; // "stop" closed the listener
       await failures.pauseAfter(err); // a client reset in the backlog: at once; no fds: a pause
       continue;
     }
@@ -168,7 +169,7 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
   // Its last client: close the listener now, so that no one else queues on it,
   // and answer every client to the end.
   closeQuietly(listener);
-  while (clients.size > 0) await new Promise((r) => setTimeout(r, 10));
+  while (clients.size > 0) await new Promise((r) => setTimeout(r, 10)); // a demo: polling will do
   // A real uncaught error (an unhandled rejection), once every reply was sent.
   if (!stopping) throw new Error(`deliberate crash after ${served} client(s)`);
 }
