@@ -58,6 +58,12 @@
  * is let go too (`--idle-timeout 0` for a private room). `--max-line` is 1 KiB
  * by default, plenty for chat.
  *
+ * The socket calls are all here, as in socket_server_with_select.ts:
+ * `Deno.listen`, the accept loop, and `serve()`, which runs one client's
+ * `chat()` and closes its connection whatever happens. Ctrl+C (`* server
+ * closing` to everyone named, then the shutdown), the cap and the idle
+ * deadline are a named call each (lib/server.ts).
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/chat_server.ts
  *   deno task chat_server            (same thing)
@@ -86,8 +92,16 @@ import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
-import { LineReader } from "../lib/lines.ts";
-import { type ClientContext, listen, TcpServer } from "../lib/server.ts";
+import { LineReader, type StopSignal } from "../lib/lines.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  turnAway,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 
@@ -128,6 +142,7 @@ const args = parseCli({
 /** A connected client, named or not yet. */
 interface Client {
   conn: Deno.Conn;
+  stop: StopSignal; // aborts at Ctrl+C
   lines: LineReader; // what it sends, line by line
   name: string; // "" until it has chosen one
   prefix: Uint8Array; // `name: `
@@ -151,15 +166,16 @@ const BAD_NAME = text(
 );
 const TOO_SLOW = text("ERR too slow, disconnected");
 const FLOODING = text("ERR flooding, disconnected");
+const CLOSING = text("* server closing");
 const NO_NAME = text(`ERR no name within ${args["name-timeout"]} s, disconnected`);
 const PIECE = 16 * 1024; // the most one write() is given: between writes, a drop can cut in
 const GRACE_MS = 1000; // how long a leaving client may take to receive what it is owed
 const DROP_WAIT_MS = 15_000; // how long a disconnected client gets to take its last line and ERR
 const RATE = args["max-rate"]; // bytes per second; the bucket holds 2 s of it
-const clients = new Set<Client>();
+const clients = new OpenClients(); // the connections Ctrl+C lets finish, then closes
+const room = new Set<Client>(); // the same clients, as the room sees them
 const names = new Map<string, string>(); // lower case -> the name as typed
 const logRoom = args.quiet ? () => {} : log; // lines, joins, leaves (log: never waits for a reader)
-let server: TcpServer;
 
 /** Queues bytes for one client, or drops it if its queue would overflow. Never waits. */
 function send(client: Client, bytes: Uint8Array): void {
@@ -192,13 +208,13 @@ function disconnect(client: Client, farewell: Uint8Array): void {
 
 /** The same bytes (one copy, shared by all queues) to every named client but `from`. */
 function broadcast(from: Client | undefined, bytes: Uint8Array): void {
-  for (const c of clients) if (c !== from && c.name) send(c, bytes);
+  for (const c of room) if (c !== from && c.name) send(c, bytes);
 }
 
 function leave(client: Client): void {
   if (!names.delete(client.name.toLowerCase())) return;
   logRoom(`${client.name} left`);
-  if (!server.signal.aborted) broadcast(client, text(`* ${client.name} left`));
+  if (!client.stop.aborted) broadcast(client, text(`* ${client.name} left`)); // not at Ctrl+C
 }
 
 /**
@@ -281,15 +297,25 @@ function checkName(bytes: Uint8Array): string | Uint8Array {
   return text(`ERR the name ${name} is taken: ${holder} is here, and case does not count`);
 }
 
-async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Promise<void> {
+/**
+ * One client's stay in the room: its name, then its lines to everyone else.
+ * Throws what went wrong with its connection; `serve` logs it and closes it.
+ */
+async function chat(
+  conn: Deno.Conn,
+  peer: string,
+  stop: StopSignal,
+  idle: IdleClock | undefined,
+): Promise<void> {
   // A line counts once its newline comes: what a client leaves unfinished goes to nobody.
   const lines = new LineReader(conn, {
     maxLine: args["max-line"],
     requireNewline: true,
-    signal,
+    signal: stop,
   });
   const client: Client = {
     conn,
+    stop,
     lines,
     name: "",
     prefix: NEWLINE,
@@ -299,7 +325,11 @@ async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Pro
     allowance: 2 * RATE,
     refilledAt: performance.now(),
   };
-  clients.add(client);
+  room.add(client);
+  // Ctrl+C: a named client's last line, after what it is already owed.
+  stop.addEventListener("abort", () => {
+    if (client.name) send(client, CLOSING);
+  }, { once: true });
   const writing = writer(client, idle);
   // A place in the room is taken at connect: one that gives no name gives it back.
   const nameMs = secondsToMs(args["name-timeout"]);
@@ -315,7 +345,7 @@ async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Pro
       if (client.farewell) return; // the name timeout came first
       if (line === null) {
         return logRoom(
-          `${peer} ${server.signal.aborted ? "closed at shutdown" : "left without a name"}`,
+          `${peer} ${stop.aborted ? "closed at shutdown" : "left without a name"}`,
         );
       }
       idle?.restart();
@@ -360,19 +390,19 @@ async function chat(conn: Deno.Conn, { peer, idle, signal }: ClientContext): Pro
     }
   } catch (err) {
     if (err instanceof LineTooLongError) send(client, LINE_TOO_LONG);
-    if (!client.farewell) throw err; // logged in one line by TcpServer
+    if (!client.farewell) throw err; // serve() logs it in one line
   } finally {
     clearTimeout(nameTimer);
     leave(client);
     client.done = true;
     client.wake?.();
     await finish(client, writing);
-    clients.delete(client);
+    room.delete(client);
   }
 }
 
 /**
- * Lets a client take what it is still owed before TcpServer closes the
+ * Lets a client take what it is still owed before `serve` closes the
  * connection: 1 s for one that leaves. One we disconnected gets up to 15 s to
  * take the end of its line and its ERR (a reader's writes can stall for
  * seconds while the kernel holds megabytes for it), then up to 1 s for the
@@ -385,7 +415,7 @@ async function finish(client: Client, writing: Promise<boolean>): Promise<void> 
   });
   const saidFarewell = await Promise.race([writing, limit]);
   clearTimeout(timer);
-  if (saidFarewell) await Promise.race([pause(GRACE_MS), endOfInput(client.conn)]);
+  if (saidFarewell) await Promise.race([pause(GRACE_MS, client.stop), endOfInput(client.conn)]);
 }
 
 /**
@@ -403,31 +433,61 @@ async function endOfInput(conn: Deno.Conn): Promise<void> {
   }
 }
 
-/** Resolves after `ms`, or at once when the server begins to shut down. */
-function pause(ms: number): Promise<void> {
+/** Resolves after `ms`, or at once when `stop` aborts (Ctrl+C). */
+function pause(ms: number, stop: StopSignal): Promise<void> {
   return new Promise((resolve) => {
-    const done = () => {
+    if (stop.aborted) return resolve();
+    const timer = setTimeout(resolve, ms);
+    stop.addEventListener("abort", () => {
       clearTimeout(timer);
-      server.signal.removeEventListener("abort", done);
       resolve();
-    };
-    const timer = setTimeout(done, ms);
-    server.signal.addEventListener("abort", done);
+    }, { once: true });
   });
 }
 
+/**
+ * Serves one connection: the room's conversation (`chat`), with its errors
+ * contained in one log line and the connection closed whatever happens.
+ */
+async function serve(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  // Closes a client that neither completes a line nor takes a byte for that long.
+  const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
+  try {
+    await chat(conn, peer, stop, idle);
+  } catch (err) {
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+}
+
 await runMain(async () => {
-  server = new TcpServer(await listen(args.host, args.port), {
-    name: "chat_server",
-    maxConns: args["max-conns"],
-    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
-  });
-  server.signal.addEventListener("abort", () => broadcast(undefined, text("* server closing")));
-  for await (const conn of server.accept()) {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
+  }
+  stopOnSignal("chat_server", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // chat is interactive: each line goes out at once
-    // Not awaited: every client is served at once. The idle clock closes a
-    // client that neither completes a line nor takes a byte for that long.
-    server.handle(conn, (client) => chat(conn, client));
+    if (clients.size >= args["max-conns"]) {
+      turnAway(conn); // ERR server busy, and close it
+      continue;
+    }
+    serve(conn); // not awaited: every client is served at once
   }
 });

@@ -13,6 +13,11 @@
  * (many sensors talk at once), and the message is printed with control bytes
  * escaped (`\x1b`, `\r`), so a sensor cannot drive the server's terminal.
  *
+ * It has the shape of socket_server_with_select.ts: `Deno.listen`, the
+ * accept loop and each client's reads, writes and close are here; Ctrl+C,
+ * the cap, the idle deadline and a failed `accept()` are a named call each
+ * (lib/server.ts).
+ *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/sensor_server.ts
  *   deno task sensor_server            (same thing)
@@ -38,11 +43,19 @@ import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
-import { listen, TcpServer } from "../lib/server.ts";
-import { LOG_PREVIEW, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
 import { log } from "../lib/log.ts";
+import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
+import {
+  acceptAgain,
+  closeWhenIdleFor,
+  OpenClients,
+  stopOnSignal,
+  turnAway,
+  whyCannotListen,
+  whyClientFailed,
+} from "../lib/server.ts";
+import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
+import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "sensor_server",
@@ -61,41 +74,62 @@ const args = parseCli({
 });
 
 const PONG = new TextEncoder().encode("pong\n");
+const clients = new OpenClients(); // the ones Ctrl+C lets finish, then closes
 
 await runMain(async () => {
-  const server = new TcpServer(await listen(args.host, args.port), {
-    name: "sensor_server",
-    maxConns: args["max-conns"],
-    idleTimeoutMs: secondsToMs(args["idle-timeout"]),
-  });
-  for await (const conn of server.accept()) {
+  let listener: Deno.TcpListener;
+  try {
+    listener = Deno.listen({ hostname: args.host, port: args.port });
+  } catch (err) {
+    throw await whyCannotListen(err, args.host, args.port); // names the address
+  }
+  stopOnSignal("sensor_server", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  console.log(`listening on ${formatAddress(listener.addr)}`);
+
+  while (true) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      break; // Ctrl+C closed the listener
+    }
     if (args.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // the client times each round trip: send pong at once
-    // Not awaited: this client's task runs while we accept the next one.
-    server.handle(conn, async ({ peer, idle, signal }) => {
-      log(`Client (${peer}) connected`);
-      const lines = new LineReader(conn, { maxLine: args["max-line"], signal });
-      const replies = new ReplyBatch(conn, idle);
-      try {
-        while (true) {
-          const batch = await lines.readBatch(); // every whole line that has arrived
-          if (batch === null) break; // the client is done (or Ctrl+C)
-          idle?.restart(); // a line came in: this client is not idle
-          for (const line of batch) {
-            // Escaped: a peer's bytes must not move the cursor or fake a log line.
-            if (!args.quiet) {
-              log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
-            }
-            replies.add(PONG);
-          }
-          await replies.send(); // one write() answers them all
-          await nextPoll(); // fairness: the other clients get their turn before we read again
-        }
-      } catch (err) {
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
-        throw err; // handle() logs it in one line and closes the connection
-      }
-      log(`Client (${peer}) is offline`);
-    });
+    if (clients.size >= args["max-conns"]) {
+      turnAway(conn); // ERR server busy, and close it
+      continue;
+    }
+    serve(conn); // not awaited: this sensor is served while we accept the next
   }
 });
+
+/** Answers every line of one sensor with `pong`, and prints it, until it leaves. */
+async function serve(conn: Deno.TcpConn): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at Ctrl+C
+  const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
+  log(`Client (${peer}) connected`);
+  try {
+    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
+    const replies = new ReplyBatch(conn, idle);
+    // Every whole line that has arrived comes in one batch; null: the client is done.
+    for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
+      idle?.restart(); // a line came in: this client is not idle
+      for (const line of batch) {
+        // Escaped: a peer's bytes must not move the cursor or fake a log line.
+        if (!args.quiet) log(`Received: ${showBytes(line, LOG_PREVIEW)} (from ${peer})`);
+        replies.add(PONG);
+      }
+      await replies.send(); // one write() answers them all
+      await nextPoll(); // fairness: the other clients get their turn before we read again
+    }
+    log(`Client (${peer}) is offline`);
+  } catch (err) {
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+  }
+}

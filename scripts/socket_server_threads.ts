@@ -48,7 +48,7 @@
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { CliError, plural } from "../lib/errors.ts";
-import { listen } from "../lib/server.ts";
+import { whyCannotListen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
 import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";
@@ -90,7 +90,7 @@ function parseFlags() {
     },
   });
 }
-export type Flags = ReturnType<typeof parseFlags>;
+type Flags = ReturnType<typeof parseFlags>;
 
 /**
  * A worker died: give back the places its clients held, so the cap stays
@@ -170,7 +170,7 @@ async function supervise(): Promise<void> {
       await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
       Deno.exit(0);
     }, { name, connections });
-    // Written at once, as TcpServer writes its ready line (see lib/server.ts).
+    // Written at once (console.log, not log): the line means ready, Ctrl+C included.
     console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);
   });
@@ -211,7 +211,12 @@ async function preflight(
   // port, and the kernel would split the clients between the two. A plain
   // listener fails with "port in use" instead; it also picks the port for
   // --port 0. The workers bind that port once it is free again.
-  const probe = await listen(flags.host, flags.port);
+  let probe: Deno.TcpListener;
+  try {
+    probe = Deno.listen({ hostname: flags.host, port: flags.port });
+  } catch (err) {
+    throw await whyCannotListen(err, flags.host, flags.port); // names the address
+  }
   const port = probe.addr.port;
   probe.close();
   return { port, reusePort: !why, count: why ? 1 : flags.workers };

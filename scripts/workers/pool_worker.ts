@@ -10,18 +10,44 @@
  * messages could both take the last place; one counter in shared memory,
  * taken with `Atomics`, is the same number in every thread at once.
  *
+ * Its accept loop has the shape of socket_server_with_select.ts: the worker
+ * calls `Deno.listen` itself, takes a place under the pool's cap or turns
+ * the client away, and serves each client in `serve()`, which closes it. It
+ * handles no signal: on Ctrl+C the supervisor posts "stop", and the worker
+ * closes its listener and lets its clients finish (`OpenClients.closeAll`).
+ * It imports nothing from the supervisor: it declares the settings it takes
+ * (`WorkerSettings`), and the supervisor imports them from here.
+ *
  * @module
  */
 
+import { AcceptFailures } from "../../lib/accept.ts";
 import { secondsToMs } from "../../lib/deadline.ts";
-import { LINE_TOO_LONG, LineTooLongError, listenErrorText } from "../../lib/errors.ts";
-import { writeAll } from "../../lib/io.ts";
+import { LINE_TOO_LONG, LineTooLongError, plural } from "../../lib/errors.ts";
+import { closeQuietly, writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
-import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
-import { type ConnectionCap, TcpServer } from "../../lib/server.ts";
-import { traceConn } from "../../lib/trace.ts";
-import type { Flags } from "../socket_server_threads.ts";
 import { flushLogs, log as logLine } from "../../lib/log.ts";
+import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
+import {
+  closeWhenIdleFor,
+  OpenClients,
+  turnAway,
+  whyCannotListen,
+  whyClientFailed,
+} from "../../lib/server.ts";
+import { formatAddress, paint } from "../../lib/text.ts";
+import { traceConn } from "../../lib/trace.ts";
+
+/** The flags a worker uses: the supervisor parses them and posts a copy. */
+export interface PoolFlags {
+  host: string;
+  "max-conns": number; // for the whole pool
+  "idle-timeout": number; // seconds; 0: never
+  "max-line": number;
+  "crash-after": number; // 0: never
+  quiet: boolean;
+  trace: boolean;
+}
 
 /** What the supervisor posts to a worker it starts: copies, except `counts`, which is shared. */
 export interface WorkerSettings {
@@ -30,11 +56,19 @@ export interface WorkerSettings {
   port: number;
   reusePort: boolean;
   counts: SharedArrayBuffer; // see sharedCap()
-  flags: Flags;
+  flags: PoolFlags;
 }
 
 /** What a worker posts back. A crash before "listening" means it could not listen. */
 export type WorkerReport = "listening" | "stopped" | { crashed: string };
+
+/** A place under the pool's `--max-conns`: taken as a client comes, given back as it leaves. */
+interface Place {
+  /** Counts one more client, or returns false when the pool is full. */
+  tryTake(): boolean;
+  /** A counted client has left. */
+  give(): void;
+}
 
 /**
  * The pool's `--max-conns`: counts[0] is the number of clients the whole pool
@@ -42,7 +76,7 @@ export type WorkerReport = "listening" | "stopped" | { crashed: string };
  * value before the addition, so taking a place is one indivisible step: two
  * workers cannot both see the last one free.
  */
-function sharedCap(counts: SharedArrayBuffer, slot: number, max: number): ConnectionCap {
+function sharedCap(counts: SharedArrayBuffer, slot: number, max: number): Place {
   const cells = new Int32Array(counts);
   return {
     tryTake() {
@@ -60,6 +94,13 @@ function sharedCap(counts: SharedArrayBuffer, slot: number, max: number): Connec
   };
 }
 
+const OK = new TextEncoder().encode("OK ... ");
+const NEWLINE = new TextEncoder().encode("\n");
+const clients = new OpenClients(); // this worker's: the ones "stop" lets finish, then closes
+let listener: Deno.TcpListener | undefined; // "stop" closes it: the accept loop ends
+let stopping = false; // the supervisor said "stop"
+let log = logLine; // once started: every line begins with [worker N]
+
 function beWorker(): void {
   // Inside a worker, the global scope faces the supervisor as a Worker object faces the worker.
   const supervisor = globalThis as unknown as Worker;
@@ -74,71 +115,90 @@ function beWorker(): void {
   addEventListener("error", (e) => crash(e, e.error ?? e.message));
   addEventListener("unhandledrejection", (e) => crash(e, e.reason));
 
-  let server: TcpServer | undefined;
   supervisor.onmessage = async ({ data }: MessageEvent<WorkerSettings | "stop">) => {
     if (data === "stop") {
-      await server?.shutdown();
+      // Ctrl+C, as the supervisor saw it: stop accepting, let replies finish, close the rest.
+      stopping = true;
+      if (listener) closeQuietly(listener);
+      const open = await clients.closeAll();
+      const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
+      log(paint("dim", `this worker: shut down${cut}`));
       await flushLogs(100); // its last lines, unless nobody reads them
       return report("stopped");
     }
-    const { id, slot, port, reusePort, counts, flags } = data;
-    let listener: Deno.TcpListener;
+    const { id, port, reusePort, flags } = data;
+    log = (line) => logLine(`[worker ${id}] ${line}`);
     try {
       listener = Deno.listen({ hostname: flags.host, port, reusePort });
     } catch (err) {
-      throw new Error(listenErrorText(err, flags.host, port)); // a crash before "listening"
+      throw await whyCannotListen(err, flags.host, port); // a crash before "listening"
     }
-    const log = (line: string) => logLine(`[worker ${id}] ${line}`);
-    server = new TcpServer(listener, {
-      name: "this worker", // its log lines already start with [worker N]
-      maxConns: sharedCap(counts, slot, flags["max-conns"]),
-      idleTimeoutMs: secondsToMs(flags["idle-timeout"]),
-      handleSignals: false, // the supervisor handles Ctrl+C and tells us
-      log,
-    });
     report("listening");
-    await serveClients(server, flags, flags.quiet ? () => {} : log);
+    await acceptClients(listener, data);
   };
 }
 
-const OK = new TextEncoder().encode("OK ... ");
-const NEWLINE = new TextEncoder().encode("\n");
-
-/** Serves clients until shutdown or, with `--crash-after N`, crashes after its Nth. */
-async function serveClients(server: TcpServer, flags: Flags, log: (line: string) => void) {
+/** Accepts until "stop" or, with `--crash-after N`, crashes after its Nth client. */
+async function acceptClients(listener: Deno.TcpListener, settings: WorkerSettings) {
+  const { flags } = settings;
+  const pool = sharedCap(settings.counts, settings.slot, flags["max-conns"]);
+  // acceptAgain's pause, by hand: its lines must say [worker N], and a success
+  // must end the pause (recovered(): "accepting again").
+  const failures = new AcceptFailures(log);
   const crashAfter = flags["crash-after"] || Infinity;
   let served = 0;
-  for await (const conn of server.accept()) {
+  while (served < crashAfter) {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch (err) {
+      if (stopping || err instanceof Deno.errors.BadResource) return; // "stop" closed the listener
+      await failures.pauseAfter(err); // a client reset in the backlog: at once; no fds: a pause
+      continue;
+    }
+    failures.recovered();
     if (flags.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
-    // Not awaited: the loop goes straight back to accept() while this client is served.
-    server.handle(conn, async ({ peer, idle, signal }) => {
-      log(`Client (${peer}) connected`);
-      const lines = new LineReader(conn, { maxLine: flags["max-line"], signal });
-      const replies = new ReplyBatch(conn, idle);
-      try {
-        while (true) {
-          const batch = await lines.readBatch(); // every whole line that has arrived
-          if (batch === null) break; // the client is done (or Ctrl+C)
-          idle?.restart(); // a line came in: this client is not idle
-          for (const line of batch) replies.add(OK, line, NEWLINE);
-          await replies.send(); // one write() answers them all
-          await nextPoll(); // fairness: the other clients get their turn before we read again
-        }
-      } catch (err) {
-        if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG); // say why
-        throw err; // handle() logs it in one line and closes the connection
-      }
-      log(`Client (${peer}) is offline`);
-    });
-    if (++served === crashAfter) break;
+    if (!pool.tryTake()) {
+      turnAway(conn); // ERR server busy, and close it
+      continue;
+    }
+    serve(conn, flags, pool); // not awaited: back to accept() while this client is served
+    served++;
   }
-  if (served < crashAfter) return; // shut down
   // Its last client: close the listener now, so that no one else queues on it,
   // and answer every client to the end.
-  await server.stopAccepting();
+  closeQuietly(listener);
+  while (clients.size > 0) await new Promise((r) => setTimeout(r, 10)); // a demo: polling will do
   // A real uncaught error (an unhandled rejection), once every reply was sent.
-  if (!server.signal.aborted) throw new Error(`deliberate crash after ${served} client(s)`);
+  if (!stopping) throw new Error(`deliberate crash after ${served} client(s)`);
+}
+
+/** Answers every line of one client with `OK ... <line>`, until it leaves. */
+async function serve(conn: Deno.TcpConn, flags: PoolFlags, pool: Place): Promise<void> {
+  const peer = formatAddress(conn.remoteAddr);
+  const stop = clients.add(conn); // aborts at "stop"
+  const idle = closeWhenIdleFor(conn, secondsToMs(flags["idle-timeout"]));
+  if (!flags.quiet) log(`Client (${peer}) connected`);
+  try {
+    const lines = new LineReader(conn, { maxLine: flags["max-line"], signal: stop });
+    const replies = new ReplyBatch(conn, idle);
+    // Every whole line that has arrived comes in one batch; null: the client is done.
+    for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
+      idle?.restart(); // a line came in: this client is not idle
+      for (const line of batch) replies.add(OK, line, NEWLINE);
+      await replies.send(); // one write() answers them all
+      await nextPoll(); // fairness: the other clients get their turn before we read again
+    }
+    if (!flags.quiet) log(`Client (${peer}) is offline`);
+  } catch (err) {
+    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+  } finally {
+    idle?.stop();
+    clients.close(conn);
+    pool.give(); // its place in the pool is free
+  }
 }
 
 // Only a worker has WorkerGlobalScope; run directly, this file would wait for nothing.
