@@ -34,7 +34,6 @@
  * @module
  */
 
-import type { IdleClock } from "./deadline.ts";
 import { closeQuietly, countPoll, nextTurn, writeAll, type Writer } from "./io.ts";
 import { logError, waitForLogReader } from "./log.ts";
 
@@ -193,7 +192,7 @@ function giveBack(buffer: Uint8Array): void {
  */
 export class ReplyBatch {
   readonly #conn: Writer;
-  readonly #progress: IdleClock | undefined;
+  readonly #progress: { restart(): void } | undefined;
   #out: Uint8Array = NO_BYTES;
   #size = 0;
 
@@ -202,7 +201,7 @@ export class ReplyBatch {
    * restarts that clock (see `writeAll`), so a client that takes its replies,
    * however slowly, is not idle.
    */
-  constructor(conn: Writer, progress?: IdleClock) {
+  constructor(conn: Writer, progress?: { restart(): void }) {
     this.#conn = conn;
     this.#progress = progress;
   }

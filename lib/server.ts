@@ -1,34 +1,49 @@
 /**
- * The life of a TCP server, done once so every example gets it right:
- * listen with a clear error, print `listening on HOST:PORT`, keep one bad
- * client from hurting the others, cap the number of clients, and on Ctrl+C,
- * SIGTERM or SIGHUP stop accepting, let replies in flight finish, close every
- * connection and exit 0 within 2 seconds.
+ * What a server calls, by name, to be robust, while its own text keeps the
+ * socket calls: `Deno.listen`, the `accept()` loop, each client's reads,
+ * writes and `close`. Nothing here owns the loop.
  *
- * @example A server that greets each client and hangs up
- * ```ts
- * import { listen, TcpServer } from "./server.ts";
- * import { writeAll } from "./io.ts";
- * import { flushLogs } from "./log.ts";
+ * - {@linkcode whyCannotListen}: an error for `Deno.listen` that names the
+ *   address (and tells a server on the port from a connection still closing).
+ * - {@linkcode acceptAgain}: what to do when `accept()` fails.
+ * - {@linkcode OpenClients}: the clients a server has open: what Ctrl+C lets
+ *   finish, then closes, and what `--max-conns` counts.
+ * - {@linkcode stopOnSignal}: Ctrl+C, SIGTERM and SIGHUP stop the server
+ *   cleanly, within 2 s.
+ * - {@linkcode turnAway}: `ERR server busy` for a client over the cap.
+ * - {@linkcode closeWhenIdleFor} ({@linkcode IdleClock}) and
+ *   {@linkcode whyClientFailed}: a client's deadline (a read cannot be
+ *   cancelled: a watchdog closes the connection), and its failure in one
+ *   log line.
  *
- * const server = new TcpServer(await listen("127.0.0.1", 0), { name: "greeter" });
- * const client = Deno.connect({ port: server.listener.addr.port });
- * for await (const conn of server.accept()) {
- *   await server.handle(conn, async () => {
- *     await writeAll(conn, new TextEncoder().encode("hi\n"));
- *   });
- *   break;
+ * @example The skeleton of every server here (see scripts/socket_server.ts)
+ * ```ts ignore
+ * import { acceptAgain, OpenClients, stopOnSignal, whyCannotListen } from "./server.ts";
+ * let listener: Deno.TcpListener;
+ * try {
+ *   listener = Deno.listen({ hostname: "127.0.0.1", port: 8888 });
+ * } catch (err) {
+ *   throw await whyCannotListen(err, "127.0.0.1", 8888);
  * }
- * (await client).close();
- * await server.shutdown();
- * await flushLogs(); // its log lines go out in the background
+ * const clients = new OpenClients();
+ * stopOnSignal("my_server", listener, clients);
+ * console.log("listening on 127.0.0.1:8888");
+ * while (true) {
+ *   let conn: Deno.TcpConn;
+ *   try {
+ *     conn = await listener.accept();
+ *   } catch (err) {
+ *     if (await acceptAgain(err)) continue;
+ *     break; // Ctrl+C closed the listener
+ *   }
+ *   clients.add(conn);
+ *   // ... serve it, then clients.close(conn)
+ * }
  * ```
  *
  * @module
  */
 
-import { AcceptFailures } from "./accept.ts";
-import { IdleClock } from "./deadline.ts";
 import {
   explainClientError,
   listenErrorText,
@@ -47,315 +62,101 @@ const DRAIN_MS = 1200;
 const STOP_MS = 1800;
 
 /**
- * `Deno.listen` with errors a person can act on. ({@linkcode TcpServer}
- * prints `listening on HOST:PORT` once it can also handle Ctrl+C.) A port
- * "in use" may be held by a server, or only by a connection still closing
- * (TIME-WAIT); a connect to it tells which, and the error says so.
- *
- * @throws {Error} naming the address when the port is taken, the address
- *   is not local, or `--allow-net` is missing.
+ * Seconds from a `--timeout`-style flag to milliseconds, where `0` means
+ * "never" (`undefined`).
  *
  * @example
  * ```ts
- * import { listen } from "./server.ts";
- * const listener = await listen("127.0.0.1", 0);
- * console.log(listener.addr.port > 0); // true
- * listener.close();
+ * import { secondsToMs } from "./server.ts";
+ * console.log(secondsToMs(2.5), secondsToMs(0)); // 2500 undefined
  * ```
  */
-export async function listen(hostname: string, port: number): Promise<Deno.TcpListener> {
-  try {
-    return Deno.listen({ hostname, port });
-  } catch (err) {
-    const accepted = err instanceof Deno.errors.AddrInUse
-      ? await accepts(hostname, port)
-      : undefined;
-    throw new Error(listenErrorText(err, hostname, port, accepted), { cause: err });
-  }
-}
-
-/** Whether a server accepts on `hostname:port`: refused is false; can't tell is undefined. */
-async function accepts(hostname: string, port: number): Promise<boolean | undefined> {
-  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
-  try {
-    (await Deno.connect({ hostname: host, port, signal: AbortSignal.timeout(1000) })).close();
-    return true;
-  } catch (err) {
-    return err instanceof Deno.errors.ConnectionRefused ? false : undefined; // no answer: full?
-  }
+export function secondsToMs(seconds: number): number | undefined {
+  return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : undefined;
 }
 
 /**
- * Counts clients against a limit. {@linkcode TcpServer} counts its own by
- * default; a pool of workers passes one counter they share, so that
- * `--max-conns` caps the whole server.
+ * A watchdog: calls `onIdle` once when `timeoutMs` pass without a
+ * {@linkcode IdleClock.restart}. A server restarts a client's clock each time
+ * the client completes a line or takes bytes of its replies, so a client that
+ * trickles a line byte by byte, or never reads what it is sent, is idle; a busy
+ * one never is.
+ *
+ * One interval timer sweeps every running clock in the process: a timer per
+ * clock would cost each idle connection memory, and resetting a timer per read
+ * costs more than the read. So `onIdle` runs up to a quarter of the timeout (at
+ * most 1 s) late. Timeouts are compared with the monotonic clock, so any
+ * length works (a single `setTimeout` longer than 2^31 ms would fire at once).
+ *
+ * @example
+ * ```ts
+ * import { IdleClock } from "./server.ts";
+ * const clock = new IdleClock(50, () => console.log("idle"));
+ * clock.restart(); // prints "idle" some 50-60 ms later, unless restarted or stopped
+ * await new Promise((resolve) => setTimeout(resolve, 100));
+ * ```
  */
-export interface ConnectionCap {
-  /** Counts one more client, or returns false when the limit is reached. */
-  tryTake(): boolean;
-  /** A counted client has left. */
-  give(): void;
-}
+export class IdleClock {
+  /** The silence allowed, in milliseconds. */
+  readonly timeoutMs: number;
+  readonly #onIdle: () => void;
+  #since = 0;
+  #expired = false;
 
-/** A {@linkcode ConnectionCap} for one thread. */
-function localCap(max: number): ConnectionCap {
-  let taken = 0;
-  return {
-    tryTake: () => taken < max ? (taken++, true) : false,
-    give: () => void taken--,
-  };
-}
-
-/** What {@linkcode TcpServer.handle} gives each conversation besides its connection. */
-export interface ClientContext {
-  /** The client's address, `HOST:PORT` (`[::1]:PORT` for IPv6). */
-  peer: string;
-  /** Aborts when the server shuts down. Pass it to a `LineReader`. */
-  signal: StopSignal;
-  /** With `idleTimeoutMs`: closes the connection unless restarted in time. */
-  idle: IdleClock | undefined;
-}
-
-/**
- * A client's stop signal. Not an `AbortSignal`: one with a listener costs an
- * idle connection some 770 bytes, a tenth of all it costs; this costs a few.
- */
-/**
- * What aborts when a server shuts down, as a `LineReader`'s `signal` takes
- * it (lines.ts): whether it has, and a listener called once when it does.
- */
-export interface StopSignal {
-  /** True once it has aborted. */
-  readonly aborted: boolean;
-  /** Calls `listener` when it aborts. */
-  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
-}
-
-class ClientStop implements StopSignal {
-  aborted = false;
-  #listeners: (() => void)[] = [];
-  addEventListener(_type: "abort", listener: () => void): void {
-    this.#listeners.push(listener);
+  /** A stopped clock; {@linkcode IdleClock.restart} starts it. */
+  constructor(timeoutMs: number, onIdle: () => void) {
+    this.timeoutMs = timeoutMs;
+    this.#onIdle = onIdle;
   }
-  abort(): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    for (const listener of this.#listeners) listener();
+
+  /** Starts the clock, or starts it over: `onIdle` is `timeoutMs` away again. */
+  restart(): void {
+    this.#since = performance.now();
+    this.#expired = false;
+    if (IdleClock.#running.has(this)) return;
+    IdleClock.#running.add(this);
+    IdleClock.#sweepAtLeastEvery(this.timeoutMs / 4);
   }
-}
 
-/** Options for {@linkcode TcpServer}. */
-export interface TcpServerOptions {
-  /** Printed in the last line at shutdown. */
-  name: string;
-  /** Clients served at once; the next get `ERR server busy` and are closed. */
-  maxConns?: number | ConnectionCap;
-  /**
-   * Install SIGINT/SIGTERM/SIGHUP handlers (`onStopSignal`) that shut down
-   * and exit 0, then print `listening on HOST:PORT`: the line means "ready,
-   * Ctrl+C included". Default true.
-   */
-  handleSignals?: boolean;
-  /**
-   * Close a client that makes no progress for this long (see
-   * {@linkcode TcpServer.handle}). Unset: never.
-   */
-  idleTimeoutMs?: number;
-  /**
-   * Log lines for connects, disconnects and errors (default `log` of
-   * log.ts: stdout, never waiting for whoever reads it).
-   */
-  log?: (line: string) => void;
-}
+  /** True once `onIdle` was called (until the next restart). */
+  get expired(): boolean {
+    return this.#expired;
+  }
 
-/**
- * Accepts connections, runs a handler for each with its errors contained, and
- * shuts down cleanly (see the module's example).
- */
-export class TcpServer {
-  /** The listening socket. */
-  readonly listener: Deno.TcpListener;
-  readonly #options: TcpServerOptions;
-  readonly #stopping = new AbortController();
-  readonly #conns = new Map<Deno.Conn, ClientStop>(); // each client's stop signal
-  readonly #counted = new Set<Deno.Conn>(); // the ones that took a place under maxConns
-  readonly #tasks = new Set<Promise<void>>();
-  readonly #log: (line: string) => void;
-  readonly #cap: ConnectionCap | undefined;
-  readonly #removeSignals: (() => void) | undefined;
-  #shutdown: Promise<void> | undefined;
-
-  /**
-   * Serves on `listener` (see {@linkcode listen}); with `handleSignals`
-   * (the default) prints `listening on HOST:PORT` once Ctrl+C is handled.
-   */
-  constructor(listener: Deno.TcpListener, options: TcpServerOptions) {
-    this.listener = listener;
-    this.#options = options;
-    this.#log = options.log ?? log;
-    const max = options.maxConns;
-    this.#cap = typeof max === "number" ? localCap(max) : max;
-    if (options.handleSignals ?? true) {
-      this.#removeSignals = onStopSignal(async () => {
-        const exitBy = performance.now() + STOP_MS;
-        await this.shutdown();
-        await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
-        Deno.exit(0);
-      }, {
-        name: options.name,
-        connections: () => this.connections, // cut off by a second Ctrl+C
-      });
-      // Written at once, unlike the log lines after it (a new pipe has room
-      // for a line). Written in the background, with the write still in
-      // flight as the first clients came, it kept V8 from giving an idle
-      // server's memory back later (measured: 11 instead of 7 KiB per idle
-      // client, deno task bench).
-      console.log(`listening on ${formatAddress(listener.addr)}`);
+  /** Stops the clock; `onIdle` will not be called unless it is restarted. */
+  stop(): void {
+    if (IdleClock.#running.delete(this) && IdleClock.#running.size === 0) {
+      clearInterval(IdleClock.#timer);
+      IdleClock.#timer = undefined;
+      IdleClock.#every = Infinity;
     }
   }
 
-  /**
-   * Aborts when shutdown begins. (Each client's reader takes the `signal`
-   * that {@linkcode TcpServer.handle} gives it instead: one of its own.)
-   */
-  get signal(): AbortSignal {
-    return this.#stopping.signal;
+  static #running = new Set<IdleClock>();
+  static #timer: ReturnType<typeof setInterval> | undefined;
+  static #every = Infinity;
+
+  static #sweepAtLeastEvery(ms: number): void {
+    const every = Math.max(10, Math.min(1000, ms));
+    if (IdleClock.#timer !== undefined && every >= IdleClock.#every) return;
+    clearInterval(IdleClock.#timer);
+    IdleClock.#every = every;
+    const timer = IdleClock.#timer = setInterval(IdleClock.#sweep, every);
+    Deno.unrefTimer(timer); // the sweep alone must not keep a program alive
   }
 
-  /** Connections being served now. */
-  get connections(): number {
-    return this.#conns.size;
-  }
-
-  /**
-   * Yields accepted connections until shutdown; pass each to
-   * {@linkcode TcpServer.handle}. Above `maxConns`, a client is told
-   * `ERR server busy` and closed here.
-   *
-   * A failed `accept()` is not fatal. When the client reset while still in
-   * the backlog, the next one is accepted at once. When the process is out of
-   * file descriptors or memory, it pauses (5 ms, doubling up to 1 s) for
-   * clients to leave, and logs that at most once a second.
-   */
-  async *accept(): AsyncGenerator<Deno.TcpConn> {
-    const failures = new AcceptFailures(this.#log);
-    while (!this.signal.aborted) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await this.listener.accept();
-      } catch (err) {
-        if (this.signal.aborted || err instanceof Deno.errors.BadResource) return;
-        await failures.pauseAfter(err); // at once, or after a pause
-        continue;
-      }
-      failures.recovered();
-      if (this.signal.aborted) {
-        conn.close();
-        return;
-      }
-      if (this.#cap !== undefined) {
-        if (!this.#cap.tryTake()) {
-          this.#turnAway(conn);
-          continue;
-        }
-        this.#counted.add(conn);
-      }
-      yield conn;
-    }
-  }
-
-  /**
-   * Runs `serve(client)` for one accepted connection and always closes it
-   * afterwards. `client` carries what the conversation needs besides the
-   * connection: `peer` (`HOST:PORT`), `signal` (aborts at shutdown: pass it
-   * to the reader, so that a client waiting for its next line is let go) and,
-   * with `idleTimeoutMs`, `idle`: a running {@linkcode IdleClock} that closes
-   * the connection when it runs out. Restart it when the client makes
-   * progress; pass it to `writeAll`.
-   *
-   * Errors are logged in one line and go no further, so one client's reset
-   * or garbage cannot stop the server. The returned promise never rejects:
-   * await it to serve one client at a time, or don't, to serve many at once.
-   */
-  handle(conn: Deno.Conn, serve: (client: ClientContext) => Promise<void>): Promise<void> {
-    const peer = formatAddress(conn.remoteAddr);
-    const stop = new ClientStop();
-    this.#conns.set(conn, stop);
-    const timeoutMs = this.#options.idleTimeoutMs;
-    const idle = timeoutMs === undefined ? undefined : new IdleClock(timeoutMs, () => conn.close());
-    idle?.restart();
-    // A promise chain rather than an async function: an idle connection waits
-    // inside `serve`, and each suspended async frame would cost it memory.
-    let served: Promise<void>;
-    try {
-      served = serve({ peer, idle, signal: stop });
-    } catch (err) {
-      served = Promise.reject(err);
-    }
-    const task: Promise<void> = served.then(undefined, (err) => {
-      // The clock closed the connection under a read or a write: say why.
-      if (idle?.expired) err = new ReadTimeoutError(idle.timeoutMs);
-      if (!this.signal.aborted) this.#log(`${peer}: ${explainClientError(err)}`);
-    }).then(() => {
-      idle?.stop();
-      this.#conns.delete(conn);
-      if (this.#counted.delete(conn)) this.#cap!.give();
-      this.#tasks.delete(task);
-      closeQuietly(conn);
+  static #sweep(): void {
+    const now = performance.now();
+    // forEach rather than for-of: a sweep over thousands of idle clocks then
+    // allocates nothing, V8 sees the process as idle and gives memory back.
+    IdleClock.#running.forEach((clock) => {
+      if (now - clock.#since < clock.timeoutMs) return;
+      clock.stop();
+      clock.#expired = true;
+      clock.#onIdle();
     });
-    this.#tasks.add(task);
-    return task;
-  }
-
-  /**
-   * Closes the listener but lets the clients already connected finish on
-   * their own; resolves when the last one is done. (Used to retire a worker
-   * whose successor already listens on the same port.)
-   */
-  async stopAccepting(): Promise<void> {
-    closeQuietly(this.listener);
-    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
-  }
-
-  /**
-   * Stops accepting, gives handlers up to 1.2 s to finish the replies they
-   * owe, closes every connection still open, and prints a last line.
-   */
-  shutdown(): Promise<void> {
-    // A second call (Ctrl+C while the script shuts down itself) waits for the first.
-    return this.#shutdown ??= this.#stop();
-  }
-
-  async #stop(): Promise<void> {
-    this.#stopping.abort();
-    closeQuietly(this.listener);
-    for (const stop of this.#conns.values()) stop.abort();
-    const open = this.#conns.size;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.all(this.#tasks),
-      new Promise((resolve) => timer = setTimeout(resolve, DRAIN_MS)),
-    ]);
-    clearTimeout(timer);
-    for (const conn of this.#conns.keys()) closeQuietly(conn);
-    await Promise.all(this.#tasks);
-    this.#removeSignals?.();
-    const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
-    this.#log(paint("dim", `${this.#options.name}: shut down${cut}`));
-  }
-
-  #turnAway(conn: Deno.Conn): void {
-    this.#log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
-    // Not awaited: a client that never reads must not stall the accept loop.
-    writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
   }
 }
-
-// ---------------------------------------------------------------------------
-// The card's shape: the script calls Deno.listen, accepts in its own loop and
-// serves each client in its own function; these are the pieces it calls by
-// name to be robust. (TcpServer above is the older shape, for the scripts
-// not yet moved to this one.)
 
 /**
  * Why `Deno.listen({ hostname, port })` threw `err`, as an error to throw:
@@ -384,12 +185,33 @@ export async function whyCannotListen(
   return new Error(listenErrorText(err, hostname, port, accepted), { cause: err });
 }
 
+/** Whether a server accepts on `hostname:port`: refused is false; can't tell is undefined. */
+async function accepts(hostname: string, port: number): Promise<boolean | undefined> {
+  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+  try {
+    (await Deno.connect({ hostname: host, port, signal: AbortSignal.timeout(1000) })).close();
+    return true;
+  } catch (err) {
+    return err instanceof Deno.errors.ConnectionRefused ? false : undefined; // no answer: full?
+  }
+}
+
+/** Accept errors that mean only "that client left before we took it". */
+const CLIENT_GONE = new Set(["ENOTCONN", "ECONNABORTED", "ECONNRESET", "EPROTO"]);
+/** The longest pause after accept() fails for lack of file descriptors or memory. */
+const MAX_PAUSE_MS = 1000;
+/** The accept loop's failures so far (a program, or a worker, has one accept loop). */
+const failures = { pauseMs: 0, count: 0, lastReport: -Infinity, reported: false };
+
 /**
  * After `listener.accept()` threw `err`: resolves to true when the server
- * should accept again, false when the listener was closed (Ctrl+C). A client
- * that reset while it waited in the backlog costs nothing: accept again at
- * once. Out of file descriptors or memory: pause (5 ms, doubling up to 1 s)
- * for clients to leave, and say so at most once a second.
+ * should accept again, false when the listener was closed (Ctrl+C). The two
+ * causes call for opposite answers. A client that reset while it waited in
+ * the backlog (`ECONNABORTED`, ...) costs nothing: accept again at once. A
+ * process out of file descriptors or memory fails again at once, in a busy
+ * loop, until clients leave: pause (5 ms, doubling up to 1 s), say so to
+ * `say` at most once a second, and `accepting again` once a client is taken
+ * ({@linkcode OpenClients.add} or {@linkcode turnAway}).
  *
  * @example
  * ```ts
@@ -403,14 +225,69 @@ export async function whyCannotListen(
  * }
  * ```
  */
-export async function acceptAgain(err: unknown): Promise<boolean> {
+export async function acceptAgain(
+  err: unknown,
+  say: (line: string) => void = log,
+): Promise<boolean> {
   if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) {
     return false;
   }
-  await (acceptFailures ??= new AcceptFailures(log)).pauseAfter(err);
+  if (CLIENT_GONE.has((err as { code?: string }).code ?? "")) return true;
+  failures.pauseMs = Math.min(Math.max(failures.pauseMs * 2, 5), MAX_PAUSE_MS);
+  failures.count++;
+  const now = performance.now();
+  if (now - failures.lastReport >= 1000) {
+    say(
+      `accept failed ${failures.count} time(s): ${(err as Error).message}; ` +
+        `pausing ${failures.pauseMs} ms for clients to leave`,
+    );
+    failures.count = 0;
+    failures.lastReport = now;
+    reportRecovery = say;
+  }
+  await new Promise((resolve) => setTimeout(resolve, failures.pauseMs));
   return true;
 }
-let acceptFailures: AcceptFailures | undefined;
+/** Where to say `accepting again`, once a report of failures was made. */
+let reportRecovery: ((line: string) => void) | undefined;
+
+/** A client was accepted: if accept() had been failing, that is over. */
+function accepted(): void {
+  failures.pauseMs = 0;
+  // The report clock is not reset: at its limit a server flaps (a client
+  // leaves, the next is accepted, the one after fails), and must not log
+  // each flap. The next report counts the failures since.
+  reportRecovery?.("accepting again");
+  reportRecovery = undefined;
+}
+
+/**
+ * What aborts when a server shuts down, as a `LineReader`'s `signal` takes
+ * it (lines.ts): whether it has, and a listener called once when it does.
+ */
+export interface StopSignal {
+  /** True once it has aborted. */
+  readonly aborted: boolean;
+  /** Calls `listener` when it aborts. */
+  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
+}
+
+/**
+ * A client's stop signal. Not an `AbortSignal`: one with a listener costs an
+ * idle connection some 770 bytes, a tenth of all it costs; this costs a few.
+ */
+class ClientStop implements StopSignal {
+  aborted = false;
+  #listeners: (() => void)[] = [];
+  addEventListener(_type: "abort", listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    for (const listener of this.#listeners) listener();
+  }
+}
 
 /**
  * The clients a server has open: what its Ctrl+C lets finish, then closes,
@@ -433,7 +310,7 @@ let acceptFailures: AcceptFailures | undefined;
  */
 export class OpenClients {
   readonly #stops = new Map<Deno.Conn, ClientStop>();
-  #allGone: (() => void) | undefined;
+  #emptied: (() => void)[] = [];
 
   /** How many clients are open. */
   get size(): number {
@@ -442,7 +319,7 @@ export class OpenClients {
 
   /** Counts `conn` in; the signal returned aborts when the server shuts down. */
   add(conn: Deno.Conn): StopSignal {
-    acceptFailures?.recovered(); // accept() works: if it had been failing, say so once
+    accepted();
     const stop = new ClientStop();
     this.#stops.set(conn, stop);
     return stop;
@@ -452,7 +329,14 @@ export class OpenClients {
   close(conn: Deno.Conn): void {
     closeQuietly(conn);
     this.#stops.delete(conn);
-    if (this.#stops.size === 0) this.#allGone?.();
+    if (this.#stops.size > 0) return;
+    for (const resolve of this.#emptied.splice(0)) resolve();
+  }
+
+  /** Resolves once no client is open (at once if none is). */
+  whenEmpty(): Promise<void> {
+    if (this.#stops.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#emptied.push(resolve));
   }
 
   /**
@@ -463,14 +347,12 @@ export class OpenClients {
   async closeAll(): Promise<number> {
     const open = this.#stops.size;
     for (const stop of this.#stops.values()) stop.abort();
-    if (this.#stops.size > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#allGone = resolve;
-        timer = setTimeout(resolve, DRAIN_MS);
-      });
-      clearTimeout(timer);
-    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.whenEmpty(),
+      new Promise((resolve) => timer = setTimeout(resolve, DRAIN_MS)),
+    ]);
+    clearTimeout(timer);
     for (const conn of [...this.#stops.keys()]) this.close(conn);
     return open;
   }
@@ -497,17 +379,40 @@ export function stopOnSignal(name: string, listener: Deno.Listener, clients: Ope
     const exitBy = performance.now() + STOP_MS;
     closeQuietly(listener);
     const open = await clients.closeAll();
-    const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
-    log(paint("dim", `${name}: shut down${cut}`));
+    log(shutDownLine(name, open));
     await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
     Deno.exit(0);
   }, { name, connections: () => clients.size });
 }
 
-/** A client over `--max-conns`: `ERR server busy`, then close, without waiting for it. */
-export function turnAway(conn: Deno.Conn): void {
-  acceptFailures?.recovered();
-  log(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
+/**
+ * A server's last line: `NAME: shut down`, and how many clients it cut off.
+ *
+ * @example
+ * ```ts
+ * import { shutDownLine } from "./server.ts";
+ * console.log(shutDownLine("socket_server", 2));
+ * // socket_server: shut down, and closed the 2 clients still connected
+ * ```
+ */
+export function shutDownLine(name: string, open: number): string {
+  const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
+  return paint("dim", `${name}: shut down${cut}`);
+}
+
+/**
+ * A client over `--max-conns`: `ERR server busy`, then close, without
+ * waiting for it; `say` gets one line about it.
+ *
+ * @example
+ * ```ts ignore
+ * import { turnAway } from "./server.ts";
+ * if (clients.size >= maxConns) turnAway(conn);
+ * ```
+ */
+export function turnAway(conn: Deno.Conn, say: (line: string) => void = log): void {
+  accepted();
+  say(`${formatAddress(conn.remoteAddr)}: turned away, server full (--max-conns)`);
   writeAll(conn, SERVER_BUSY).catch(() => {}).finally(() => closeQuietly(conn));
 }
 
@@ -515,6 +420,13 @@ export function turnAway(conn: Deno.Conn): void {
  * A running {@linkcode IdleClock} that closes `conn` after `timeoutMs` with
  * no progress (restart it when the client makes some; pass it to
  * `writeAll`), or `undefined` without a timeout.
+ *
+ * @example
+ * ```ts ignore
+ * import { closeWhenIdleFor } from "./server.ts";
+ * const idle = closeWhenIdleFor(conn, 60_000);
+ * // ... idle?.restart() on each line; idle?.stop() when done
+ * ```
  */
 export function closeWhenIdleFor(
   conn: Deno.Conn,
@@ -529,6 +441,13 @@ export function closeWhenIdleFor(
 /**
  * Why a client's conversation failed, for one log line; an idle clock that
  * ran out (the connection was closed under a read) says so.
+ *
+ * @example
+ * ```ts
+ * import { whyClientFailed } from "./server.ts";
+ * console.log(whyClientFailed(new Deno.errors.ConnectionReset("reset")));
+ * // connection reset by client
+ * ```
  */
 export function whyClientFailed(err: unknown, idle?: IdleClock): string {
   return explainClientError(idle?.expired ? new ReadTimeoutError(idle.timeoutMs) : err);

@@ -32,7 +32,6 @@
  */
 
 import { MAX_LINE_LIMIT, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
@@ -40,6 +39,7 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   OpenClients,
+  secondsToMs,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,

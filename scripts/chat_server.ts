@@ -87,7 +87,6 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { type IdleClock, secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
@@ -96,7 +95,9 @@ import { LineReader, type StopSignal } from "../lib/lines.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
+  type IdleClock,
   OpenClients,
+  secondsToMs,
   stopOnSignal,
   turnAway,
   whyCannotListen,

@@ -34,7 +34,6 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
@@ -42,11 +41,13 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   OpenClients,
+  secondsToMs,
+  shutDownLine,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,
 } from "../lib/server.ts";
-import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
+import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
@@ -91,7 +92,7 @@ await runMain(async () => {
     if (!args.forever && !stopped) {
       // Like the seed: one client, then exit. (Ctrl+C, had it come, prints its own last line.)
       listener.close();
-      log(paint("dim", "hello_server: shut down"));
+      log(shutDownLine("hello_server", 0));
       break;
     }
   }

@@ -49,7 +49,6 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
@@ -59,6 +58,7 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   OpenClients,
+  secondsToMs,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,

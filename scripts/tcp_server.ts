@@ -40,7 +40,6 @@
  */
 
 import { parseCli, parsePort, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { secondsToMs } from "../lib/deadline.ts";
 import { readExact } from "../lib/io.ts";
 import { flushLogs, log } from "../lib/log.ts";
 import { ask } from "../lib/prompt.ts";
@@ -48,6 +47,7 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   OpenClients,
+  secondsToMs,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,

@@ -5,8 +5,8 @@
  * @module
  */
 
+import { IdleClock } from "../lib/server.ts";
 import assert from "node:assert/strict";
-import { IdleClock } from "../lib/deadline.ts";
 import { UnexpectedEofError } from "../lib/errors.ts";
 import { closeQuietly, concatBytes, nextTurn, readExact, writeAll } from "../lib/io.ts";
 import { chunked, loopbackPair } from "./fakes.ts";

@@ -1,5 +1,5 @@
 /**
- * Unit tests for lib/replies.ts: ReplyBatch answers a batch of lines with one
+ * Unit tests for lib/many_clients.ts: ReplyBatch answers a batch of lines with one
  * write, copies what it is given, keeps batches apart, and counts a write
  * that gets bytes out as progress. Also the line server's loop as the scripts
  * write it (LineReader.batches + ReplyBatch).
@@ -7,8 +7,8 @@
  * @module
  */
 
+import { IdleClock } from "../lib/server.ts";
 import assert from "node:assert/strict";
-import { IdleClock } from "../lib/deadline.ts";
 import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
 import { concatBytes, writeAll, type Writer } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";

@@ -1,8 +1,8 @@
 /**
- * Unit tests for lib/server.ts, in process over loopback: listen's errors,
- * TcpServer's containment of a client's failure, its cap, its accept loop's
- * resilience, the idle clock and per-client stop signal that handle() gives
- * each conversation, and shutdown.
+ * Unit tests for lib/server.ts, in process over loopback: the named calls a
+ * server's own accept loop makes (whyCannotListen, acceptAgain, OpenClients,
+ * turnAway, closeWhenIdleFor, whyClientFailed). Each test writes the loop as
+ * the scripts do, so the loop itself is under test too.
  *
  * @module
  */
@@ -13,87 +13,93 @@ import { closeQuietly, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
 import {
-  type ClientContext,
-  type ConnectionCap,
-  listen,
-  TcpServer,
-  type TcpServerOptions,
+  acceptAgain,
+  closeWhenIdleFor,
+  IdleClock,
+  OpenClients,
+  secondsToMs,
+  shutDownLine,
+  turnAway,
+  whyCannotListen,
+  whyClientFailed,
 } from "../lib/server.ts";
 import { WAIT_MS, withTimeout } from "./helpers.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const NL = enc.encode("\n");
+const tick = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * A TcpServer on a free loopback port whose accept loop hands every
- * connection to `serve`; `logs` holds what it logged. `stop()` shuts it down
- * and waits for the loop.
+ * A line server as the scripts write it, on a free loopback port: an accept
+ * loop, and each line echoed back. `logs` holds what it logged; `stop()` is
+ * what Ctrl+C does (close the listener, `closeAll`), and waits for the loop.
  */
-function serving(
-  serve: (conn: Deno.TcpConn, client: ClientContext) => Promise<void>,
-  options: Partial<TcpServerOptions> = {},
-) {
+function echoServer(options: { idleMs?: number; maxLine?: number; maxConns?: number } = {}) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const clients = new OpenClients();
   const logs: string[] = [];
-  const server = new TcpServer(Deno.listen({ hostname: "127.0.0.1", port: 0 }), {
-    name: "t",
-    handleSignals: false,
-    log: (line) => logs.push(line),
-    ...options,
-  });
-  const tasks: Promise<void>[] = [];
+  const say = (line: string) => logs.push(line);
+  const served: Promise<void>[] = [];
+  const serve = async (conn: Deno.TcpConn) => {
+    const peer = `127.0.0.1:${(conn.remoteAddr as Deno.NetAddr).port}`;
+    const stop = clients.add(conn);
+    const idle = closeWhenIdleFor(conn, options.idleMs);
+    try {
+      const lines = new LineReader(conn, { maxLine: options.maxLine, signal: stop });
+      const replies = new ReplyBatch(conn, idle);
+      for (let batch; (batch = await lines.readBatch()) !== null;) {
+        idle?.restart();
+        for (const line of batch) replies.add(line, NL);
+        await replies.send();
+      }
+    } catch (err) {
+      if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
+      if (!stop.aborted) say(`${peer}: ${whyClientFailed(err, idle)}`);
+    } finally {
+      idle?.stop();
+      clients.close(conn);
+    }
+  };
   const loop = (async () => {
-    for await (const conn of server.accept()) {
-      tasks.push(server.handle(conn, (client) => serve(conn, client)));
+    while (true) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (await acceptAgain(err, say)) continue;
+        break;
+      }
+      if (clients.size >= (options.maxConns ?? Infinity)) {
+        turnAway(conn, say);
+        continue;
+      }
+      served.push(serve(conn));
     }
   })();
   return {
-    server,
-    port: server.listener.addr.port,
+    port: listener.addr.port,
+    clients,
     logs,
-    tasks,
+    served,
     async stop() {
-      await server.shutdown();
+      closeQuietly(listener);
+      say(shutDownLine("t", await clients.closeAll()));
       await loop;
     },
   };
 }
 
-/** A line server's conversation, as the scripts write it: each line echoed back. */
-async function echoLines(
-  conn: Deno.TcpConn,
-  { idle, signal }: ClientContext,
-  maxLine?: number,
-): Promise<void> {
-  const lines = new LineReader(conn, { maxLine, signal });
-  const replies = new ReplyBatch(conn, idle);
-  try {
-    for (let batch; (batch = await lines.readBatch()) !== null;) {
-      idle?.restart();
-      for (const line of batch) replies.add(line, NL);
-      await replies.send();
-    }
-  } catch (err) {
-    if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG);
-    throw err;
-  }
-}
-
-/** A promise and the function that resolves it. */
-function signalled(): { promise: Promise<void>; fire: () => void } {
-  let fire!: () => void;
-  const promise = new Promise<void>((resolve) => fire = resolve);
-  return { promise, fire };
-}
-
-Deno.test("listen: a port in use is an error that names it and says what to do", async () => {
+Deno.test("whyCannotListen: a port in use is an error that names it and says what to do", async () => {
   const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    const err = await listen("127.0.0.1", taken.addr.port).then(
-      (l) => (l.close(), assert.fail("listened on a port in use")),
-      (e) => e,
-    );
-    assert.ok(err instanceof Error);
+    let err: Error | undefined;
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port: taken.addr.port }).close();
+    } catch (e) {
+      err = await whyCannotListen(e, "127.0.0.1", taken.addr.port);
+    }
+    assert.ok(err, "listened on a port in use");
     assert.equal(
       err.message,
       `port ${taken.addr.port} is already in use on 127.0.0.1: stop the other server, ` +
@@ -105,134 +111,121 @@ Deno.test("listen: a port in use is an error that names it and says what to do",
   }
 });
 
-Deno.test("TcpServer contains a handler's error and keeps accepting", async () => {
-  let n = 0;
-  const s = serving(async (conn) => {
-    if (n++ === 0) throw new Error("boom");
-    await writeAll(conn, enc.encode("fine\n"));
-  });
-  const first = await Deno.connect({ port: s.port });
-  const firstReply = await new LineReader(first).readLine(); // closed by the server after "boom"
-  assert.equal(firstReply, null);
-  first.close();
-  const second = await Deno.connect({ port: s.port });
-  assert.equal(dec.decode((await new LineReader(second).readLine())!), "fine");
-  second.close();
-  await s.stop();
-  assert.ok(s.logs.some((l) => l.endsWith(": boom")), s.logs.join("\n"));
-  assert.ok(s.logs.at(-1)!.includes("shut down"));
-});
-
-Deno.test("TcpServer turns away clients beyond maxConns with ERR server busy", async () => {
-  const started = signalled();
-  const release = signalled();
-  const s = serving(() => (started.fire(), release.promise), { maxConns: 1 });
-  const holder = await Deno.connect({ port: s.port });
-  await withTimeout(started.promise, WAIT_MS, "the first client served");
-  const extra = await Deno.connect({ port: s.port });
-  assert.equal(dec.decode((await new LineReader(extra).readLine())!), "ERR server busy");
-  extra.close();
-  release.fire();
-  holder.close();
-  await s.stop();
-  assert.ok(s.logs.some((l) => /: turned away, server full \(--max-conns\)$/.test(l)));
-});
-
-Deno.test("TcpServer with a shared ConnectionCap takes a place per client and gives it back", async () => {
-  let taken = 0;
-  const events: string[] = [];
-  const cap: ConnectionCap = {
-    tryTake: () => taken < 1 ? (taken++, events.push("take"), true) : (events.push("full"), false),
-    give: () => (taken--, events.push("give")),
-  };
-  const started = signalled();
-  const release = signalled();
-  const s = serving(() => (started.fire(), release.promise), { maxConns: cap });
-  const holder = await Deno.connect({ port: s.port });
-  await withTimeout(started.promise, WAIT_MS, "the first client served");
-  const extra = await Deno.connect({ port: s.port });
-  assert.equal(dec.decode((await new LineReader(extra).readLine())!), "ERR server busy");
-  extra.close();
-  release.fire();
-  await Promise.all(s.tasks);
-  assert.deepEqual(events, ["take", "full", "give"]);
-  holder.close();
-  await s.stop();
-});
-
-/** A listener whose accept() fails with `code` `failures` times, then accepts from `real`. */
-function failingListener(real: Deno.TcpListener, code: string, failures: number) {
-  let left = failures;
-  return new Proxy(real, {
-    get(target, key) {
-      if (key === "accept") {
-        return () => {
-          if (left-- > 0) {
-            return Promise.reject(Object.assign(new Error(`accept failed: ${code}`), { code }));
-          }
-          return target.accept();
-        };
-      }
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
-
-Deno.test("TcpServer: 200 clients gone before accept() cost nothing and log nothing", async () => {
-  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+Deno.test("acceptAgain: false once the listener is closed, true at once for a client gone from the backlog", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  listener.close();
+  const closed = await listener.accept().then(() => undefined, (err) => err);
+  assert.equal(await acceptAgain(closed), false);
   const logs: string[] = [];
-  const server = new TcpServer(failingListener(real, "ENOTCONN", 200), {
-    name: "t",
-    handleSignals: false,
-    log: (l) => logs.push(l),
-  });
   const t0 = performance.now();
-  const client = await Deno.connect({ port: real.addr.port });
-  for await (const conn of server.accept()) {
-    await server.handle(conn, () => writeAll(conn, enc.encode("hi\n")));
-    break;
+  for (let i = 0; i < 200; i++) {
+    const gone = Object.assign(new Error("Socket is not connected"), { code: "ENOTCONN" });
+    assert.equal(await acceptAgain(gone, (l) => logs.push(l)), true);
   }
   const ms = performance.now() - t0;
-  assert.equal(dec.decode((await new LineReader(client).readLine())!), "hi");
-  client.close();
-  await server.shutdown();
-  assert.ok(ms < 500, `the honest client waited ${ms} ms`);
-  assert.deepEqual(logs.filter((l) => !l.includes("shut down")), []);
+  assert.ok(ms < 500, `200 clients gone before accept() cost ${ms} ms`);
+  assert.deepEqual(logs, []);
 });
 
-Deno.test("TcpServer: out of file descriptors, it pauses, logs about once a second, recovers", async () => {
-  const real = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+Deno.test("acceptAgain: out of file descriptors, it pauses, says so about once a second, then 'accepting again'", async () => {
   const logs: string[] = [];
+  const say = (l: string) => logs.push(l);
+  const t0 = performance.now();
   // 10 failures with pauses of 5, 10, 20, ... ms, capped at 1 s: about 3.3 s.
-  const server = new TcpServer(failingListener(real, "EMFILE", 10), {
-    name: "t",
-    handleSignals: false,
-    log: (l) => logs.push(l),
-  });
-  const client = await Deno.connect({ port: real.addr.port });
-  const t0 = performance.now();
-  for await (const conn of server.accept()) {
-    server.handle(conn, () => Promise.resolve());
-    break;
+  for (let i = 0; i < 10; i++) {
+    const err = Object.assign(new Error("accept failed: EMFILE"), { code: "EMFILE" });
+    assert.equal(await acceptAgain(err, say), true);
   }
   const ms = performance.now() - t0;
-  client.close();
-  await server.shutdown();
+  await takeOneClient(); // a client taken: the pause is over
   const failed = logs.filter((l) => l.startsWith("accept failed"));
-  assert.ok(ms > 2000 && ms < 8000, `accepted after ${ms} ms`);
+  assert.ok(ms > 2000 && ms < 8000, `10 failures took ${ms} ms`);
   assert.ok(failed.length >= 2 && failed.length <= Math.ceil(ms / 1000) + 1, logs.join("\n"));
   assert.match(failed[0], /accept failed 1 time\(s\): accept failed: EMFILE; pausing 5 ms/);
-  assert.ok(logs.some((l) => /^accepting again/.test(l)), logs.join("\n"));
+  assert.equal(logs.at(-1), "accepting again");
+  // The next failure pauses 5 ms again: the pause was reset.
+  const t1 = performance.now();
+  await acceptAgain(Object.assign(new Error("EMFILE"), { code: "EMFILE" }), say);
+  assert.ok(performance.now() - t1 < 500, "the pause was not reset");
+  await takeOneClient(); // (and the episode ends, for the tests after this one)
 });
 
-Deno.test("TcpServer.handle: with idleTimeoutMs, a silent client is closed and logged as idle", async () => {
-  const s = serving(echoLines, { idleTimeoutMs: 100 });
+/** Accepts one real client into an OpenClients, and closes it. */
+async function takeOneClient(): Promise<void> {
+  const clients = new OpenClients();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ port: listener.addr.port });
+  const conn = await listener.accept();
+  clients.add(conn);
+  clients.close(conn);
+  client.close();
+  listener.close();
+}
+
+Deno.test("OpenClients.closeAll aborts each client's signal: a waiting LineReader returns null at once", async () => {
+  const s = echoServer();
+  const client = await Deno.connect({ port: s.port });
+  await writeAll(client, enc.encode("half a line")); // not a line: the reader keeps waiting
+  const until = Date.now() + WAIT_MS;
+  while (s.clients.size === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+  const t0 = performance.now();
+  await withTimeout(s.stop(), WAIT_MS, "shutdown");
+  const ms = performance.now() - t0;
+  // Without the signal, shutdown would wait 1.2 s for the client, then close it.
+  assert.ok(ms < 500, `shutdown took ${ms} ms`);
+  await Promise.all(s.served);
+  assert.match(s.logs.at(-1)!, /t: shut down, and closed the 1 client still connected/);
+  assert.equal(s.logs.length, 1); // a client let go at shutdown is no error
+  const n = await withTimeout(client.read(new Uint8Array(1)), WAIT_MS, "EOF", () => client.close());
+  assert.equal(n, null);
+  client.close();
+});
+
+Deno.test("OpenClients: whenEmpty resolves when the last client is closed", async () => {
+  const clients = new OpenClients();
+  await withTimeout(clients.whenEmpty(), WAIT_MS, "whenEmpty with no client");
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const a = await Deno.connect({ port: listener.addr.port });
+  const b = await Deno.connect({ port: listener.addr.port });
+  const [ca, cb] = [await listener.accept(), await listener.accept()];
+  clients.add(ca);
+  clients.add(cb);
+  let emptied = false;
+  const empty = clients.whenEmpty().then(() => emptied = true);
+  clients.close(ca);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(emptied, false, "resolved with a client still open");
+  clients.close(cb);
+  await withTimeout(empty, WAIT_MS, "whenEmpty");
+  a.close();
+  b.close();
+  listener.close();
+});
+
+Deno.test("turnAway: a client over the cap gets ERR server busy and is closed; the others are served", async () => {
+  const s = echoServer({ maxConns: 1 });
+  const first = await Deno.connect({ port: s.port });
+  try {
+    await writeAll(first, enc.encode("one\n"));
+    assert.equal(dec.decode((await new LineReader(first).readLine())!), "one");
+    const second = await Deno.connect({ port: s.port });
+    const reply = await withTimeout(new LineReader(second).readLine(), WAIT_MS, "busy line");
+    assert.equal(dec.decode(reply!), "ERR server busy");
+    assert.equal(await new LineReader(second).readLine(), null);
+    second.close();
+    assert.match(s.logs.join("\n"), /turned away, server full \(--max-conns\)/);
+  } finally {
+    first.close();
+    await s.stop();
+  }
+});
+
+Deno.test("closeWhenIdleFor: a silent client is closed and logged as idle", async () => {
+  const s = echoServer({ idleMs: 100 });
   const client = await Deno.connect({ port: s.port });
   const peer = `127.0.0.1:${client.localAddr.port}`;
   try {
     const t0 = performance.now();
-    // Nothing sent: the server closes the connection, and the client reads its end.
     const n = await withTimeout(
       client.read(new Uint8Array(1)),
       WAIT_MS,
@@ -242,23 +235,23 @@ Deno.test("TcpServer.handle: with idleTimeoutMs, a silent client is closed and l
     const ms = performance.now() - t0;
     assert.equal(n, null);
     assert.ok(ms >= 90 && ms < 1000, `closed after ${ms} ms`);
-    await Promise.all(s.tasks);
+    await Promise.all(s.served);
     assert.deepEqual(s.logs, [`${peer}: idle for 0.1 s, disconnected`]);
-    assert.equal(s.server.connections, 0);
+    assert.equal(s.clients.size, 0);
   } finally {
     closeQuietly(client);
     await s.stop();
   }
 });
 
-Deno.test("TcpServer.handle: a client that reads slowly but steadily is never idle", async () => {
+Deno.test("closeWhenIdleFor: a client that reads slowly but steadily is never idle", async () => {
   const line = new Uint8Array(12 * 1024 * 1024).fill(0x62); // far more than the socket buffers
-  const s = serving((conn, client) => echoLines(conn, client, line.length), {
-    idleTimeoutMs: 300,
-  });
+  const s = echoServer({ idleMs: 300, maxLine: line.length });
   const client = await Deno.connect({ port: s.port });
   try {
-    const sending = writeAll(client, concat(line, NL)).then(() => client.closeWrite());
+    const sending = writeAll(client, line).then(() => writeAll(client, NL)).then(() =>
+      client.closeWrite()
+    );
     let got = 0;
     const buf = new Uint8Array(128 * 1024);
     const t0 = performance.now();
@@ -272,7 +265,7 @@ Deno.test("TcpServer.handle: a client that reads slowly but steadily is never id
     assert.equal(got, line.length + 1);
     assert.ok(performance.now() - t0 > 300, "the replies took longer than the idle timeout");
     assert.equal(await client.read(buf), null); // the server's end, after the whole reply
-    await Promise.all(s.tasks);
+    await Promise.all(s.served);
     assert.deepEqual(s.logs, []); // no "idle", no error
   } finally {
     client.close();
@@ -280,72 +273,62 @@ Deno.test("TcpServer.handle: a client that reads slowly but steadily is never id
   }
 });
 
-Deno.test("TcpServer.shutdown aborts each client's signal: a waiting LineReader returns null at once", async () => {
-  const waiting = signalled();
-  let got: Uint8Array | null | undefined;
-  const s = serving(async (conn, { signal }) => {
-    const lines = new LineReader(conn, { signal });
-    const next = lines.readLine();
-    waiting.fire();
-    got = await next;
-  });
-  const client = await Deno.connect({ port: s.port });
-  await writeAll(client, enc.encode("half a line")); // not a line: the reader keeps waiting
-  await withTimeout(waiting.promise, WAIT_MS, "the handler to wait for a line");
-  const t0 = performance.now();
-  await withTimeout(s.stop(), WAIT_MS, "shutdown");
-  const ms = performance.now() - t0;
-  // Without the signal, shutdown would wait 1.5 s for the handler, then close it.
-  assert.ok(ms < 500, `shutdown took ${ms} ms`);
-  assert.equal(got, null);
-  assert.equal(s.logs.at(-1), "t: shut down, and closed the 1 client still connected");
-  assert.equal(s.logs.length, 1); // a client let go at shutdown is no error
-  const n = await withTimeout(client.read(new Uint8Array(1)), WAIT_MS, "EOF", () => client.close());
-  assert.equal(n, null);
-  client.close();
-});
-
-Deno.test("TcpServer.stopAccepting lets connected clients finish, and takes no new one", async () => {
-  const started = signalled();
-  const release = signalled();
-  const s = serving(async (conn) => {
-    started.fire();
-    await release.promise;
-    await writeAll(conn, enc.encode("bye\n"));
-  });
-  const client = await Deno.connect({ port: s.port });
-  await withTimeout(started.promise, WAIT_MS, "the client served");
-  const stopping = s.server.stopAccepting();
-  // A newcomer is refused, or (closed under a pending accept) reset; never served.
-  const newcomer = await Deno.connect({ port: s.port }).then(async (conn) => {
-    try {
-      return await withTimeout(
-        conn.read(new Uint8Array(1)),
-        WAIT_MS,
-        "newcomer",
-        () => conn.close(),
-      );
-    } catch (err) {
-      return err;
-    } finally {
-      closeQuietly(conn);
-    }
-  }, (err) => err);
-  assert.ok(
-    newcomer === null || newcomer instanceof Deno.errors.ConnectionRefused ||
-      newcomer instanceof Deno.errors.ConnectionReset,
-    String(newcomer),
+Deno.test("whyClientFailed: one line for a reset, a line too long, an idle clock run out", () => {
+  assert.equal(
+    whyClientFailed(new Deno.errors.ConnectionReset("reset")),
+    "connection reset by client",
   );
-  release.fire();
-  await withTimeout(stopping, WAIT_MS, "stopAccepting");
-  assert.equal(dec.decode((await new LineReader(client).readLine())!), "bye");
-  client.close();
-  await s.stop();
+  assert.match(whyClientFailed(new LineTooLongError(10)), /line longer than 10 bytes/);
+  const idle = { expired: true, timeoutMs: 2000 } as Parameters<typeof whyClientFailed>[1];
+  assert.equal(
+    whyClientFailed(new Deno.errors.Interrupted("closed"), idle),
+    "idle for 2 s, disconnected",
+  );
 });
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
+Deno.test("secondsToMs: seconds to milliseconds, 0 meaning never", () => {
+  assert.equal(secondsToMs(2.5), 2500);
+  assert.equal(secondsToMs(0.0016), 2); // whole milliseconds
+  assert.equal(secondsToMs(0), undefined);
+  assert.equal(secondsToMs(86_400), 86_400_000);
+});
+
+Deno.test("IdleClock fires once after its timeout, not when restarted in time, not when stopped", async () => {
+  let fired = 0;
+  const clock = new IdleClock(60, () => fired++);
+  clock.restart();
+  for (let i = 0; i < 5; i++) { // restarted every 30 ms for 150 ms: never idle
+    await tick(30);
+    clock.restart();
+  }
+  assert.equal(fired, 0);
+  assert.equal(clock.expired, false);
+  const t0 = performance.now();
+  while (fired === 0 && performance.now() - t0 < 2000) await tick(5);
+  const ms = performance.now() - t0;
+  assert.equal(fired, 1);
+  assert.ok(clock.expired);
+  assert.ok(ms >= 55 && ms < 500, `fired after ${ms} ms`);
+  const stopped = new IdleClock(20, () => fired++);
+  stopped.restart();
+  stopped.stop();
+  await tick(80);
+  assert.equal(fired, 1); // and no sweep timer is left running (the op sanitizer checks)
+});
+
+Deno.test("IdleClock: a short clock is not held back by a long one's slow sweep; a restart after it fired runs it again", async () => {
+  const fired: string[] = [];
+  const short = new IdleClock(30, () => fired.push("short"));
+  const long = new IdleClock(5000, () => fired.push("long"));
+  long.restart(); // a slow sweep (once a second)...
+  short.restart(); // ...that a short clock speeds up
+  const t0 = performance.now();
+  while (fired.length === 0 && performance.now() - t0 < 2000) await tick(5);
+  assert.deepEqual(fired, ["short"]);
+  assert.ok(performance.now() - t0 < 500, "the short clock did not wait for the slow sweep");
+  short.restart();
+  assert.equal(short.expired, false);
+  while (fired.length === 1 && performance.now() - t0 < 2000) await tick(5);
+  assert.deepEqual(fired, ["short", "short"]);
+  long.stop(); // the last running clock: the sweep stops (the op sanitizer checks)
+});

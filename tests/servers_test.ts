@@ -432,7 +432,7 @@ for (const name of ["basic_server", "hello_server"]) {
   });
 }
 
-// ------------------------------------------- the three TcpServer servers at their limits
+// -------------------------------------------- the three line servers at their limits
 
 const POOLS: Record<string, string[]> = {
   socket_server: [],

@@ -146,7 +146,7 @@ Deno.test("traceConn: a real connection stays the same object and keeps working;
   const lines: string[] = [];
   try {
     const server = traceConn(pair.server, { print: (line) => lines.push(line) });
-    assert.equal(server, pair.server); // identity: TcpServer.handle, LineReader... keep theirs
+    assert.equal(server, pair.server); // identity: OpenClients, LineReader... keep theirs
     const peer = `127.0.0.1:${pair.client.localAddr.port}`;
     await writeAll(pair.client, encoder.encode("one\ntwo\n"));
     const reader = new LineReader(server);

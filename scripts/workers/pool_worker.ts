@@ -21,21 +21,22 @@
  * @module
  */
 
-import { AcceptFailures } from "../../lib/accept.ts";
-import { secondsToMs } from "../../lib/deadline.ts";
-import { LINE_TOO_LONG, LineTooLongError, plural } from "../../lib/errors.ts";
+import { LINE_TOO_LONG, LineTooLongError } from "../../lib/errors.ts";
 import { closeQuietly, writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
 import { flushLogs, log as logLine } from "../../lib/log.ts";
 import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
 import {
+  acceptAgain,
   closeWhenIdleFor,
   OpenClients,
+  secondsToMs,
+  shutDownLine,
   turnAway,
   whyCannotListen,
   whyClientFailed,
 } from "../../lib/server.ts";
-import { formatAddress, paint } from "../../lib/text.ts";
+import { formatAddress } from "../../lib/text.ts";
 import { traceConn } from "../../lib/trace.ts";
 
 /** The flags a worker uses: the supervisor parses them and posts a copy. */
@@ -120,9 +121,7 @@ function beWorker(): void {
       // Ctrl+C, as the supervisor saw it: stop accepting, let replies finish, close the rest.
       stopping = true;
       if (listener) closeQuietly(listener);
-      const open = await clients.closeAll();
-      const cut = open === 0 ? "" : `, and closed the ${plural(open, "client")} still connected`;
-      log(paint("dim", `this worker: shut down${cut}`));
+      log(shutDownLine("this worker", await clients.closeAll()));
       await flushLogs(100); // its last lines, unless nobody reads them
       return report("stopped");
     }
@@ -142,9 +141,6 @@ function beWorker(): void {
 async function acceptClients(listener: Deno.TcpListener, settings: WorkerSettings) {
   const { flags } = settings;
   const pool = sharedCap(settings.counts, settings.slot, flags["max-conns"]);
-  // acceptAgain's pause, by hand: its lines must say [worker N], and a success
-  // must end the pause (recovered(): "accepting again").
-  const failures = new AcceptFailures(log);
   const crashAfter = flags["crash-after"] || Infinity;
   let served = 0;
   while (served < crashAfter) {
@@ -152,15 +148,13 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (stopping || err instanceof Deno.errors.BadResource) return; // "stop" closed the listener
-      await failures.pauseAfter(err); // a client reset in the backlog: at once; no fds: a pause
-      continue;
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
+      return; // "stop" closed the listener
     }
-    failures.recovered();
     if (flags.trace) traceConn(conn); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     if (!pool.tryTake()) {
-      turnAway(conn); // ERR server busy, and close it
+      turnAway(conn, log); // ERR server busy, and close it
       continue;
     }
     serve(conn, flags, pool); // not awaited: back to accept() while this client is served
@@ -169,7 +163,7 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
   // Its last client: close the listener now, so that no one else queues on it,
   // and answer every client to the end.
   closeQuietly(listener);
-  while (clients.size > 0) await new Promise((r) => setTimeout(r, 10)); // a demo: polling will do
+  await clients.whenEmpty();
   // A real uncaught error (an unhandled rejection), once every reply was sent.
   if (!stopping) throw new Error(`deliberate crash after ${served} client(s)`);
 }
