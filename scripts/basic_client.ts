@@ -9,8 +9,9 @@
  * socket is closed whatever happens; unlike it, the failure is one `error:`
  * line with exit code 1 (so scripts can tell), the message ends with `\n`
  * so the server knows where it stops (so it must be one line), and the
- * answer is read with `conn.read` in a loop up to its `\n` (or, as in the
- * seed, up to the server's close): TCP may deliver it in pieces. Each step waits at most
+ * answer is read with `readOneLine` (conn.read in a loop) up to its `\n`
+ * (or, as in the seed, up to the server's close): TCP may deliver it in
+ * pieces. Each step waits at most
  * `--timeout`: the connect (a server whose backlog is full never answers),
  * then the answer (a read cannot be cancelled, so a timer closes a silent
  * connection); the error line says what timed out. The answer is printed

@@ -2,19 +2,19 @@
  * hello_client.ts — the other half of the first conversation: connect, print
  * the server's greeting, answer `Hello Server!`, close.
  *
- * The three socket calls are in plain view below. `Deno.connect` connects;
- * a server that is still starting refuses, so `connectWithRetry` calls it up
- * to 3 times, each attempt within `--timeout` (a server whose backlog is full
- * never answers; each failed attempt is reported on stderr). Then
+ * The three socket calls are in plain view below. `Deno.connect` connects; a
+ * server that is still starting refuses, so `connectWithRetry` calls it up
+ * to 3 times, each attempt within `--timeout` (a server whose backlog is
+ * full never answers; each failed attempt is reported on stderr). Then
  * `readOneLine` reads the greeting: the seed (`client.py`) took one
  * `recv(2048)` for it, but TCP may deliver it in pieces, so it calls
- * `conn.read` until the `\n` arrives (or, as from the seed's server, until
- * the server closes). `writeAll` sends the answer, since one `write` may send less, and
- * `conn.close()` ends it whatever happened. A read cannot be cancelled, so
- * `--timeout` is a timer that closes a silent connection. A refused or
- * silent server gives a one-line `error:` instead of a traceback. The
- * greeting is printed with control bytes escaped (`\x1b`, `\r`), so a server
- * cannot drive your terminal.
+ * conn.read until the `\n` arrives (or, as from the seed's server, until the
+ * server closes). `writeAll` sends the answer, since one `write` may send
+ * less, and `conn.close()` ends it whatever happened. A read cannot be
+ * cancelled, so `--timeout` is a timer that closes a silent connection. A
+ * refused or silent server gives a one-line `error:` instead of a traceback.
+ * The greeting is printed with control bytes escaped (`\x1b`, `\r`), so a
+ * server cannot drive your terminal.
  *
  * Run (start scripts/hello_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/hello_client.ts
@@ -22,7 +22,8 @@
  * Expected output:
  *   Server: Hello client!
  *
- * Without our server, nc can play it (it sends the greeting, shows the answer):
+ * Without our server, nc can play it (it sends the greeting, shows the
+ * answer):
  *   $ echo 'Hello client!' | nc -l 127.0.0.1 50000
  *   Hello Server!
  *

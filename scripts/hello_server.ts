@@ -2,19 +2,20 @@
  * hello_server.ts — the first conversation: accept one client, greet it,
  * read its answer, close.
  *
- * It keeps the seed's (`server.py`, port 50000) words: it prints
- * `New client joined: ...`, sends `Hello client!`, and prints
- * `Client: <message>`. What the seed left to luck is fixed: each message ends
- * with `\n`, so the other side knows where it stops (one `recv(2048)` may
- * return part of a message, or two); the answer is awaited at most
- * `--timeout` seconds; the sockets are closed whatever happens. The seed
- * served one client and exited; so does this, unless `--forever`.
+ * It keeps the seed's (`server.py`, port 50000) words: it prints `New client
+ * joined: ...`, sends `Hello client!`, and prints `Client: <message>`. What
+ * the seed left to luck is fixed: each message ends with `\n`, so the other
+ * side knows where it stops (one `recv(2048)` may return part of a message,
+ * or two); the answer is awaited at most `--timeout` seconds; the sockets
+ * are closed whatever happens. The seed served one client and exited; so
+ * does this, unless `--forever`.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
- * greeting's write, the answer's read (`readOneLine`: `conn.read` until the
+ * greeting's write, the answer's read (`readOneLine`: conn.read until the
  * `\n`) and `close`. What makes it robust is a named call each, from
- * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
- * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).
+ * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the
+ * `--timeout` deadline), `OpenClients` (what Ctrl+C closes) and
+ * `whyClientFailed` (one log line, not a crash).
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/hello_server.ts
