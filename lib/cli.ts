@@ -28,9 +28,9 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { CliError, describeError } from "./errors.ts";
 import { flushLogs } from "./log.ts";
 import { showBytes } from "./text.ts";
+import { ReadTimeoutError } from "./io.ts";
 
 /** How a flag's value is read and checked. */
 export type OptionKind =
@@ -361,4 +361,84 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
   }
+}
+
+/** A failure the user can fix; `runMain` prints its message only. */
+export class CliError extends Error {
+  /** The process exit code: 2 for bad usage, 1 for a runtime failure. */
+  readonly exitCode: number;
+  /** Builds an error printed as `error: message`. */
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.name = "CliError";
+    this.exitCode = exitCode;
+  }
+}
+
+const PICK_ANOTHER_PORT =
+  "stop the other server, or pick another --port (--port 0 takes a free one)";
+
+/**
+ * What a client refused by `port` advises: `start it with deno task NAME`,
+ * plus `--port N` unless `port` is that server's default, so that the server
+ * it suggests is the one it will find.
+ *
+ * @example
+ * ```ts
+ * import { startHint } from "./cli.ts";
+ * console.log(startHint("socket_server", 9000, 8888)); // start it with deno task socket_server --port 9000
+ * ```
+ */
+export function startHint(server: string, port: number, defaultPort?: number): string {
+  return `start it with deno task ${server}${port === defaultPort ? "" : ` --port ${port}`}`;
+}
+
+/**
+ * Explains a failure in one line: what failed and what to try.
+ *
+ * @example
+ * ```ts
+ * import { describeError } from "./cli.ts";
+ * import { ReadTimeoutError } from "./io.ts";
+ * console.log(describeError(new ReadTimeoutError(2000), "127.0.0.1:8888"));
+ * // no reply from 127.0.0.1:8888 within 2 s (--timeout)
+ * ```
+ */
+export function describeError(err: unknown, target = ""): string {
+  const at = target ? ` ${target}` : "";
+  if (err instanceof CliError) return err.message;
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `address${at} is already in use: ${PICK_ANOTHER_PORT}`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot use address${at}: it is not an address of this machine`;
+  }
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    return `connection refused${at ? ` by${at}` : ""}: is the server running?`;
+  }
+  if (err instanceof Deno.errors.ConnectionReset) return `connection reset by peer${at}`;
+  // A connect attempt that timed out (ConnectTimeoutError, retry.ts) says it all.
+  if (err instanceof Deno.errors.TimedOut && "target" in err) return err.message;
+  if (err instanceof Deno.errors.TimedOut) return `timed out${at}`;
+  if (err instanceof ReadTimeoutError) {
+    return `no reply${at ? ` from${at}` : ""} within ${err.timeoutMs / 1000} s (--timeout)`;
+  }
+  if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
+    const message = firstLine(err);
+    const flag = message.match(/--allow-\w+/)?.[0];
+    const what = message.match(/access to "([^"]*)"/)?.[1];
+    const hint = flag && what ? ` (run with ${flag}=${what.replace(/:\d+$/, "")})` : "";
+    return `permission missing: ${message.split(",")[0]}${hint}`;
+  }
+  // An unknown host is a plain Error, not one of Deno.errors.
+  if (
+    /lookup address|not known|nodename nor servname|No address associated/i.test(firstLine(err))
+  ) {
+    return `cannot resolve host${at}: check the name, or the network`;
+  }
+  return `${firstLine(err)}${at ? ` (${target})` : ""}`;
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
 }

@@ -29,7 +29,7 @@
  */
 
 import { setImmediate } from "node:timers";
-import { LineTooLongError, TruncatedLineError, UnexpectedEofError } from "./errors.ts";
+import { plural } from "./text.ts";
 
 /** Anything with Deno's `read(buffer)` contract: a `Deno.Conn`, `Deno.stdin`... */
 export interface Reader {
@@ -54,8 +54,7 @@ export interface Writer {
  *
  * @example
  * ```ts
- * import { readExact } from "./io.ts";
- * import { LineTooLongError, TruncatedLineError, UnexpectedEofError } from "./errors.ts";
+ * import { readExact, UnexpectedEofError } from "./io.ts";
  *
  * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * const client = await Deno.connect({ port: listener.addr.port });
@@ -252,4 +251,59 @@ let polls = 0;
 /** `nextPoll` calls this once per poll it waited for. */
 export function countPoll(): void {
   polls++;
+}
+
+/** The peer closed the connection before the bytes we needed arrived. */
+export class UnexpectedEofError extends Error {
+  /** How many bytes arrived before the end of the stream. */
+  readonly received: number;
+  /** How many bytes were wanted. */
+  readonly expected: number;
+  /** Builds the error for `received` of `expected` bytes. */
+  constructor(received: number, expected: number) {
+    super(`connection closed after ${received} of ${expected} bytes`);
+    this.name = "UnexpectedEofError";
+    this.received = received;
+    this.expected = expected;
+  }
+}
+
+/** The peer made no progress for too long (see `IdleClock` in deadline.ts). */
+export class ReadTimeoutError extends Error {
+  /** The silence that was allowed, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Builds the error for a silence of `timeoutMs` milliseconds. */
+  constructor(timeoutMs: number) {
+    super(`no data for ${timeoutMs / 1000} s`);
+    this.name = "ReadTimeoutError";
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/** A line grew past the limit before its `\n` arrived. */
+export class LineTooLongError extends Error {
+  /** The limit that was exceeded, in bytes. */
+  readonly maxLine: number;
+  /** Builds the error for the limit `maxLine`. */
+  constructor(maxLine: number) {
+    super(`line longer than ${maxLine} bytes`);
+    this.name = "LineTooLongError";
+    this.maxLine = maxLine;
+  }
+}
+
+/** The stream ended in the middle of a line: a cut-off reply is not a reply. */
+export class TruncatedLineError extends Error {
+  /** The bytes of the unfinished line. */
+  readonly partial: Uint8Array;
+  /** Builds the error for the unfinished line `partial`. */
+  constructor(partial: Uint8Array) {
+    super(
+      `the stream ended in the middle of a line (${
+        plural(partial.length, "byte")
+      } without a newline)`,
+    );
+    this.name = "TruncatedLineError";
+    this.partial = partial;
+  }
 }

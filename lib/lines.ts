@@ -35,9 +35,8 @@
  * @module
  */
 
-import { LineTooLongError, TruncatedLineError } from "./errors.ts";
 import { findNewline } from "./find_newline.ts";
-import { pollsSoFar, type Reader } from "./io.ts";
+import { LineTooLongError, pollsSoFar, type Reader, TruncatedLineError } from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;

@@ -24,8 +24,7 @@
  *
  * @module
  */
-
-import { ConnectTimeoutError, RetriesExhaustedError } from "./errors.ts";
+import { plural } from "./text.ts";
 
 /** Why an attempt failed and what happens next. */
 export interface RetryInfo {
@@ -67,8 +66,6 @@ export interface ConnectWithRetryOptions {
   /** The connect function; tests replace it. Default `Deno.connect`. */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
-
-export { ConnectTimeoutError, RetriesExhaustedError };
 
 /** The longest timer: a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -199,4 +196,49 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * A connect attempt got no answer in time (`--timeout`): a server whose
+ * backlog is full, a firewall that drops packets, a host that is down.
+ * A `Deno.errors.TimedOut`, so code that handles that handles this too.
+ */
+export class ConnectTimeoutError extends Deno.errors.TimedOut {
+  /** The address that did not answer, `HOST:PORT`. */
+  readonly target: string;
+  /** How long the attempt waited, in milliseconds. */
+  readonly timeoutMs: number;
+  /** Builds the error for an attempt at `target` that waited `timeoutMs`. */
+  constructor(target: string, timeoutMs: number) {
+    super(`no answer from ${target} within ${timeoutMs / 1000} s (--timeout)`);
+    this.name = "ConnectTimeoutError";
+    this.target = target;
+    this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * Every connection attempt failed; `cause` is the last attempt's error. When
+ * it was refused, the message asks whether the server runs, and adds `hint`;
+ * when it timed out, it says how long each attempt waited.
+ */
+export class RetriesExhaustedError extends Error {
+  /** How many attempts were made. */
+  readonly attempts: number;
+  /** Builds the error for `attempts` failed attempts at `target`. */
+  constructor(target: string, attempts: number, cause: Error, hint?: string) {
+    const tries = plural(attempts, "attempt");
+    const why = cause instanceof ConnectTimeoutError
+      ? `no answer within ${cause.timeoutMs / 1000} s (--timeout)` // the target is named already
+      : cause.message;
+    super(
+      cause instanceof Deno.errors.ConnectionRefused
+        ? `connection refused by ${target} after ${tries}: is the server running?` +
+          (hint ? ` ${hint}` : "")
+        : `could not connect to ${target} after ${tries}: ${why}`,
+      { cause },
+    );
+    this.name = "RetriesExhaustedError";
+    this.attempts = attempts;
+  }
 }

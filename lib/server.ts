@@ -44,17 +44,10 @@
  * @module
  */
 
-import {
-  explainClientError,
-  listenErrorText,
-  plural,
-  ReadTimeoutError,
-  SERVER_BUSY,
-} from "./errors.ts";
-import { closeQuietly, writeAll } from "./io.ts";
+import { closeQuietly, LineTooLongError, ReadTimeoutError, writeAll } from "./io.ts";
 import { flushLogs, log } from "./log.ts";
 import { onStopSignal } from "./signals.ts";
-import { formatAddress, paint } from "./text.ts";
+import { formatAddress, paint, plural } from "./text.ts";
 
 /** How long shutdown waits for replies in flight before closing connections. */
 const DRAIN_MS = 1200;
@@ -451,4 +444,74 @@ export function closeWhenIdleFor(
  */
 export function whyClientFailed(err: unknown, idle?: IdleClock): string {
   return explainClientError(idle?.expired ? new ReadTimeoutError(idle.timeoutMs) : err);
+}
+
+/** What a line server answers to a line over its limit, before it hangs up. */
+export const LINE_TOO_LONG: Uint8Array = new TextEncoder().encode("ERR line too long\n");
+/** What a server at its `--max-conns` answers a new client, before it hangs up. */
+export const SERVER_BUSY: Uint8Array = new TextEncoder().encode("ERR server busy\n");
+
+const PICK_ANOTHER_PORT =
+  "stop the other server, or pick another --port (--port 0 takes a free one)";
+
+/**
+ * Why `Deno.listen` failed on `hostname:port`, in words a person can act on.
+ * For a port in use, `accepted` is what a connect to it found: false (refused)
+ * means no server listens there, and the port is held by a connection, most
+ * likely one still closing (TIME-WAIT): on Linux, a server's port in the
+ * range lent to clients (32768-60999) may have been a client's a moment ago.
+ *
+ * @example
+ * ```ts
+ * import { listenErrorText } from "./server.ts";
+ * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 8888));
+ * // port 8888 is already in use on 127.0.0.1: stop the other server, or pick another --port (--port 0 takes a free one)
+ * console.log(listenErrorText(new Deno.errors.AddrInUse("in use"), "127.0.0.1", 50000, false));
+ * // port 50000 on 127.0.0.1 is held by a connection, most likely one still closing (TIME-WAIT), not by a server: ...
+ * ```
+ */
+export function listenErrorText(
+  err: unknown,
+  hostname: string,
+  port: number,
+  accepted?: boolean,
+): string {
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  if (err instanceof Deno.errors.AddrInUse && accepted === false) {
+    return `port ${port} on ${host} is held by a connection, most likely one still closing ` +
+      `(TIME-WAIT), not by a server: wait a minute, or pick another --port ` +
+      `(--port 0 takes a free one); see: ss -tan | grep :${port}`;
+  }
+  if (err instanceof Deno.errors.AddrInUse) {
+    return `port ${port} is already in use on ${host}: ${PICK_ANOTHER_PORT}`;
+  }
+  if (err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied) {
+    return `no permission to listen on ${host}:${port}: run with --allow-net=${host}`;
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return `cannot listen on ${host}:${port}: ${hostname} is not an address of this machine`;
+  }
+  return `cannot listen on ${host}:${port}: ${firstLine(err)}`;
+}
+
+/**
+ * Says in a few words why a client's connection ended badly, for a server's log.
+ *
+ * @example
+ * ```ts
+ * import { explainClientError } from "./server.ts";
+ * console.log(explainClientError(new Deno.errors.ConnectionReset("reset"))); // connection reset by client
+ * ```
+ */
+export function explainClientError(err: unknown): string {
+  if (err instanceof Deno.errors.ConnectionReset) return "connection reset by client";
+  if (err instanceof Deno.errors.BrokenPipe) return "client went away before the reply was sent";
+  if (err instanceof ReadTimeoutError) return `idle for ${err.timeoutMs / 1000} s, disconnected`;
+  if (err instanceof Deno.errors.Interrupted) return "connection closed";
+  if (err instanceof LineTooLongError) return `sent a ${err.message}, disconnected`;
+  return firstLine(err);
+}
+
+function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split("\n")[0];
 }

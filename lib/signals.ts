@@ -13,7 +13,7 @@
  * @module
  */
 
-import { plural } from "./errors.ts";
+import { plural } from "./text.ts";
 import { flushLogs, log } from "./log.ts";
 
 /** Two signals closer together than this are one Ctrl+C, delivered twice. */

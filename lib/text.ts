@@ -124,3 +124,8 @@ function utf8Length(bytes: Uint8Array, i: number): number {
   for (let k = 2; k < length; k++) if ((bytes[i + k] & 0xc0) !== 0x80) return 0;
   return length;
 }
+
+/** `1 client`, `2 clients`. */
+export function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}

@@ -30,9 +30,16 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { CliError, describeError, ReadTimeoutError, startHint } from "../lib/errors.ts";
-import { readOneLine, writeAll } from "../lib/io.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  startHint,
+  TRACE_FLAG,
+  usageError,
+} from "../lib/cli.ts";
+import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and

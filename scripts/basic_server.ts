@@ -32,12 +32,12 @@
  */
 
 import { MAX_LINE_LIMIT, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { concatBytes, readOneLine, writeAll } from "../lib/io.ts";
+import { concatBytes, LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   stopOnSignal,

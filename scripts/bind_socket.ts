@@ -40,9 +40,8 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { CliError, describeError, ReadTimeoutError } from "../lib/errors.ts";
-import { readOneLine, writeAll } from "../lib/io.ts";
+import { CliError, describeError, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and

@@ -59,10 +59,15 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
-import { LineTooLongError, startHint, TruncatedLineError } from "../lib/errors.ts";
-import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
+import {
+  closeQuietly,
+  concatBytes,
+  LineTooLongError,
+  TruncatedLineError,
+  writeAll,
+} from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";

@@ -87,8 +87,7 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { concatBytes, writeAll } from "../lib/io.ts";
+import { concatBytes, LineTooLongError, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
 import { LineReader, type StopSignal } from "../lib/lines.ts";
@@ -96,6 +95,7 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   type IdleClock,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   stopOnSignal,

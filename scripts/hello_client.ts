@@ -30,10 +30,17 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { CliError, describeError, ReadTimeoutError, startHint } from "../lib/errors.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  startHint,
+  TRACE_FLAG,
+  usageError,
+} from "../lib/cli.ts";
 import { reportAttempt } from "../lib/connect.ts";
-import { readOneLine, writeAll } from "../lib/io.ts";
+import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";

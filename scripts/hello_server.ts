@@ -35,12 +35,12 @@
  */
 
 import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { readOneLine, writeAll } from "../lib/io.ts";
+import { LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   shutDownLine,

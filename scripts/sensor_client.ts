@@ -46,11 +46,10 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { describeError, parseCli, runMain, startHint, TRACE_FLAG } from "../lib/cli.ts";
 import { reportAttempt } from "../lib/connect.ts";
-import { describeError, startHint, TruncatedLineError } from "../lib/errors.ts";
 import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
-import { nextTurn, writeAll } from "../lib/io.ts";
+import { nextTurn, TruncatedLineError, writeAll } from "../lib/io.ts";
 import { connectWithRetry, sleep } from "../lib/retry.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "./sensor_client/stats.ts";

@@ -39,14 +39,14 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { log } from "../lib/log.ts";
 import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   stopOnSignal,

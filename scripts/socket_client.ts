@@ -43,17 +43,23 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import {
   CliError,
   describeError,
+  parseCli,
+  runMain,
+  startHint,
+  TRACE_FLAG,
+  usageError,
+} from "../lib/cli.ts";
+import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import {
+  concatBytes,
   LineTooLongError,
   ReadTimeoutError,
-  startHint,
   TruncatedLineError,
-} from "../lib/errors.ts";
-import { concatBytes, writeAll } from "../lib/io.ts";
+  writeAll,
+} from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";

@@ -46,11 +46,10 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { CliError, plural } from "../lib/errors.ts";
+import { CliError, lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
 import { whyCannotListen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
-import { formatAddress } from "../lib/text.ts";
+import { formatAddress, plural } from "../lib/text.ts";
 import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";
 import { flushLogs, log } from "../lib/log.ts";
 

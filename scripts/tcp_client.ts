@@ -30,8 +30,7 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { startHint } from "../lib/errors.ts";
+import { parseCli, parsePort, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";

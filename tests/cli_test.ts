@@ -7,11 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { lineServerFlags, MAX_LINE_LIMIT, parseCli, parsePort } from "../lib/cli.ts";
-import { startHint } from "../lib/errors.ts";
+import { lineServerFlags, MAX_LINE_LIMIT, parseCli, parsePort, startHint } from "../lib/cli.ts";
 
 const CLI = new URL("../lib/cli.ts", import.meta.url).href;
-const ERRORS = new URL("../lib/errors.ts", import.meta.url).href;
 
 /** Runs `code` (which may import the lib) in a child Deno with `args`; no colour. */
 async function evaluate(code: string, args: string[] = []) {
@@ -151,7 +149,7 @@ Deno.test("parseCli in a script: --help exits 0, a bad value exits 2 with one er
 
 Deno.test("runMain: a failure is one error line, exit 1 (2 for a usage CliError), no stack", async () => {
   const main = (body: string) =>
-    `import { runMain } from "${CLI}";\nimport { CliError } from "${ERRORS}";\n` +
+    `import { CliError, runMain } from "${CLI}";\n` +
     `await runMain(async () => { ${body} });\nconsole.log("after");`;
   const [refused, usage, escaped, fine] = await Promise.all([
     evaluate(main(`throw new Deno.errors.ConnectionRefused("Connection refused (os error 111)");`)),

@@ -1,27 +1,27 @@
 /**
- * Unit tests for lib/errors.ts: the error classes and every sentence the
- * collection says about a failure.
+ * The error classes, and every sentence the collection says about a
+ * failure. They live beside what throws or says them: io.ts (reads),
+ * retry.ts (connects), server.ts (a server's log and `ERR` replies), cli.ts
+ * (a script's one `error:` line).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import {
-  CliError,
   ConnectTimeoutError,
-  describeError,
-  explainClientError,
-  LINE_TOO_LONG,
-  LineTooLongError,
-  listenErrorText,
-  plural,
-  ReadTimeoutError,
   RetriesExhaustedError,
-  SERVER_BUSY,
+  RetriesExhaustedError as RetriesExhaustedFromRetry,
+} from "../lib/retry.ts";
+import { CliError, describeError } from "../lib/cli.ts";
+import { explainClientError, LINE_TOO_LONG, listenErrorText, SERVER_BUSY } from "../lib/server.ts";
+import {
+  LineTooLongError,
+  ReadTimeoutError,
   TruncatedLineError,
   UnexpectedEofError,
-} from "../lib/errors.ts";
-import { RetriesExhaustedError as RetriesExhaustedFromRetry } from "../lib/retry.ts";
+} from "../lib/io.ts";
+import { plural } from "../lib/text.ts";
 
 const dec = new TextDecoder();
 const refused = () => new Deno.errors.ConnectionRefused("Connection refused (os error 111)");

@@ -7,8 +7,14 @@
 
 import { IdleClock } from "../lib/server.ts";
 import assert from "node:assert/strict";
-import { UnexpectedEofError } from "../lib/errors.ts";
-import { closeQuietly, concatBytes, nextTurn, readExact, writeAll } from "../lib/io.ts";
+import {
+  closeQuietly,
+  concatBytes,
+  nextTurn,
+  readExact,
+  UnexpectedEofError,
+  writeAll,
+} from "../lib/io.ts";
 import { chunked, loopbackPair } from "./fakes.ts";
 import { WAIT_MS, withTimeout } from "./helpers.ts";
 

@@ -6,8 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { LineTooLongError, TruncatedLineError } from "../lib/errors.ts";
-import { writeAll } from "../lib/io.ts";
+import { LineTooLongError, TruncatedLineError, writeAll } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { arriving, chunked, endless, loopbackPair, silent } from "./fakes.ts";
 import { WAIT_MS, withTimeout } from "./helpers.ts";

@@ -7,10 +7,9 @@
  * @module
  */
 
-import { IdleClock } from "../lib/server.ts";
+import { IdleClock, LINE_TOO_LONG } from "../lib/server.ts";
 import assert from "node:assert/strict";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { concatBytes, writeAll, type Writer } from "../lib/io.ts";
+import { concatBytes, LineTooLongError, writeAll, type Writer } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
 import { chunked } from "./fakes.ts";

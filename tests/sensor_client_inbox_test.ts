@@ -7,9 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { TruncatedLineError } from "../lib/errors.ts";
 import { LineInbox } from "../scripts/sensor_client/inbox.ts";
-import { writeAll } from "../lib/io.ts";
+import { TruncatedLineError, writeAll } from "../lib/io.ts";
 import { arriving, loopbackPair, silent } from "./fakes.ts";
 
 const enc = new TextEncoder();

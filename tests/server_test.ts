@@ -8,14 +8,14 @@
  */
 
 import assert from "node:assert/strict";
-import { LINE_TOO_LONG, LineTooLongError } from "../lib/errors.ts";
-import { closeQuietly, writeAll } from "../lib/io.ts";
+import { closeQuietly, LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
   IdleClock,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   shutDownLine,

@@ -21,14 +21,14 @@
  * @module
  */
 
-import { LINE_TOO_LONG, LineTooLongError } from "../../lib/errors.ts";
-import { closeQuietly, writeAll } from "../../lib/io.ts";
+import { closeQuietly, LineTooLongError, writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
 import { flushLogs, log as logLine } from "../../lib/log.ts";
 import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
+  LINE_TOO_LONG,
   OpenClients,
   secondsToMs,
   shutDownLine,
