@@ -60,7 +60,7 @@
  */
 
 import { parseCli, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   closeQuietly,
   concatBytes,
@@ -69,7 +69,6 @@ import {
   writeAll,
 } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
-import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 import { flushLogs } from "../lib/log.ts";

@@ -39,9 +39,8 @@ import {
   TRACE_FLAG,
   usageError,
 } from "../lib/cli.ts";
-import { reportAttempt } from "../lib/connect.ts";
+import { connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
-import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and

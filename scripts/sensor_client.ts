@@ -47,10 +47,9 @@
  */
 
 import { describeError, parseCli, runMain, startHint, TRACE_FLAG } from "../lib/cli.ts";
-import { reportAttempt } from "../lib/connect.ts";
+import { connectWithRetry, reportAttempt, sleep } from "../lib/retry.ts";
 import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
 import { nextTurn, TruncatedLineError, writeAll } from "../lib/io.ts";
-import { connectWithRetry, sleep } from "../lib/retry.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "./sensor_client/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";

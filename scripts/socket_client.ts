@@ -52,7 +52,7 @@ import {
   TRACE_FLAG,
   usageError,
 } from "../lib/cli.ts";
-import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   concatBytes,
   LineTooLongError,
@@ -61,7 +61,6 @@ import {
   writeAll,
 } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
-import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and

@@ -31,10 +31,9 @@
  */
 
 import { parseCli, parsePort, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
-import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
+import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
-import { connectWithRetry } from "../lib/retry.ts";
 import { formatAddress } from "../lib/text.ts";
 import { traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and

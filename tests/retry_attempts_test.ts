@@ -1,5 +1,5 @@
 /**
- * Unit tests for lib/connect.ts: the --attempts flag the retrying clients
+ * Unit tests for retry.ts's --attempts flag the retrying clients
  * share, and the line each failed attempt prints.
  *
  * @module
@@ -7,8 +7,7 @@
 
 import assert from "node:assert/strict";
 import { parseCli } from "../lib/cli.ts";
-import { ATTEMPTS_FLAG, reportAttempt } from "../lib/connect.ts";
-import { connectWithRetry } from "../lib/retry.ts";
+import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 
 Deno.test("ATTEMPTS_FLAG: 1 to 100, default 5", () => {
   const parse = (args: string[]) =>
