@@ -86,8 +86,14 @@ export function nextPoll(): Promise<void> {
 
 /** The wait that the clients of this turn share, until the poll it waits for. */
 let polled: Promise<void> | undefined;
-/** Both ends of the loopback pair, once it is open; `null` when it cannot be. */
+/** Both ends of the loopback pair, once it is open; `null` when we may not open one. */
 let selfPipe: Promise<SelfPipe | null> | undefined;
+/** After a failed open (out of file descriptors, say): when to try again. */
+let retryAt = 0;
+/** Whether the program was told that fairness is off for now (said once per episode). */
+let toldFailure = false;
+/** No loopback address may be used without a permission prompt: no pair, ever. */
+let forbidden = false;
 type SelfPipe = { reader: Deno.TcpConn; writer: Deno.TcpConn };
 const ONE_BYTE = new Uint8Array(1);
 const DRAIN = new Uint8Array(64);
@@ -95,8 +101,12 @@ const DRAIN = new Uint8Array(64);
 async function poll(): Promise<void> {
   try {
     await waitForLogReader(); // the log's reader is one more to take turns with
+    if (selfPipe === undefined && performance.now() < retryAt) return await nextTurn();
     const pipe = await (selfPipe ??= openSelfPipe());
-    if (pipe === null) return await nextTurn();
+    if (pipe === null) {
+      if (!forbidden) selfPipe = undefined; // it failed for now: try again after retryAt
+      return await nextTurn();
+    }
     pipe.reader.ref(); // while someone waits on it, the read keeps the program alive
     const arrived = pipe.reader.read(DRAIN); // pending: the socket is empty
     arrived.catch(() => {}); // (a failure is handled below, whichever call sees it first)
@@ -123,9 +133,12 @@ async function poll(): Promise<void> {
  * connection accepted is our own: another program could connect first.
  */
 async function openSelfPipe(): Promise<SelfPipe | null> {
+  let permitted = false;
+  let failure: unknown;
   for (const hostname of ["127.0.0.1", "::1", "0.0.0.0", "::"]) {
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
     if (Deno.permissions.querySync({ name: "net", host }).state !== "granted") continue;
+    permitted = true;
     try {
       const listener = Deno.listen({ hostname, port: 0 });
       try {
@@ -136,6 +149,8 @@ async function openSelfPipe(): Promise<SelfPipe | null> {
             // Between polls the pair must not keep a program alive that is otherwise done.
             reader.unref();
             writer.unref();
+            if (toldFailure) logError("note: nextPoll works again: every client gets its turn");
+            toldFailure = false;
             return { reader, writer };
           }
           reader.close(); // not ours
@@ -144,14 +159,27 @@ async function openSelfPipe(): Promise<SelfPipe | null> {
       } finally {
         listener.close();
       }
-    } catch {
-      // This address is not there (no IPv6, say): try the next.
+    } catch (err) {
+      failure = err; // this address is not there (no IPv6, say), or no file descriptor is left
     }
   }
-  logError(
-    "note: no permission for a loopback connection (--allow-net=127.0.0.1): " +
-      "a busy client may now delay the others (see nextPoll in lib/io.ts)",
-  );
+  if (!permitted) {
+    logError(
+      "note: no permission for a loopback connection (--allow-net=127.0.0.1): " +
+        "a busy client may now delay the others (see nextPoll in lib/many_clients.ts)",
+    );
+    forbidden = true; // for good: asking would stop the program at a prompt
+    return null;
+  }
+  // Out of file descriptors, say: take turns without a poll for now, and try again in a second.
+  if (!toldFailure) {
+    logError(
+      `note: nextPoll cannot open its loopback connection (${(failure as Error)?.message}): ` +
+        "a busy client may delay the others until it can (see lib/many_clients.ts)",
+    );
+  }
+  toldFailure = true;
+  retryAt = performance.now() + 1000;
   return null;
 }
 

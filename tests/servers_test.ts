@@ -593,3 +593,32 @@ for (const [name, flags] of Object.entries(POOLS)) {
     console.log(`  ${name}: ${lines.length} 'accept failed' line(s) in ${seconds.toFixed(1)} s`);
   });
 }
+
+Deno.test("socket_server_with_select: its fairness step, first needed while out of descriptors, works again once they are back", async () => {
+  const server = await startWithFdLimit("socket_server_with_select", ["--port", "0"], FD_LIMIT);
+  const held: LineClient[] = [];
+  try {
+    // More clients than descriptors, before any line: the first nextPoll comes while none is left.
+    const failed = server.stdout.waitFor(/accept failed/, 30_000);
+    for (let i = 0; i < CLIENTS; i++) held.push(await LineClient.connect(server.port));
+    await failed;
+    await held[0].send("first\n");
+    assert.equal(await held[0].line(), "OK ... first");
+    await server.stderr.waitFor(/nextPoll cannot open its loopback connection/, 10_000);
+    for (const c of held) c.close();
+    // Descriptors are back: within a few seconds of lines, nextPoll opens its pair again.
+    const back = server.stderr.waitFor(/nextPoll works again/, 15_000);
+    let ok = false;
+    back.then(() => ok = true, () => {});
+    for (let i = 0; i < 60 && !ok; i++) {
+      assert.equal(await askOnce(server.port, `again ${i}`), `OK ... again ${i}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await back;
+    assert.doesNotMatch(server.stderr.text, /no permission/);
+  } finally {
+    for (const c of held) c.close();
+    const status = await server.stop();
+    assert.equal(status.code, 0, server.stderr.text);
+  }
+});
