@@ -115,10 +115,16 @@ export async function readOneLine(
     if (signal.aborted) resolve(null);
     else signal.addEventListener("abort", () => resolve(null), { once: true });
   });
-  const buf = new Uint8Array(maxLine + 2); // the line, its `\r` and `\n`
+  const limit = maxLine + 2; // the line, its `\r` and `\n`
+  let buf = new Uint8Array(Math.min(256, limit)); // grown as the line does: most lines are short
   let filled = 0;
   while (true) {
-    if (filled === buf.length) throw new LineTooLongError(maxLine);
+    if (filled === limit) throw new LineTooLongError(maxLine);
+    if (filled === buf.length) {
+      const bigger = new Uint8Array(Math.min(buf.length * 4, limit));
+      bigger.set(buf);
+      buf = bigger;
+    }
     const read = reader.read(buf.subarray(filled));
     if (stopped) read.catch(() => {}); // (it may fail after we stopped waiting for it)
     const n = await (stopped ? Promise.race([read, stopped]) : read);

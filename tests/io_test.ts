@@ -10,8 +10,11 @@ import assert from "node:assert/strict";
 import {
   closeQuietly,
   concatBytes,
+  LineTooLongError,
   nextTurn,
   readExact,
+  readOneLine,
+  TruncatedLineError,
   UnexpectedEofError,
   writeAll,
 } from "../lib/io.ts";
@@ -116,4 +119,56 @@ Deno.test("nextTurn lets ready I/O run, which awaiting microtasks never does", a
   } finally {
     close();
   }
+});
+
+/** A reader that hands out `chunks`, one per read (cut to the room it is given), then EOF. */
+function pieces(...chunks: (string | Uint8Array)[]) {
+  const queue = chunks.map((c) => typeof c === "string" ? new TextEncoder().encode(c) : c);
+  return {
+    read(p: Uint8Array): Promise<number | null> {
+      const next = queue.shift();
+      if (next === undefined) return Promise.resolve(null);
+      const n = Math.min(p.length, next.length);
+      p.set(next.subarray(0, n));
+      if (n < next.length) queue.unshift(next.subarray(n));
+      return Promise.resolve(n);
+    },
+  };
+}
+const text = (b: Uint8Array | null) => b === null ? null : new TextDecoder().decode(b);
+
+Deno.test("readOneLine: a line in pieces, without its \\r\\n; the end of stream ends a last line", async () => {
+  assert.equal(
+    text(await readOneLine(pieces("Hel", "lo cli", "ent!\r\n", "more\n"))),
+    "Hello client!",
+  );
+  assert.equal(text(await readOneLine(pieces("no newline"))), "no newline");
+  assert.equal(await readOneLine(pieces()), null);
+  await assert.rejects(
+    () => readOneLine(pieces("cut off"), { requireNewline: true }),
+    TruncatedLineError,
+  );
+});
+
+Deno.test("readOneLine: the limit holds however the line grows; exactly maxLine bytes is a line", async () => {
+  const long = "x".repeat(5000);
+  assert.equal(text(await readOneLine(pieces(long, "\n"), { maxLine: 5000 })), long);
+  assert.equal(text(await readOneLine(pieces(long + "\r\n"), { maxLine: 5000 })), long);
+  await assert.rejects(
+    () => readOneLine(pieces(long + "y\n"), { maxLine: 5000 }),
+    LineTooLongError,
+  );
+  await assert.rejects(
+    () => readOneLine(pieces("x".repeat(1e6)), { maxLine: 5000 }),
+    LineTooLongError,
+  );
+  await assert.rejects(() => readOneLine(pieces(long + "y"), { maxLine: 5000 }), LineTooLongError);
+});
+
+Deno.test("readOneLine: a signal that aborts ends the wait for a read that never completes", async () => {
+  const stop = new AbortController();
+  const never = { read: () => new Promise<number | null>(() => {}) };
+  const line = readOneLine(never, { signal: stop.signal });
+  setTimeout(() => stop.abort(), 10);
+  assert.equal(await line, null);
 });
