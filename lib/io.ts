@@ -8,7 +8,7 @@
  *
  * Neither a read nor a write can be cancelled in Deno: to give up on one
  * (a deadline, a shutdown), close the connection, and the call fails. See
- * `closeWhenIdle` in deadline.ts.
+ * `closeWhenIdleFor` in server.ts.
  *
  * @example Read a 4-byte header, then write a reply in full
  * ```ts
@@ -161,7 +161,7 @@ function tooLong(maxLine: number): never {
  * this loops until all of it is gone.
  *
  * A peer that stops reading makes this wait forever: pass an idle clock
- * (`IdleClock` in deadline.ts) as `progress` and each `write()` that gets bytes out
+ * (`IdleClock` in server.ts) as `progress` and each `write()` that gets bytes out
  * restarts it, so the clock runs out only when the peer takes nothing at all.
  *
  * @example
@@ -274,7 +274,7 @@ export class UnexpectedEofError extends Error {
   }
 }
 
-/** The peer made no progress for too long (see `IdleClock` in deadline.ts). */
+/** The peer made no progress for too long (see `IdleClock` in server.ts). */
 export class ReadTimeoutError extends Error {
   /** The silence that was allowed, in milliseconds. */
   readonly timeoutMs: number;

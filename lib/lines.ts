@@ -126,7 +126,7 @@ export interface LineReaderOptions {
    * When it aborts, the reader stops: a waiting `readLine()` returns `null`
    * as if the peer had closed (graceful shutdown). The reader listens to it
    * until it aborts, so give each connection a signal of its own, as
-   * `TcpServer.handle` does.
+   * `OpenClients.add` (server.ts) gives it.
    */
   signal?: StopSignal;
 }
@@ -134,7 +134,7 @@ export interface LineReaderOptions {
 /**
  * What can stop a {@linkcode LineReader}: an `AbortSignal`, or anything that
  * says whether it has aborted and calls a listener once when it does (such
- * as the lighter per-client signal of `TcpServer.handle`).
+ * as the lighter per-client signal of `OpenClients.add` in server.ts).
  */
 export interface StopSignal {
   /** True once it has aborted. */

@@ -86,7 +86,7 @@ export interface TraceOptions {
  * `closeWrite` and `close` (also as they start),
  * and returns the same object: its `read`, `write`, `closeWrite` and `close`
  * are replaced by tracing versions, so whatever already holds the
- * connection (a `LineReader`, `TcpServer.handle`, an idle clock) is traced
+ * connection (a `LineReader`, `OpenClients`, an idle clock) is traced
  * too. A close that fails because the connection is already closed prints
  * nothing. (`conn.readable` and `conn.writable` bypass these calls, and are
  * not traced.)
