@@ -107,7 +107,7 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
  */
 export async function readOneLine(
   reader: Reader,
-  options: { maxLine?: number; requireNewline?: boolean; signal?: AbortLike } = {},
+  options: { maxLine?: number; requireNewline?: boolean; signal?: StopSignal } = {},
 ): Promise<Uint8Array | null> {
   const { maxLine = 64 * 1024, requireNewline = false, signal } = options;
   // A read cannot be cancelled: with `signal`, its abort ends the wait instead.
@@ -143,8 +143,13 @@ export async function readOneLine(
   }
 }
 
-/** An `AbortSignal`, or anything that says whether it aborted and calls a listener when it does. */
-export interface AbortLike {
+/**
+ * What stops a wait: an `AbortSignal`, or anything that says whether it has
+ * aborted and calls a listener once when it does (such as the lighter
+ * per-client signal of `OpenClients.add` in server.ts). `readOneLine` and
+ * `LineReader` (lines.ts) take one.
+ */
+export interface StopSignal {
   /** True once it has aborted. */
   readonly aborted: boolean;
   /** Calls `listener` when it aborts. */

@@ -36,7 +36,13 @@
  */
 
 import { findNewline } from "./find_newline.ts";
-import { LineTooLongError, pollsSoFar, type Reader, TruncatedLineError } from "./io.ts";
+import {
+  LineTooLongError,
+  pollsSoFar,
+  type Reader,
+  type StopSignal,
+  TruncatedLineError,
+} from "./io.ts";
 
 /** 64 KiB: the longest line a server accepts unless told otherwise. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -129,18 +135,6 @@ export interface LineReaderOptions {
    * `OpenClients.add` (server.ts) gives it.
    */
   signal?: StopSignal;
-}
-
-/**
- * What can stop a {@linkcode LineReader}: an `AbortSignal`, or anything that
- * says whether it has aborted and calls a listener once when it does (such
- * as the lighter per-client signal of `OpenClients.add` in server.ts).
- */
-export interface StopSignal {
-  /** True once it has aborted. */
-  readonly aborted: boolean;
-  /** Calls `listener` when it aborts. */
-  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
 /**

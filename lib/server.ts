@@ -44,7 +44,13 @@
  * @module
  */
 
-import { closeQuietly, LineTooLongError, ReadTimeoutError, writeAll } from "./io.ts";
+import {
+  closeQuietly,
+  LineTooLongError,
+  ReadTimeoutError,
+  type StopSignal,
+  writeAll,
+} from "./io.ts";
 import { flushLogs, log } from "./log.ts";
 import { onStopSignal } from "./signals.ts";
 import { formatAddress, paint, plural } from "./text.ts";
@@ -252,17 +258,6 @@ function accepted(): void {
   // each flap. The next report counts the failures since.
   reportRecovery?.("accepting again");
   reportRecovery = undefined;
-}
-
-/**
- * What aborts when a server shuts down, as a `LineReader`'s `signal` takes
- * it (lines.ts): whether it has, and a listener called once when it does.
- */
-export interface StopSignal {
-  /** True once it has aborted. */
-  readonly aborted: boolean;
-  /** Calls `listener` when it aborts. */
-  addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
 /**

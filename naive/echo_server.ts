@@ -17,8 +17,8 @@
  *    `error: Uncaught (in promise) ConnectionReset: Connection reset by peer`.
  *    A client that resets before it is accepted does the same from the
  *    accept loop (`NotConnected: Transport endpoint is not connected`).
- *    Ours log one line and serve the next client (`TcpServer.handle` and
- *    `TcpServer.accept`, lib/server.ts).
+ *    Ours log one line and serve the next client (each script's `serve()`
+ *    catches its errors; `acceptAgain`, lib/server.ts).
  * 2. No limits: a client that connects and says nothing holds its
  *    connection forever, and there is no cap on how many. Ours drop idle
  *    clients (`--idle-timeout`) and cap the rest (`--max-conns`).

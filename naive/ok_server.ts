@@ -37,7 +37,7 @@
  *    `error: Uncaught (in promise) ConnectionReset: Connection reset by peer`.
  *    A client that resets before it is accepted does the same from the
  *    accept loop (`NotConnected`). Ours log one line and serve the next
- *    client (`TcpServer.handle` and `TcpServer.accept`, lib/server.ts).
+ *    client (each script's `serve()` catches its errors; `acceptAgain`).
  *
  * It also never checks how much `conn.write()` wrote (a short write loses
  * the rest: ours use `writeAll`), and has no limit on clients, line length

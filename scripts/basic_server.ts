@@ -103,9 +103,9 @@ await runMain(async () => {
 async function answer(conn: Deno.TcpConn): Promise<void> {
   const peer = formatAddress(conn.remoteAddr);
   const stop = clients.add(conn); // aborts at Ctrl+C
-  // One clock for the whole conversation, not per read: a client that trickles
-  // its message byte by byte, or never reads the answer, cannot hold this
-  // one-client-at-a-time server for longer than --timeout.
+  // Not restarted per read: one --timeout for the whole message, then one
+  // more for taking the answer. A client that trickles its message byte by
+  // byte cannot hold this one-client-at-a-time server for longer.
   const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
   try {
     // Up to its \n, or its end of stream.

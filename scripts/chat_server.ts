@@ -87,10 +87,10 @@
  */
 
 import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { concatBytes, LineTooLongError, writeAll } from "../lib/io.ts";
+import { concatBytes, LineTooLongError, type StopSignal, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
-import { LineReader, type StopSignal } from "../lib/lines.ts";
+import { LineReader } from "../lib/lines.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -103,8 +103,9 @@ await runMain(async () => {
 async function greet(conn: Deno.TcpConn): Promise<boolean> {
   const peer = formatAddress(conn.remoteAddr);
   const stop = clients.add(conn); // aborts at Ctrl+C
-  // Never restarted: greeting and answer together get --timeout, however the client trickles.
-  const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
+  // Never restarted, so a deadline: greeting and answer together get --timeout,
+  // however the client trickles.
+  const deadline = closeWhenIdleFor(conn, secondsToMs(args.timeout));
   log(`New client joined: ${peer}`);
   try {
     await writeAll(conn, HELLO);
@@ -115,9 +116,9 @@ async function greet(conn: Deno.TcpConn): Promise<boolean> {
   } catch (err) {
     // Like the line servers, say why before hanging up.
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
-    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, deadline)}`); // one line, then the next client
   } finally {
-    idle?.stop();
+    deadline?.stop();
     clients.close(conn);
   }
   return stop.aborted;

@@ -21,10 +21,11 @@
  * of the other line servers.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, each
- * client's reads (through a `LineReader`), writes and `close`. What makes it
- * robust is a named call each: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor`
- * (the idle deadline), `OpenClients` (what Ctrl+C closes), all in
- * lib/server.ts. `await nextPoll()` lets other clients go first; there are
+ * client's reads (through a `LineReader`), writes (`replies.send()` is one
+ * `writeAll` of the replies to the lines that came together) and `close`.
+ * What makes it robust is a named call each: `stopOnSignal` (Ctrl+C),
+ * `closeWhenIdleFor` (the idle deadline), `OpenClients` (what Ctrl+C
+ * closes), all in lib/server.ts. `await nextPoll()` lets other clients go first; there are
  * none here, and it is kept so that this file and
  * socket_server_with_select.ts differ only where the lesson is (lesson 5).
  *

@@ -26,8 +26,8 @@
  * there completes at once, so a client that always has bytes waiting could
  * keep the others waiting for seconds. After each batch, `nextPoll()` makes
  * this client wait for the next poll: one read per client per poll, as
- * `select()` gave. The log never makes the server wait for its reader
- * (`log`). Holding many clients needs enough file descriptors: see
+ * `select()` gave. A log reader that stops reading never stalls the
+ * server (`log`, lib/log.ts). Holding many clients needs enough file descriptors: see
  * `ulimit -n` in the README.
  *
  * Run:
@@ -110,7 +110,7 @@ await runMain(async () => {
       turnAway(conn); // ERR server busy, and close it
       continue;
     }
-    serve(conn); // not awaited: back to accept() while this client is served
+    serve(conn); // not awaited: back to accept(); serve() catches its own errors, none escapes
   }
 });
 

@@ -34,7 +34,7 @@ export interface CopyRow {
   script: string;
   /** The command that copies it, run from the project folder. */
   command: string;
-  /** The lib files it needs, `errors.ts`, sorted. */
+  /** The lib files it needs, `io.ts`, sorted. */
   lib: string[];
 }
 

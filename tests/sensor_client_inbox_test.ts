@@ -1,5 +1,5 @@
 /**
- * Unit tests for lib/inbox.ts: a LineInbox reads all the time, so a line
+ * Unit tests for scripts/sensor_client/inbox.ts: a LineInbox reads all the time, so a line
  * nobody asked for is there when asked, stamped with when it came; it waits
  * with a limit; it shows the bytes of a line begun; the end stays.
  *
