@@ -148,7 +148,7 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
+      if (!stopping && await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       return; // "stop" closed the listener
     }
     if (flags.trace) traceConn(conn); // --trace: print every read and write on it
