@@ -1,10 +1,13 @@
 /**
  * Speed part, safe to skip when learning: finding the `\n` in a buffer four
  * bytes at a time. {@linkcode LineReader} (lines.ts) would be just as correct
- * with `bytes.indexOf(0x0a, from)`; this is here because, with long lines,
- * the search was a fifth of a busy server's time, and V8 runs
- * `Uint8Array.prototype.indexOf` a byte at a time. `deno task bench:lib`
- * compares the two.
+ * with `bytes.indexOf(0x0a, from)`; this is here because it pays on the
+ * benchmark's floods of 16-byte lines. On 2026-12-03, `deno task bench
+ * --only flood` ran this code and the same code with `indexOf` in this
+ * function's place, side by side (`--baseline` of a commit that made only
+ * that change): with `indexOf`, the flood's replies per second fell to
+ * 0.90x (select, closed loop) and 0.60x (open loop), 0.91x and 0.68x (the
+ * pool), 0.83x and 0.74x (sensor_server).
  *
  * @example
  * ```ts
@@ -25,7 +28,7 @@ const NEWLINE = 0x0a;
  * start at offset 0 of its buffer), or `undefined` to use `indexOf` (best for
  * short buffers). A word holds a newline byte exactly when
  * `x = word ^ 0x0a0a0a0a` holds a zero byte, which
- * `(x - 0x01010101) & ~x & 0x80808080` detects; 2-6x faster than `indexOf`.
+ * `(x - 0x01010101) & ~x & 0x80808080` detects.
  *
  * @example
  * ```ts
