@@ -69,7 +69,10 @@ const args = parseCli({
       default: 1000,
       help: "clients served at once",
     },
-    quiet: { kind: "boolean", help: "do not print each message" },
+    quiet: {
+      kind: "boolean",
+      help: "print nothing per client: no message, no connect or offline line",
+    },
   },
 });
 
@@ -109,7 +112,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   const peer = formatAddress(conn.remoteAddr);
   const stop = clients.add(conn); // aborts at Ctrl+C
   const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
-  log(`Client (${peer}) connected`);
+  if (!args.quiet) log(`Client (${peer}) connected`);
   try {
     const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
     const replies = new ReplyBatch(conn, idle);
@@ -124,7 +127,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
       await replies.send(); // one write() answers them all
       await nextPoll(); // fairness: the other clients get their turn before we read again
     }
-    log(`Client (${peer}) is offline`);
+    if (!args.quiet) log(`Client (${peer}) is offline`);
   } catch (err) {
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
     if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
