@@ -54,6 +54,62 @@ import {
 import { flushLogs, log } from "./log.ts";
 import { onStopSignal } from "./signals.ts";
 import { formatAddress, paint, plural } from "./text.ts";
+import { TRACE_FLAG, type TraceFlag } from "./trace.ts";
+
+/**
+ * The flags every line server shares: `--host`, `--port`, `--idle-timeout`,
+ * `--max-line` (64 KiB) and `--trace` ({@linkcode TRACE_FLAG}), with the
+ * script's own default port and timeout.
+ *
+ * @example
+ * ```ts
+ * import { parseCli } from "./cli.ts";
+ * import { lineServerFlags } from "./server.ts";
+ * const args = parseCli({
+ *   name: "demo",
+ *   summary: "A line server.",
+ *   options: lineServerFlags(8888, 60),
+ *   args: ["--idle-timeout", "5"],
+ * });
+ * console.log(args.port, args["idle-timeout"], args["max-line"]); // 8888 5 65536
+ * ```
+ */
+export function lineServerFlags(port: number, idleTimeout: number): LineServerFlags {
+  return {
+    host: {
+      kind: "host",
+      default: "127.0.0.1",
+      help: "address to listen on (0.0.0.0 or :: to expose it)",
+    },
+    port: { kind: "port", short: "p", default: port, help: "TCP port, 0 for any free one" },
+    "idle-timeout": {
+      kind: "seconds",
+      default: idleTimeout,
+      help: "drop a client that neither completes a line nor takes a byte of its replies " +
+        "for this long (0: never)",
+    },
+    "max-line": {
+      kind: "integer",
+      min: 1,
+      max: MAX_LINE_LIMIT,
+      default: 64 * 1024,
+      help: "longest line in bytes; longer gets 'ERR line too long'",
+    },
+    trace: TRACE_FLAG,
+  };
+}
+
+/** 16 MiB: the largest `--max-line` accepted; a client may make the server buffer this much. */
+export const MAX_LINE_LIMIT = 16 * 1024 * 1024;
+
+/** The flag specs returned by {@linkcode lineServerFlags}. */
+export type LineServerFlags = {
+  host: { kind: "host"; default: string; help: string };
+  port: { kind: "port"; short: string; default: number; help: string };
+  "idle-timeout": { kind: "seconds"; default: number; help: string };
+  "max-line": { kind: "integer"; min: number; max: number; default: number; help: string };
+  trace: TraceFlag;
+};
 
 /** How long shutdown waits for replies in flight before closing connections. */
 const DRAIN_MS = 1200;

@@ -55,6 +55,27 @@
 import { logError } from "./log.ts";
 import { formatAddress, showBytes } from "./text.ts";
 
+/** The spec of the `--trace` flag: {@linkcode TRACE_FLAG}. */
+export type TraceFlag = { kind: "boolean"; help: string };
+
+/**
+ * The `--trace` flag every script takes. A script that gets it passes each
+ * connection to `traceConn` (trace.ts) right after `accept()` or `connect()`,
+ * and every read and write on it is printed to stderr as it happens.
+ *
+ * @example
+ * ```ts
+ * import { parseCli } from "./cli.ts";
+ * import { TRACE_FLAG } from "./trace.ts";
+ * const args = parseCli({ name: "demo", summary: "", options: { trace: TRACE_FLAG }, args: [] });
+ * console.log(args.trace); // false
+ * ```
+ */
+export const TRACE_FLAG: TraceFlag = {
+  kind: "boolean",
+  help: "print every read and write on the wire to stderr",
+};
+
 /** The most bytes of one read or write a trace line shows. */
 export const TRACE_PREVIEW = 64;
 

@@ -31,13 +31,14 @@
  * @module
  */
 
-import { MAX_LINE_LIMIT, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
   LINE_TOO_LONG,
+  MAX_LINE_LIMIT,
   OpenClients,
   secondsToMs,
   stopOnSignal,
@@ -45,7 +46,7 @@ import {
   whyClientFailed,
 } from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "basic_server",

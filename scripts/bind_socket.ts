@@ -40,10 +40,10 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { CliError, describeError, parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain } from "../lib/cli.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print a step before the reads and writes that led to it.
 import { log } from "../lib/log.ts";

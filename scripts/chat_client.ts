@@ -59,7 +59,7 @@
  * @module
  */
 
-import { parseCli, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   closeQuietly,
@@ -70,7 +70,7 @@ import {
 } from "../lib/io.ts";
 import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 import { flushLogs } from "../lib/log.ts";
 
 const args = parseCli({

@@ -86,7 +86,7 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, type StopSignal, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
@@ -96,6 +96,7 @@ import {
   closeWhenIdleFor,
   type IdleClock,
   LINE_TOO_LONG,
+  lineServerFlags,
   OpenClients,
   secondsToMs,
   stopOnSignal,

@@ -30,19 +30,11 @@
  * @module
  */
 
-import {
-  CliError,
-  describeError,
-  parseCli,
-  runMain,
-  startHint,
-  TRACE_FLAG,
-  usageError,
-} from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print the greeting before the read that brought it.
 import { log } from "../lib/log.ts";

@@ -34,7 +34,7 @@
  * @module
  */
 
-import { parseCli, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
 import { LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
@@ -49,7 +49,7 @@ import {
   whyClientFailed,
 } from "../lib/server.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "hello_server",

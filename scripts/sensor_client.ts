@@ -46,14 +46,14 @@
  * @module
  */
 
-import { describeError, parseCli, runMain, startHint, TRACE_FLAG } from "../lib/cli.ts";
+import { describeError, parseCli, runMain, startHint } from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt, sleep } from "../lib/retry.ts";
 import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
 import { nextTurn, TruncatedLineError, writeAll } from "../lib/io.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "./sensor_client/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 import { flushLogs, log, logError } from "../lib/log.ts";
 
 const args = parseCli({

@@ -43,15 +43,7 @@
  * @module
  */
 
-import {
-  CliError,
-  describeError,
-  parseCli,
-  runMain,
-  startHint,
-  TRACE_FLAG,
-  usageError,
-} from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   concatBytes,
@@ -62,7 +54,7 @@ import {
 } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print a reply before the read that brought it.
 import { log, logError } from "../lib/log.ts";

@@ -46,8 +46,8 @@
  * @module
  */
 
-import { CliError, lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
-import { whyCannotListen } from "../lib/server.ts";
+import { CliError, parseCli, runMain } from "../lib/cli.ts";
+import { lineServerFlags, whyCannotListen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress, plural } from "../lib/text.ts";
 import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";

@@ -47,7 +47,7 @@
  * @module
  */
 
-import { lineServerFlags, parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain } from "../lib/cli.ts";
 import { LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { log } from "../lib/log.ts";
@@ -56,6 +56,7 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   LINE_TOO_LONG,
+  lineServerFlags,
   OpenClients,
   secondsToMs,
   stopOnSignal,

@@ -30,12 +30,12 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, startHint, TRACE_FLAG, usageError } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { formatAddress } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print "sent" before the write it reports.
 import { log } from "../lib/log.ts";

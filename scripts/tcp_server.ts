@@ -39,7 +39,7 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, TRACE_FLAG } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain } from "../lib/cli.ts";
 import { readExact } from "../lib/io.ts";
 import { flushLogs, log } from "../lib/log.ts";
 import { ask } from "../lib/prompt.ts";
@@ -54,7 +54,7 @@ import {
 } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress } from "../lib/text.ts";
-import { traceConn } from "../lib/trace.ts";
+import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
 const args = parseCli({
   name: "tcp_server",

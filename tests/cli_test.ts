@@ -7,7 +7,8 @@
  */
 
 import assert from "node:assert/strict";
-import { lineServerFlags, MAX_LINE_LIMIT, parseCli, parsePort, startHint } from "../lib/cli.ts";
+import { parseCli, parsePort, startHint } from "../lib/cli.ts";
+import { lineServerFlags, MAX_LINE_LIMIT } from "../lib/server.ts";
 
 const CLI = new URL("../lib/cli.ts", import.meta.url).href;
 
