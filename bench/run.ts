@@ -58,7 +58,7 @@ const args = parseCli({
     only: {
       kind: "string",
       valueName: "TEXT",
-      help: "run only the rows whose name contains TEXT (e.g. flood), and no memory test",
+      help: "run only the rows and memory tests whose name contains TEXT (e.g. flood, '60 KB')",
     },
     "flood-seconds": {
       kind: "seconds",
@@ -336,7 +336,7 @@ await runMain(async () => {
     const loads = [
       { label: `idle client KiB (${args.idle})`, clients: args.idle, lineBytes: 0 },
       { label: `after a 60 KB line, KiB (${args.burst})`, clients: args.burst, lineBytes: 60_000 },
-    ].filter((l) => l.clients > 0 && args.only === undefined);
+    ].filter((l) => l.clients > 0 && (args.only === undefined || l.label.includes(args.only)));
     if (loads.length > 0) {
       const holding: {
         load: (typeof loads)[number];

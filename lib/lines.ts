@@ -62,16 +62,19 @@ const CARRIAGE_RETURN = 0x0d;
  */
 const pool = new Map<number, Uint8Array<ArrayBuffer>[]>();
 /**
- * At most this many readers wait for their next read with a big buffer (2
+ * At most this many readers wait for their next read with a big buffer (1
  * MiB of 64 KiB buffers): the busiest, which a 256-byte first read would
  * slow (a closed-loop flood lost 15% of its throughput that way). Beyond
  * them, a reader with nothing much pending waits with a small one, so that
- * however many clients sent a burst and went quiet, they hold 2 MiB at most.
+ * however many clients sent a burst and went quiet, they hold 1 MiB at most.
+ * 16 rather than 32: 1,000 clients that each sent a 60 KB line then hold
+ * 18.3 instead of 20.0 KiB each (`deno task bench --only '60 KB'`), and the
+ * floods' throughput did not move beyond the bench's noise.
  * Waiting means a read that a whole poll has come and gone without
  * completing (`pollsSoFar` in io.ts): a flood's reads complete at once, and
  * are not counted.
  */
-const MAX_WAITING_BIG = 32;
+const MAX_WAITING_BIG = 16;
 /** Readers with a read in flight into a big buffer, and the poll count when it started. */
 const bigReads = new Map<object, number>();
 
@@ -86,8 +89,8 @@ function waitingBig(): number {
 }
 const MAX_POOLED = 8; // buffers of each size
 /**
- * The busiest readers' 64 KiB buffers are cut from one 2 MiB block, made on
- * first need: 32 buffers allocated one by one, among everything else a
+ * The busiest readers' 64 KiB buffers are cut from one 1 MiB block, made on
+ * first need: buffers allocated one by one, among everything else a
  * server allocates, left the memory around them unusable for anything else
  * (a thousand clients that sent a burst and went quiet held 43 instead of
  * 18 KiB each).
