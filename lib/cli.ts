@@ -100,6 +100,20 @@ function maxOf(o: OptionSpec): number | undefined {
 }
 
 /**
+ * Seconds from a `--timeout`-style flag to milliseconds, where `0` means
+ * "never" (`undefined`).
+ *
+ * @example
+ * ```ts
+ * import { secondsToMs } from "./cli.ts";
+ * console.log(secondsToMs(2.5), secondsToMs(0)); // 2500 undefined
+ * ```
+ */
+export function secondsToMs(seconds: number): number | undefined {
+  return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : undefined;
+}
+
+/**
  * Parses the flags of a script (see the module's example), or prints help
  * (exit 0) or a usage error (exit 2).
  */

@@ -117,20 +117,6 @@ const DRAIN_MS = 1200;
 const STOP_MS = 1800;
 
 /**
- * Seconds from a `--timeout`-style flag to milliseconds, where `0` means
- * "never" (`undefined`).
- *
- * @example
- * ```ts
- * import { secondsToMs } from "./server.ts";
- * console.log(secondsToMs(2.5), secondsToMs(0)); // 2500 undefined
- * ```
- */
-export function secondsToMs(seconds: number): number | undefined {
-  return seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : undefined;
-}
-
-/**
  * A watchdog: calls `onIdle` once when `timeoutMs` pass without a
  * {@linkcode IdleClock.restart}. A server restarts a client's clock each time
  * the client completes a line or takes bytes of its replies, so a client that

@@ -30,7 +30,15 @@
  * @module
  */
 
-import { CliError, describeError, parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  secondsToMs,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
@@ -58,8 +66,7 @@ if (/[\r\n]/.test(args.message)) {
   usageError("basic_client", "--message must be one line: the server reads up to the first \\n");
 }
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-/** --timeout in ms; undefined: never. */
-const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+const timeoutMs = secondsToMs(args.timeout);
 /** The answer is our message (one line, up to 64 KiB) and the server's prefix: allow for both. */
 const MAX_ANSWER = 64 * 1024 + 1024;
 

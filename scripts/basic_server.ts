@@ -31,7 +31,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
@@ -40,7 +40,6 @@ import {
   LINE_TOO_LONG,
   MAX_LINE_LIMIT,
   OpenClients,
-  secondsToMs,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,

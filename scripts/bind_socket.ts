@@ -40,7 +40,7 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { CliError, describeError, parseCli, runMain } from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
@@ -69,7 +69,7 @@ const MAX_STATUS_LINE = 8192;
 
 await runMain(async () => {
   const { host, port } = args;
-  const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+  const timeoutMs = secondsToMs(args.timeout);
   // 1. Resolve the name, as gethostbyname does (the system resolver, hosts file included).
   let ip: string;
   try {

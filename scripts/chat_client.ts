@@ -59,7 +59,7 @@
  * @module
  */
 
-import { parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   closeQuietly,
@@ -224,7 +224,7 @@ await runMain(async () => {
     port: args.port,
     attempts: args.attempts,
     // Each attempt within --timeout (`signal`; 0: never).
-    connectTimeoutMs: args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : 0,
+    connectTimeoutMs: secondsToMs(args.timeout) ?? 0,
     hint: startHint("chat_server", args.port, 8890),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });

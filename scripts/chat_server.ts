@@ -86,7 +86,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, type StopSignal, writeAll } from "../lib/io.ts";
 import { nextPoll } from "../lib/many_clients.ts";
 import { log } from "../lib/log.ts";
@@ -98,7 +98,6 @@ import {
   LINE_TOO_LONG,
   lineServerFlags,
   OpenClients,
-  secondsToMs,
   stopOnSignal,
   turnAway,
   whyCannotListen,

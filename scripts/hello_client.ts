@@ -30,7 +30,15 @@
  * @module
  */
 
-import { CliError, describeError, parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  secondsToMs,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
@@ -60,8 +68,7 @@ if (/[\r\n]/.test(args.message)) {
 }
 
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-/** --timeout in ms; undefined: never. */
-const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+const timeoutMs = secondsToMs(args.timeout);
 
 await runMain(async () => {
   // 1. Connect; a server that is still starting refuses, so try 3 times, each

@@ -34,7 +34,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
 import { log } from "../lib/log.ts";
 import {
@@ -42,7 +42,6 @@ import {
   closeWhenIdleFor,
   LINE_TOO_LONG,
   OpenClients,
-  secondsToMs,
   shutDownLine,
   stopOnSignal,
   whyCannotListen,

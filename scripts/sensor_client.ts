@@ -46,7 +46,7 @@
  * @module
  */
 
-import { describeError, parseCli, runMain, startHint } from "../lib/cli.ts";
+import { describeError, parseCli, runMain, secondsToMs, startHint } from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt, sleep } from "../lib/retry.ts";
 import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
 import { nextTurn, TruncatedLineError, writeAll } from "../lib/io.ts";
@@ -76,8 +76,7 @@ const args = parseCli({
 });
 
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-/** --timeout in ms; undefined: never. */
-const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+const timeoutMs = secondsToMs(args.timeout);
 const ms = (x: number) => x.toFixed(3);
 
 /** Like Python's str(datetime.now()), to milliseconds: 2026-11-28 10:00:00.123 */

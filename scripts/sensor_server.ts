@@ -38,7 +38,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { log } from "../lib/log.ts";
@@ -49,7 +49,6 @@ import {
   LINE_TOO_LONG,
   lineServerFlags,
   OpenClients,
-  secondsToMs,
   stopOnSignal,
   turnAway,
   whyCannotListen,

@@ -43,7 +43,15 @@
  * @module
  */
 
-import { CliError, describeError, parseCli, runMain, startHint, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  secondsToMs,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   concatBytes,
@@ -98,8 +106,7 @@ const MAX_REPLY = MAX_INPUT_LINE + 1024;
 const NEWLINE = encoder.encode("\n");
 const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
-/** --timeout in ms; undefined: never. */
-const timeoutMs = args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : undefined;
+const timeoutMs = secondsToMs(args.timeout);
 
 /** The messages to send, read lazily so a long pipe is streamed, not loaded. */
 async function* messages(): AsyncGenerator<Uint8Array> {

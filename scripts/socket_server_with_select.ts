@@ -47,7 +47,7 @@
  * @module
  */
 
-import { parseCli, runMain } from "../lib/cli.ts";
+import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { log } from "../lib/log.ts";
@@ -58,7 +58,6 @@ import {
   LINE_TOO_LONG,
   lineServerFlags,
   OpenClients,
-  secondsToMs,
   stopOnSignal,
   turnAway,
   whyCannotListen,

@@ -30,7 +30,7 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain, startHint, usageError } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, secondsToMs, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
@@ -106,7 +106,7 @@ await runMain(async () => {
     port,
     attempts: args.attempts,
     // Each attempt within --timeout (`signal`; 0: never).
-    connectTimeoutMs: args.timeout > 0 ? Math.max(1, Math.round(args.timeout * 1000)) : 0,
+    connectTimeoutMs: secondsToMs(args.timeout) ?? 0,
     hint: startHint("tcp_server", port),
     onRetry: reportAttempt(args.attempts), // "attempt 1/5 failed: ...; retrying in N ms" (stderr)
   });

@@ -39,7 +39,7 @@
  * @module
  */
 
-import { parseCli, parsePort, runMain } from "../lib/cli.ts";
+import { parseCli, parsePort, runMain, secondsToMs } from "../lib/cli.ts";
 import { readExact } from "../lib/io.ts";
 import { flushLogs, log } from "../lib/log.ts";
 import { ask } from "../lib/prompt.ts";
@@ -47,7 +47,6 @@ import {
   acceptAgain,
   closeWhenIdleFor,
   OpenClients,
-  secondsToMs,
   stopOnSignal,
   whyCannotListen,
   whyClientFailed,

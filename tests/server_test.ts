@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import { secondsToMs } from "../lib/cli.ts";
 import { closeQuietly, LineTooLongError, writeAll } from "../lib/io.ts";
 import { LineReader } from "../lib/lines.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
@@ -17,7 +18,6 @@ import {
   IdleClock,
   LINE_TOO_LONG,
   OpenClients,
-  secondsToMs,
   shutDownLine,
   turnAway,
   whyCannotListen,

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { secondsToMs } from "../../lib/cli.ts";
 import { closeQuietly, LineTooLongError, writeAll } from "../../lib/io.ts";
 import { LineReader } from "../../lib/lines.ts";
 import { flushLogs, log as logLine } from "../../lib/log.ts";
@@ -30,7 +31,6 @@ import {
   closeWhenIdleFor,
   LINE_TOO_LONG,
   OpenClients,
-  secondsToMs,
   shutDownLine,
   turnAway,
   whyCannotListen,
