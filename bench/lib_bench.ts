@@ -10,7 +10,7 @@
  * @module
  */
 
-import { LineReader } from "../lib/lines.ts";
+import { BatchLineReader } from "../lib/many_clients.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
 import { readExact } from "../lib/io.ts";
 
@@ -39,14 +39,14 @@ function stream() {
 }
 
 Deno.bench("LineReader.readLine", { group: "lines", baseline: true }, async () => {
-  const lines = new LineReader(stream());
+  const lines = new BatchLineReader(stream());
   let count = 0;
   while ((await lines.readLine()) !== null) count++;
   if (count !== 65_536) throw new Error(`got ${count} lines`);
 });
 
 Deno.bench("LineReader.readBatch (as the line servers)", { group: "lines" }, async () => {
-  const lines = new LineReader(stream());
+  const lines = new BatchLineReader(stream());
   let count = 0;
   for (let batch; (batch = await lines.readBatch()) !== null;) count += [...batch].length;
   if (count !== 65_536) throw new Error(`got ${count} lines`);
@@ -97,7 +97,7 @@ Deno.bench(
   { group: "serve", baseline: true },
   async () => {
     const conn = duplex();
-    const lines = new LineReader(conn);
+    const lines = new BatchLineReader(conn);
     const replies = new ReplyBatch(conn);
     for (let batch; (batch = await lines.readBatch()) !== null;) {
       for (const line of batch) replies.add(OK, line, NL);

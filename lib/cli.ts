@@ -28,7 +28,7 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { flushLogs } from "./log.ts";
+import { runExitHooks } from "./signals.ts";
 import { showBytes } from "./text.ts";
 import { ReadTimeoutError } from "./io.ts";
 
@@ -292,12 +292,12 @@ export function printError(message: string): void {
 export async function runMain(main: () => Promise<void>): Promise<void> {
   try {
     await main();
-    // Done: the last lines, then exit, even if nobody reads them (a pending
-    // write would otherwise keep the program alive). 2 s: a server's main
-    // returns as Ctrl+C begins its shutdown, which exits on its own by then.
-    if (!(await flushLogs(2000))) Deno.exit();
+    // Done: the last log lines (signals.ts's exit hooks), then exit even if
+    // nobody reads them. 2 s: a server's main returns as Ctrl+C begins its
+    // shutdown, which exits on its own by then.
+    if (!(await runExitHooks(2000))) Deno.exit();
   } catch (err) {
-    await flushLogs(); // what was logged before it, first
+    await runExitHooks(300); // what was logged before it, first
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
   }

@@ -1,35 +1,27 @@
 /**
- * Log lines for a server, written so that nobody's reading (or not reading)
- * them can stop it.
- *
- * `console.log` is a synchronous write. When stdout is a pipe that nobody
- * reads (a stalled `| less`, a log shipper that hangs), the pipe fills
- * (64 KiB on Linux) and the next `console.log` waits, with the whole event
- * loop, for a reader that may never come: every client freezes, and even
- * Ctrl+C is never handled, because its handler runs on that same loop. A
- * client that makes the server log (each reset is a line) could freeze it on
- * purpose.
- *
- * {@linkcode log} and {@linkcode logError} only queue the line; one write at
- * a time carries the queue to stdout and stderr in the background, in the
- * order the lines were logged, whole lines in each write. While the output
- * is read, nothing is lost: past 256 KiB queued, {@linkcode waitForLogReader}
- * (which a server's `nextPoll` calls) holds the server back to its reader's
- * pace, as `console.log` would. Once a write has made no progress for half a
- * second, the reader has stopped: the server goes on, the queue grows to at
- * most 1 MiB, lines beyond that are dropped and counted, and once the output
- * is read again one line says how many. Before a program exits,
- * {@linkcode flushLogs} gives the queue a moment to go out.
+ * Log lines for a server of many clients, written so that nobody's reading
+ * (or not reading) them can stop it. `console.log` is a synchronous write:
+ * when stdout is a pipe that nobody reads, the pipe fills (64 KiB) and the
+ * next `console.log` waits, with the whole event loop, every client and
+ * Ctrl+C included. {@linkcode log} only queues the line; one write at a time
+ * carries the queue out in the background, in order. While the output is
+ * read nothing is lost (past 256 KiB queued, {@linkcode waitForLogReader}
+ * holds the server to its reader's pace); once a write has made no progress
+ * for 0.5 s the reader has stopped: the queue grows to 1 MiB, later lines are
+ * dropped and counted, and the count is said once the output is read again.
+ * Importing it makes the exits of signals.ts flush the queue first.
  *
  * @example
  * ```ts
  * import { flushLogs, log } from "./log.ts";
  * log("listening on 127.0.0.1:8888"); // queued; written in the background
- * await flushLogs(); // before Deno.exit(), so that the last lines are not lost
+ * await flushLogs(); // (an exit through signals.ts or runMain does this)
  * ```
  *
  * @module
  */
+
+import { beforeExit } from "./signals.ts";
 
 /** The most bytes held for a reader that has stopped reading; later lines are dropped. */
 const MAX_QUEUED = 1024 * 1024;
@@ -128,47 +120,19 @@ function wakeWaiters(): void {
   caughtUp = undefined;
 }
 
-/**
- * Writes `line` and a newline to stdout, without ever waiting for it: see
- * the module doc.
- *
- * @example
- * ```ts
- * import { flushLogs, log } from "./log.ts";
- * log("Client (127.0.0.1:41234) connected");
- * await flushLogs(); // (only before an exit)
- * ```
- */
+/** Writes `line` and a newline to stdout, without ever waiting for it. */
 export function log(line: string): void {
   add(Deno.stdout, line);
 }
 
-/**
- * Writes `line` and a newline to stderr, without ever waiting for it, after
- * the lines logged before it.
- *
- * @example
- * ```ts
- * import { flushLogs, logError } from "./log.ts";
- * logError("trace 127.0.0.1:41234 +0.001s read 6 B \"hello\\n\"");
- * await flushLogs(); // (only before an exit)
- * ```
- */
+/** Writes `line` and a newline to stderr, after the lines logged before it, never waiting. */
 export function logError(line: string): void {
   add(Deno.stderr, line);
 }
 
 /**
- * `undefined` while there is little to write, or the reader has stopped
- * reading; otherwise a promise that resolves once the reader has caught up
- * (or stops). A server awaits it between batches (`nextPoll` does), so that
- * it logs no faster than a reader who reads.
- *
- * @example
- * ```ts
- * import { waitForLogReader } from "./log.ts";
- * await waitForLogReader(); // at once: nothing queued
- * ```
+ * `undefined` while little is queued or the reader has stopped; else a
+ * promise that resolves once the reader has caught up (`nextPoll` awaits it).
  */
 export function waitForLogReader(): Promise<void> | undefined {
   if (queued < HIGH_WATER || performance.now() - progressAt > STALL_MS) return undefined;
@@ -186,18 +150,7 @@ export function waitForLogReader(): Promise<void> | undefined {
   return caughtUp.promise;
 }
 
-/**
- * Waits until every queued line is written, or `ms` have passed (a reader
- * that does not read must not keep the program from exiting). True when
- * nothing is left to write.
- *
- * @example
- * ```ts
- * import { flushLogs, log } from "./log.ts";
- * log("shut down");
- * await flushLogs(300);
- * ```
- */
+/** Waits until every queued line is written, or `ms` have passed; true if all went out. */
 export async function flushLogs(ms = 300): Promise<boolean> {
   const deadline = performance.now() + ms;
   // A loop: a line logged while we wait starts the writer again.
@@ -210,3 +163,5 @@ export async function flushLogs(ms = 300): Promise<boolean> {
   }
   return true;
 }
+
+beforeExit(flushLogs);

@@ -13,8 +13,7 @@
  */
 
 import { usageError } from "./cli.ts";
-import { writeAll } from "./io.ts";
-import { LineReader } from "./lines.ts";
+import { LineReader, writeAll } from "./io.ts";
 
 let stdinLines: LineReader | undefined;
 

@@ -24,7 +24,6 @@
  *
  * @module
  */
-import { logError } from "./log.ts";
 import { paint, plural } from "./text.ts";
 
 /** Why an attempt failed and what happens next. */
@@ -290,7 +289,7 @@ export const ATTEMPTS_FLAG: AttemptsFlag = {
  */
 export function reportAttempt(
   attempts: number,
-  print: (line: string) => void = (line) => logError(paint("dim", line)),
+  print: (line: string) => void = (line) => console.error(paint("dim", line)),
 ): (info: RetryInfo) => void {
   return ({ attempt, error, delayMs }) =>
     print(

@@ -39,12 +39,11 @@ import {
   startHint,
   usageError,
 } from "../lib/cli.ts";
-import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
+import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print the answer before the read that brought it.
-import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "basic_client",
@@ -98,11 +97,11 @@ await runMain(async () => {
   try {
     // 2. Send the message and the `\n` that ends it; one write() may send less: writeAll.
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
-    // 3. Read the answer: it may arrive in pieces, so readOneLine calls conn.read
+    // 3. Read the answer: it may arrive in pieces, so a LineReader calls conn.read
     // until its `\n` (or, as in the seed, until the server closes).
-    const answer = await readOneLine(conn, { maxLine: MAX_ANSWER });
+    const answer = await new LineReader(conn, { maxLine: MAX_ANSWER }).readLine();
     if (answer === null) throw new Error("the server closed the connection without answering");
-    log(`Response from the server: ${showBytes(answer)}`); // never raw control bytes
+    console.log(`Response from the server: ${showBytes(answer)}`); // never raw control bytes
   } catch (err) {
     // The error line names the server, and says "no reply within N s" after --timeout.
     throw new CliError(describeError(timedOut ? new ReadTimeoutError(timeoutMs!) : err, target));

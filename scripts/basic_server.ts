@@ -32,8 +32,7 @@
  */
 
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
-import { concatBytes, LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
-import { log } from "../lib/log.ts";
+import { concatBytes, LineReader, LineTooLongError, writeAll } from "../lib/io.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
@@ -84,7 +83,7 @@ await runMain(async () => {
   }
   stopOnSignal("basic_server", listener, clients); // Ctrl+C: stop, let the answer finish, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
-  log("Server is running, waiting for connections...");
+  console.log("Server is running, waiting for connections...");
 
   while (true) {
     let conn: Deno.TcpConn;
@@ -109,19 +108,20 @@ async function answer(conn: Deno.TcpConn): Promise<void> {
   const idle = closeWhenIdleFor(conn, secondsToMs(args.timeout));
   try {
     // Up to its \n, or its end of stream.
-    const message = await readOneLine(conn, { maxLine: args["max-line"], signal: stop });
+    const message = await new LineReader(conn, { maxLine: args["max-line"], signal: stop })
+      .readLine();
     if (message === null) {
-      log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
+      console.log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
       return;
     }
     idle?.restart(); // the message is in: now --timeout for taking the answer
-    log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+    console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     // One write for the whole answer; each byte the client takes restarts its clock.
     await writeAll(conn, concatBytes([RECEIVED, message, NEWLINE]), idle);
   } catch (err) {
     // Like the line servers, say why before hanging up.
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
-    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+    if (!stop.aborted) console.log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
   } finally {
     idle?.stop();
     clients.close(conn);

@@ -41,12 +41,11 @@
 
 import { lookup } from "node:dns/promises";
 import { CliError, describeError, parseCli, runMain, secondsToMs } from "../lib/cli.ts";
-import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
+import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print a step before the reads and writes that led to it.
-import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "bind_socket",
@@ -83,7 +82,7 @@ await runMain(async () => {
       `cannot resolve ${host} (${code ?? (err as Error).message}): check the name and the network`,
     );
   }
-  log(`IP address of ${host} is ${ip}`);
+  console.log(`IP address of ${host} is ${ip}`);
 
   // 2. Create the socket and connect it: in Deno, one call does both.
   let conn: Deno.TcpConn;
@@ -97,8 +96,8 @@ await runMain(async () => {
     throw new CliError(`cannot connect to ${host} (${ip}) port ${port}: ${why}`);
   }
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
-  log("Socket created"); // by Deno.connect, which also connected it
-  log(`Socket connected to ${host} on ip ${ip} port ${port}`);
+  console.log("Socket created"); // by Deno.connect, which also connected it
+  console.log(`Socket connected to ${host} on ip ${ip} port ${port}`);
   if (!args.request) return conn.close();
   // 3. With --request, prove it. A read cannot be cancelled: past --timeout a
   // timer closes the connection.
@@ -110,11 +109,12 @@ await runMain(async () => {
   try {
     const request = `HEAD / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`;
     await writeAll(conn, new TextEncoder().encode(request)); // write() may send less
-    // The reply may come in pieces: readOneLine calls conn.read until the
+    // The reply may come in pieces: a LineReader calls conn.read until the
     // status line's `\n` (a status line cut off by a close is not one).
-    const status = await readOneLine(conn, { maxLine: MAX_STATUS_LINE, requireNewline: true });
+    const status = await new LineReader(conn, { maxLine: MAX_STATUS_LINE, requireNewline: true })
+      .readLine();
     if (status === null) throw new CliError(`${host} closed the connection without a reply`);
-    log(showBytes(status)); // the server's bytes, never raw control bytes
+    console.log(showBytes(status)); // the server's bytes, never raw control bytes
   } catch (err) {
     // The error line names the server, and says "no reply within N s" after --timeout.
     const why = timedOut ? new ReadTimeoutError(timeoutMs!) : err;

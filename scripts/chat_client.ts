@@ -64,14 +64,13 @@ import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts"
 import {
   closeQuietly,
   concatBytes,
+  LineReader,
   LineTooLongError,
   TruncatedLineError,
   writeAll,
 } from "../lib/io.ts";
-import { DEFAULT_MAX_LINE, LineReader } from "../lib/lines.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-import { flushLogs } from "../lib/log.ts";
 
 const args = parseCli({
   name: "chat_client",
@@ -107,7 +106,7 @@ let received = 0;
 const summary = () => status(`sent ${sent} line(s), received ${received} line(s)`);
 
 /** A typed line holds at most 64 KiB, as a piped one does (a character is up to 4 bytes). */
-const MAX_TYPED = DEFAULT_MAX_LINE / 4;
+const MAX_TYPED = (64 * 1024) / 4;
 
 /**
  * The line being typed on a raw terminal, kept by the program (see the top
@@ -237,7 +236,7 @@ await runMain(async () => {
     editor?.stop();
     closeQuietly(conn);
     summary();
-    flushLogs().then(() => Deno.exit(0)); // the last --trace lines first
+    Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", leave);
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", leave);
@@ -291,6 +290,5 @@ await runMain(async () => {
     summary();
   }
   if (!leaving) throw new Error("the server closed the connection");
-  await flushLogs(); // the last --trace lines
   Deno.exit(0); // standard input may still be waited on: we are done
 });

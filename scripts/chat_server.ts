@@ -88,15 +88,13 @@
 
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, type StopSignal, writeAll } from "../lib/io.ts";
-import { nextPoll } from "../lib/many_clients.ts";
-import { log } from "../lib/log.ts";
-import { LineReader } from "../lib/lines.ts";
+import { BatchLineReader, lineServerFlags, nextPoll } from "../lib/many_clients.ts";
+import { log, logError } from "../lib/log.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
   type IdleClock,
   LINE_TOO_LONG,
-  lineServerFlags,
   OpenClients,
   stopOnSignal,
   turnAway,
@@ -144,7 +142,7 @@ const args = parseCli({
 interface Client {
   conn: Deno.Conn;
   stop: StopSignal; // aborts at Ctrl+C
-  lines: LineReader; // what it sends, line by line
+  lines: BatchLineReader; // what it sends, line by line
   name: string; // "" until it has chosen one
   prefix: Uint8Array; // `name: `
   queue: Uint8Array[]; // bytes owed to it, oldest first, each whole lines
@@ -309,7 +307,7 @@ async function chat(
   idle: IdleClock | undefined,
 ): Promise<void> {
   // A line counts once its newline comes: what a client leaves unfinished goes to nobody.
-  const lines = new LineReader(conn, {
+  const lines = new BatchLineReader(conn, {
     maxLine: args["max-line"],
     requireNewline: true,
     signal: stop,
@@ -472,7 +470,7 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  stopOnSignal("chat_server", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  stopOnSignal("chat_server", listener, clients, log); // Ctrl+C: stop, let replies finish, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
 
   while (true) {
@@ -480,13 +478,13 @@ await runMain(async () => {
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       break; // Ctrl+C closed the listener
     }
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    if (args.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     conn.setNoDelay(true); // chat is interactive: each line goes out at once
     if (clients.size >= args["max-conns"]) {
-      turnAway(conn); // ERR server busy, and close it
+      turnAway(conn, log); // ERR server busy, and close it
       continue;
     }
     serve(conn); // not awaited: every client is served at once

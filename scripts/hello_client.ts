@@ -40,12 +40,11 @@ import {
   usageError,
 } from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt } from "../lib/retry.ts";
-import { readOneLine, ReadTimeoutError, writeAll } from "../lib/io.ts";
+import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print the greeting before the read that brought it.
-import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "hello_client",
@@ -92,9 +91,9 @@ await runMain(async () => {
   try {
     // 2. Read the greeting: it may arrive in pieces, so read up to its `\n`
     // (or, as from the seed's server, up to the server closing).
-    const greeting = await readOneLine(conn);
+    const greeting = await new LineReader(conn).readLine();
     if (greeting === null) throw new Error("the server closed the connection without a greeting");
-    log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
+    console.log(`Server: ${showBytes(greeting)}`); // the server's bytes, never raw control bytes
     // 3. Answer, with the `\n` the server reads up to; writeAll, since one write() may send less.
     await writeAll(conn, new TextEncoder().encode(`${args.message}\n`));
   } catch (err) {

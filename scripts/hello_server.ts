@@ -35,8 +35,7 @@
  */
 
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
-import { LineTooLongError, readOneLine, writeAll } from "../lib/io.ts";
-import { log } from "../lib/log.ts";
+import { LineReader, LineTooLongError, writeAll } from "../lib/io.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
@@ -92,7 +91,7 @@ await runMain(async () => {
     if (!args.forever && !stopped) {
       // Like the seed: one client, then exit. (Ctrl+C, had it come, prints its own last line.)
       listener.close();
-      log(shutDownLine("hello_server", 0));
+      console.log(shutDownLine("hello_server", 0));
       break;
     }
   }
@@ -105,17 +104,17 @@ async function greet(conn: Deno.TcpConn): Promise<boolean> {
   // Never restarted, so a deadline: greeting and answer together get --timeout,
   // however the client trickles.
   const deadline = closeWhenIdleFor(conn, secondsToMs(args.timeout));
-  log(`New client joined: ${peer}`);
+  console.log(`New client joined: ${peer}`);
   try {
     await writeAll(conn, HELLO);
-    const answer = await readOneLine(conn, { signal: stop }); // up to its \n, or its end
+    const answer = await new LineReader(conn, { signal: stop }).readLine(); // up to its \n, or its end
     if (answer === null) {
-      log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
-    } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+      console.log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
+    } else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
   } catch (err) {
     // Like the line servers, say why before hanging up.
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
-    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, deadline)}`); // one line, then the next client
+    if (!stop.aborted) console.log(`${peer}: ${whyClientFailed(err, deadline)}`); // one line, then the next client
   } finally {
     deadline?.stop();
     clients.close(conn);

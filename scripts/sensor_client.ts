@@ -48,8 +48,8 @@
 
 import { describeError, parseCli, runMain, secondsToMs, startHint } from "../lib/cli.ts";
 import { connectWithRetry, reportAttempt, sleep } from "../lib/retry.ts";
-import { type Arrival, LineInbox } from "./sensor_client/inbox.ts";
-import { nextTurn, TruncatedLineError, writeAll } from "../lib/io.ts";
+import { type Arrival, LineInbox, nextTurn } from "./sensor_client/inbox.ts";
+import { TruncatedLineError, writeAll } from "../lib/io.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { lossPercent, summarize } from "./sensor_client/stats.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";

@@ -55,17 +55,16 @@ import {
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   concatBytes,
+  LineReader,
   LineTooLongError,
   ReadTimeoutError,
   TruncatedLineError,
   writeAll,
 } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print a reply before the read that brought it.
-import { log, logError } from "../lib/log.ts";
 
 const args = parseCli({
   name: "socket_client",
@@ -145,7 +144,7 @@ await runMain(async () => {
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   // Each message is one small write: send it now, don't let Nagle hold it for more bytes.
   conn.setNoDelay(true);
-  logError(paint("dim", `connected to ${target}`));
+  console.error(paint("dim", `connected to ${target}`));
   // requireNewline: a reply is complete only once its `\n` has arrived.
   const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
   // --timeout: a read cannot be cancelled, so a timer closes the connection
@@ -167,7 +166,7 @@ await runMain(async () => {
       const reply = await replies.readLine();
       clearTimeout(watchdog);
       if (reply === null) throw new CliError(`${target} closed the connection before replying`);
-      log(showBytes(reply)); // the server's bytes, but never raw control bytes
+      console.log(showBytes(reply)); // the server's bytes, but never raw control bytes
     }
   } catch (err) {
     throw explain(timedOut ? new ReadTimeoutError(timeoutMs!) : err);

@@ -51,14 +51,12 @@
 
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { LineTooLongError, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
-import { log } from "../lib/log.ts";
-import { nextPoll, ReplyBatch } from "../lib/many_clients.ts";
+import { log, logError } from "../lib/log.ts";
+import { BatchLineReader, lineServerFlags, nextPoll, ReplyBatch } from "../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
   LINE_TOO_LONG,
-  lineServerFlags,
   OpenClients,
   stopOnSignal,
   whyCannotListen,
@@ -84,7 +82,7 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  stopOnSignal("socket_server", listener, clients); // Ctrl+C: stop, let replies finish, exit 0
+  stopOnSignal("socket_server", listener, clients, log); // Ctrl+C: stop, let replies finish, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
 
   while (true) {
@@ -92,10 +90,10 @@ await runMain(async () => {
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       break; // Ctrl+C closed the listener
     }
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    if (args.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     await serve(conn); // one client at a time: the next waits in the backlog
   }
@@ -108,7 +106,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
   log(`Client (${peer}) connected`);
   try {
-    const lines = new LineReader(conn, { maxLine: args["max-line"], signal: stop });
+    const lines = new BatchLineReader(conn, { maxLine: args["max-line"], signal: stop });
     const replies = new ReplyBatch(conn, idle);
     // Every whole line that has arrived comes in one batch; null: the client is done.
     for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {

@@ -47,7 +47,8 @@
  */
 
 import { CliError, parseCli, runMain } from "../lib/cli.ts";
-import { lineServerFlags, whyCannotListen } from "../lib/server.ts";
+import { lineServerFlags } from "../lib/many_clients.ts";
+import { whyCannotListen } from "../lib/server.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress, plural } from "../lib/text.ts";
 import type { WorkerReport, WorkerSettings } from "./workers/pool_worker.ts";
@@ -168,7 +169,7 @@ async function supervise(): Promise<void> {
       log("socket_server_threads: shut down");
       await flushLogs(exitBy - performance.now()); // the last lines, unless nobody reads them
       Deno.exit(0);
-    }, { name, connections });
+    }, { name, connections, say: log });
     // Written at once (console.log, not log): the line means ready, Ctrl+C included.
     console.log(`${plural(count, "worker thread")} sharing the port`);
     console.log(`listening on ${formatAddress({ transport: "tcp", hostname: flags.host, port })}`);

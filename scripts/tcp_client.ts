@@ -38,7 +38,6 @@ import { formatAddress } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 // log, not console.log: --trace lines go out through log.ts's queue, and
 // console.log would print "sent" before the write it reports.
-import { log } from "../lib/log.ts";
 
 const args = parseCli({
   name: "tcp_client",
@@ -112,11 +111,11 @@ await runMain(async () => {
   });
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   try {
-    log(`connected to ${target}`);
+    console.log(`connected to ${target}`);
     // 2. Send: one write() may take only part of the bytes (a full send buffer), so
     // writeAll loops until every byte is gone. (tcp_server reads exactly 32 of them.)
     await writeAll(conn, new Uint8Array(args.size).fill(byte));
-    log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
+    console.log(`sent ${args.size} bytes of 0x${byte.toString(16).padStart(2, "0")}`);
   } finally {
     conn.close(); // 3. Close: the server sees the end of the stream after the bytes
   }

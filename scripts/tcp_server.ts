@@ -41,7 +41,6 @@
 
 import { parseCli, parsePort, runMain, secondsToMs } from "../lib/cli.ts";
 import { readExact } from "../lib/io.ts";
-import { flushLogs, log } from "../lib/log.ts";
 import { ask } from "../lib/prompt.ts";
 import {
   acceptAgain,
@@ -78,9 +77,8 @@ const clients = new OpenClients(); // the one Ctrl+C waits for, then closes
 await runMain(async () => {
   // Ctrl+C (or SIGTERM, SIGHUP) at the prompt: nothing listens yet, so nothing
   // to drain; end the prompt's line, say so, exit 0.
-  const removePromptStop = onStopSignal(async () => {
-    log("\ntcp_server: stopped at the prompt, before listening");
-    await flushLogs(); // unless nobody reads it (a closed terminal)
+  const removePromptStop = onStopSignal(() => {
+    console.log("\ntcp_server: stopped at the prompt, before listening");
     Deno.exit(0);
   });
   const port = args.port ??
@@ -95,7 +93,7 @@ await runMain(async () => {
   removePromptStop(); // from here Ctrl+C stops the server: let the client finish, last line
   stopOnSignal("tcp_server", listener, clients);
   console.log(`listening on ${formatAddress(listener.addr)}`);
-  log(`waiting for ${args.size}-byte messages`);
+  console.log(`waiting for ${args.size}-byte messages`);
 
   while (true) {
     let conn: Deno.TcpConn;
@@ -120,12 +118,12 @@ async function receive(conn: Deno.TcpConn): Promise<void> {
   try {
     // Throws "connection closed after N of 32 bytes" if the client leaves early.
     const message = await readExact(conn, args.size);
-    log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+    console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
   } catch (err) {
     if (stop.aborted) return; // Ctrl+C closed it: not the client's fault
     if (deadline?.expired) {
-      log(`${peer}: not all ${args.size} bytes within ${args.timeout} s, disconnected`);
-    } else log(`${peer}: ${whyClientFailed(err)}`); // one line, then the next client
+      console.log(`${peer}: not all ${args.size} bytes within ${args.timeout} s, disconnected`);
+    } else console.log(`${peer}: ${whyClientFailed(err)}`); // one line, then the next client
   } finally {
     deadline?.stop();
     clients.close(conn);

@@ -8,7 +8,8 @@
 
 import assert from "node:assert/strict";
 import { parseCli, parsePort, startHint } from "../lib/cli.ts";
-import { lineServerFlags, MAX_LINE_LIMIT } from "../lib/server.ts";
+import { lineServerFlags } from "../lib/many_clients.ts";
+import { MAX_LINE_LIMIT } from "../lib/server.ts";
 
 const CLI = new URL("../lib/cli.ts", import.meta.url).href;
 

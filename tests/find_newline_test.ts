@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { findNewline } from "../lib/find_newline.ts";
+import { findNewline } from "../lib/many_clients.ts";
 
 /** What findNewline must return: the first 0x0a in `bytes[from, to)`, or -1. */
 function reference(bytes: Uint8Array, from: number, to: number): number {

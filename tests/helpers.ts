@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LineReader } from "../lib/lines.ts";
+import { LineReader } from "../lib/io.ts";
 import { writeAll } from "../lib/io.ts";
 import { type Finished, ROOT, Running, taskCommand } from "../scripts/demo/processes.ts";
 

@@ -7,13 +7,13 @@
 
 import { IdleClock } from "../lib/server.ts";
 import assert from "node:assert/strict";
+import { nextTurn } from "../scripts/sensor_client/inbox.ts";
 import {
   closeQuietly,
   concatBytes,
+  LineReader,
   LineTooLongError,
-  nextTurn,
   readExact,
-  readOneLine,
   TruncatedLineError,
   UnexpectedEofError,
   writeAll,
@@ -137,38 +137,44 @@ function pieces(...chunks: (string | Uint8Array)[]) {
 }
 const text = (b: Uint8Array | null) => b === null ? null : new TextDecoder().decode(b);
 
-Deno.test("readOneLine: a line in pieces, without its \\r\\n; the end of stream ends a last line", async () => {
+Deno.test("LineReader.readLine: a line in pieces, without its \\r\\n; the end of stream ends a last line", async () => {
   assert.equal(
-    text(await readOneLine(pieces("Hel", "lo cli", "ent!\r\n", "more\n"))),
+    text(await new LineReader(pieces("Hel", "lo cli", "ent!\r\n", "more\n")).readLine()),
     "Hello client!",
   );
-  assert.equal(text(await readOneLine(pieces("no newline"))), "no newline");
-  assert.equal(await readOneLine(pieces()), null);
+  assert.equal(text(await new LineReader(pieces("no newline")).readLine()), "no newline");
+  assert.equal(await new LineReader(pieces()).readLine(), null);
   await assert.rejects(
-    () => readOneLine(pieces("cut off"), { requireNewline: true }),
+    () => new LineReader(pieces("cut off"), { requireNewline: true }).readLine(),
     TruncatedLineError,
   );
 });
 
-Deno.test("readOneLine: the limit holds however the line grows; exactly maxLine bytes is a line", async () => {
+Deno.test("LineReader.readLine: the limit holds however the line grows; exactly maxLine bytes is a line", async () => {
   const long = "x".repeat(5000);
-  assert.equal(text(await readOneLine(pieces(long, "\n"), { maxLine: 5000 })), long);
-  assert.equal(text(await readOneLine(pieces(long + "\r\n"), { maxLine: 5000 })), long);
+  assert.equal(text(await new LineReader(pieces(long, "\n"), { maxLine: 5000 }).readLine()), long);
+  assert.equal(
+    text(await new LineReader(pieces(long + "\r\n"), { maxLine: 5000 }).readLine()),
+    long,
+  );
   await assert.rejects(
-    () => readOneLine(pieces(long + "y\n"), { maxLine: 5000 }),
+    () => new LineReader(pieces(long + "y\n"), { maxLine: 5000 }).readLine(),
     LineTooLongError,
   );
   await assert.rejects(
-    () => readOneLine(pieces("x".repeat(1e6)), { maxLine: 5000 }),
+    () => new LineReader(pieces("x".repeat(1e6)), { maxLine: 5000 }).readLine(),
     LineTooLongError,
   );
-  await assert.rejects(() => readOneLine(pieces(long + "y"), { maxLine: 5000 }), LineTooLongError);
+  await assert.rejects(
+    () => new LineReader(pieces(long + "y"), { maxLine: 5000 }).readLine(),
+    LineTooLongError,
+  );
 });
 
-Deno.test("readOneLine: a signal that aborts ends the wait for a read that never completes", async () => {
+Deno.test("LineReader.readLine: a signal that aborts ends the wait for a read that never completes", async () => {
   const stop = new AbortController();
   const never = { read: () => new Promise<number | null>(() => {}) };
-  const line = readOneLine(never, { signal: stop.signal });
+  const line = new LineReader(never, { signal: stop.signal }).readLine();
   setTimeout(() => stop.abort(), 10);
   assert.equal(await line, null);
 });

@@ -10,7 +10,7 @@
 import { IdleClock, LINE_TOO_LONG } from "../lib/server.ts";
 import assert from "node:assert/strict";
 import { concatBytes, LineTooLongError, writeAll, type Writer } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
+import { BatchLineReader } from "../lib/many_clients.ts";
 import { ReplyBatch } from "../lib/many_clients.ts";
 import { chunked } from "./fakes.ts";
 
@@ -168,7 +168,7 @@ Deno.test("A line server's loop: every line answered in order, a batch per write
   };
   // The per-client loop of socket_server and its siblings.
   const serve = async () => {
-    const lines = new LineReader(conn, { maxLine: 10 });
+    const lines = new BatchLineReader(conn, { maxLine: 10 });
     const replies = new ReplyBatch(conn);
     try {
       for (let batch; (batch = await lines.readBatch()) !== null;) {
@@ -189,7 +189,7 @@ Deno.test("A line server's loop answers a pipelined flood with far fewer writes 
   const lines = Array.from({ length: 5000 }, (_, i) => `m${i}`);
   const input = enc.encode(lines.join("\n") + "\n");
   const conn = { ...chunked(input, [input.length]), ...recorder() };
-  const reader = new LineReader(conn);
+  const reader = new BatchLineReader(conn);
   const replies = new ReplyBatch(conn);
   for (let batch; (batch = await reader.readBatch()) !== null;) {
     for (const line of batch) replies.add(OK, line, NL);

@@ -19,7 +19,7 @@ import {
   taskCommand,
   WAIT_MS,
 } from "./helpers.ts";
-import { LineReader } from "../lib/lines.ts";
+import { LineReader } from "../lib/io.ts";
 import { writeAll } from "../lib/io.ts";
 
 const HAS_PYTHON = hasCommand("python3");

@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { secondsToMs } from "../lib/cli.ts";
 import { closeQuietly, LineTooLongError, writeAll } from "../lib/io.ts";
-import { LineReader } from "../lib/lines.ts";
-import { ReplyBatch } from "../lib/many_clients.ts";
+import { LineReader } from "../lib/io.ts";
+import { BatchLineReader, ReplyBatch } from "../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
@@ -46,7 +46,7 @@ function echoServer(options: { idleMs?: number; maxLine?: number; maxConns?: num
     const stop = clients.add(conn);
     const idle = closeWhenIdleFor(conn, options.idleMs);
     try {
-      const lines = new LineReader(conn, { maxLine: options.maxLine, signal: stop });
+      const lines = new BatchLineReader(conn, { maxLine: options.maxLine, signal: stop });
       const replies = new ReplyBatch(conn, idle);
       for (let batch; (batch = await lines.readBatch()) !== null;) {
         idle?.restart();

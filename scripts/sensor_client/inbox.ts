@@ -32,8 +32,13 @@
  * @module
  */
 
-import { concatBytes, nextTurn, type Reader } from "../../lib/io.ts";
-import { LineReader, type LineReaderOptions } from "../../lib/lines.ts";
+import { setImmediate } from "node:timers";
+import { concatBytes, LineReader, type LineReaderOptions, type Reader } from "../../lib/io.ts";
+
+/** Resolves once the event loop has run again: I/O already ready is handled first. */
+export function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 /** What came: a line and when (`performance.now()`), or the end of the stream (and why). */
 export type Arrival = { line: Uint8Array; at: number } | { end: true; error?: unknown };

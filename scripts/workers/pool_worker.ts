@@ -23,9 +23,8 @@
 
 import { secondsToMs } from "../../lib/cli.ts";
 import { closeQuietly, LineTooLongError, writeAll } from "../../lib/io.ts";
-import { LineReader } from "../../lib/lines.ts";
-import { flushLogs, log as logLine } from "../../lib/log.ts";
-import { nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
+import { flushLogs, log as logLine, logError } from "../../lib/log.ts";
+import { BatchLineReader, nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
@@ -151,7 +150,7 @@ async function acceptClients(listener: Deno.TcpListener, settings: WorkerSetting
       if (!stopping && await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       return; // "stop" closed the listener
     }
-    if (flags.trace) traceConn(conn); // --trace: print every read and write on it
+    if (flags.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     conn.setNoDelay(true); // replies are small: don't let Nagle hold them back
     if (!pool.tryTake()) {
       turnAway(conn, log); // ERR server busy, and close it
@@ -175,7 +174,7 @@ async function serve(conn: Deno.TcpConn, flags: PoolFlags, pool: Place): Promise
   const idle = closeWhenIdleFor(conn, secondsToMs(flags["idle-timeout"]));
   if (!flags.quiet) log(`Client (${peer}) connected`);
   try {
-    const lines = new LineReader(conn, { maxLine: flags["max-line"], signal: stop });
+    const lines = new BatchLineReader(conn, { maxLine: flags["max-line"], signal: stop });
     const replies = new ReplyBatch(conn, idle);
     // Every whole line that has arrived comes in one batch; null: the client is done.
     for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
