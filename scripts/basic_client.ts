@@ -4,12 +4,12 @@
  * Sends `Hello Server !` (or `--message`) and prints
  * `Response from the server: Message received: Hello Server !`. The steps
  * are the seed's (`client.py` of socket_playground), in plain view below:
- * `Deno.connect`, then `writeAll` the message, then `readOneLine` the answer,
+ * `Deno.connect`, then `writeAll` the message, then read the answer (`LineReader`),
  * then `conn.close()`. As in the seed, any failure prints a message and the
  * socket is closed whatever happens; unlike it, the failure is one `error:`
  * line with exit code 1 (so scripts can tell), the message ends with `\n`
  * so the server knows where it stops (so it must be one line), and the
- * answer is read with `readOneLine` (conn.read in a loop) up to its `\n`
+ * answer is read with a `LineReader` (conn.read in a loop) up to its `\n`
  * (or, as in the seed, up to the server's close): TCP may deliver it in
  * pieces. Each step waits at most
  * `--timeout`: the connect (a server whose backlog is full never answers),

@@ -11,7 +11,7 @@
  * exactly as received.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
- * message's read (`readOneLine`: conn.read until the `\n`), the answer's
+ * message's read (a `LineReader`: conn.read until the `\n`), the answer's
  * write and `close`. What makes it robust is a named call each, from
  * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the `--timeout` deadline), `OpenClients`
  * (what Ctrl+C closes) and `whyClientFailed` (one log line, not a crash).

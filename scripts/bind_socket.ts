@@ -13,7 +13,7 @@
  * counts, so `--host localhost` works with no network. (`Deno.resolveDns`
  * would send a DNS query instead and skip `/etc/hosts`.) Like
  * `gethostbyname`, it returns an IPv4 address. `--request` sends an HTTP
- * `HEAD /` (`writeAll`) and prints the status line (`readOneLine`: conn.read
+ * `HEAD /` (`writeAll`) and prints the status line (a `LineReader`: conn.read
  * in a loop up to its `\n`, since a reply may come in pieces; control bytes
  * escaped, as for any peer's bytes), to show the connection really works; `conn.close()`
  * ends it. With no network, an unknown name or a refused port, it prints one

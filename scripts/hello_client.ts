@@ -6,7 +6,7 @@
  * server that is still starting refuses, so `connectWithRetry` calls it up
  * to 3 times, each attempt within `--timeout` (a server whose backlog is
  * full never answers; each failed attempt is reported on stderr). Then
- * `readOneLine` reads the greeting: the seed (`client.py`) took one
+ * a `LineReader` reads the greeting: the seed (`client.py`) took one
  * `recv(2048)` for it, but TCP may deliver it in pieces, so it calls
  * conn.read until the `\n` arrives (or, as from the seed's server, until the
  * server closes). `writeAll` sends the answer, since one `write` may send

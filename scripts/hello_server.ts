@@ -11,7 +11,7 @@
  * does this, unless `--forever`.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, the
- * greeting's write, the answer's read (`readOneLine`: conn.read until the
+ * greeting's write, the answer's read (a `LineReader`: conn.read until the
  * `\n`) and `close`. What makes it robust is a named call each, from
  * lib/server.ts: `stopOnSignal` (Ctrl+C), `closeWhenIdleFor` (the
  * `--timeout` deadline), `OpenClients` (what Ctrl+C closes) and

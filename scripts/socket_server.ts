@@ -4,7 +4,7 @@
  *
  * The seed (`socket_server.py`) called `recv(4096)` once and treated what it
  * got as one message. TCP has no messages: one read can hold half a line or
- * many lines. Here a `LineReader` (lib/lines.ts) splits the bytes on `\n`,
+ * many lines. Here a `BatchLineReader` (lib/many_clients.ts) splits the bytes on `\n`,
  * the reply carries the client's bytes exactly (never decoded), and a
  * client that resets or sends an endless line (`--max-line`, answered
  * `ERR line too long`) is dropped without stopping the server. So is an idle
@@ -21,7 +21,7 @@
  * of the other line servers.
  *
  * The socket calls are all here: `Deno.listen`, the accept loop, each
- * client's reads (through a `LineReader`), writes (`replies.send()` is one
+ * client's reads (through a `BatchLineReader`), writes (`replies.send()` is one
  * `writeAll` of the replies to the lines that came together) and `close`.
  * What makes it robust is a named call each: `stopOnSignal` (Ctrl+C),
  * `closeWhenIdleFor` (the idle deadline), `OpenClients` (what Ctrl+C

@@ -5,7 +5,7 @@
  * The seed (`socket_server_with_select.py`) kept a list of sockets and called
  * `select()` to learn which were readable, then did one `recv()` on each. In
  * Deno the event loop is that `select()` (epoll on Linux, kqueue on macOS):
- * each read awaited below (the `LineReader` calls conn.read() underneath)
+ * each read awaited below (the `BatchLineReader` calls conn.read() underneath)
  * registers interest in one socket, and the loop resumes whichever
  * connection has bytes. So each client is just an async function, written as
  * if it were alone, and `accept()` keeps running beside them. This file is
@@ -15,7 +15,7 @@
  * only for long lines or bursts), so thousands can wait at once.
  *
  * What the seed got wrong is handled: one `recv()` is not one message (the
- * `LineReader` splits lines however the bytes arrive), a reset client is
+ * `BatchLineReader` splits lines however the bytes arrive), a reset client is
  * logged and forgotten instead of crashing the loop, a flood is capped by
  * `--max-line`, silence by `--idle-timeout`, and the number of clients by
  * `--max-conns` (the rest are told `ERR server busy`). The lines that arrive
