@@ -450,7 +450,11 @@ Deno.test("without --trace: no trace line, and no script wraps a connection unle
     const calls = [...code.matchAll(/^.*traceConn\(.*$/gm)].map((m) => m[0].trim());
     assert.ok(calls.length > 0, `${file} never calls traceConn`);
     for (const call of calls) {
-      assert.match(call, /^if \((args|flags)\.trace\) traceConn\(conn(, \{ print: logError \})?\);/, `${file}: ${call}`);
+      assert.match(
+        call,
+        /^if \((args|flags)\.trace\) traceConn\(conn(, \{ print: logError \})?\);/,
+        `${file}: ${call}`,
+      );
     }
   }
 });
