@@ -1,10 +1,8 @@
 /**
- * Exact reads, complete writes and a line reader over a TCP connection.
- *
- * TCP is a byte stream, not a message queue: one `read()` returns whatever
- * has arrived (1 byte or 10,000), and one `write()` may take only part of
- * what it was given. These helpers loop until the job is really done. A read
- * cannot be cancelled: to give up on one, close the connection.
+ * Exact reads, complete writes and a line reader. TCP is a byte stream, not
+ * a message queue: one `read()` returns whatever has arrived (1 byte or
+ * 10,000), and one `write()` may take only part of what it was given. These
+ * loop until the job is done. A read cannot be cancelled: close the conn.
  *
  * @example Read a 4-byte header, then write a reply in full
  * ```ts
@@ -25,17 +23,10 @@
 
 import { plural } from "./text.ts";
 
-/** Anything with Deno's `read(buffer)`: a `Deno.Conn`, `Deno.stdin`... `null` is end of stream. */
-export interface Reader {
-  /** Reads up to `p.byteLength` bytes into `p`; `null` at end of stream. */
-  read(p: Uint8Array): Promise<number | null>;
-}
-
+/** Anything with Deno's `read(buffer)` (a `Deno.Conn`, `Deno.stdin`): `null` is end of stream. */
+export type Reader = { read(p: Uint8Array): Promise<number | null> };
 /** Anything with Deno's `write(bytes)`, which may write fewer bytes than given. */
-export interface Writer {
-  /** Writes a prefix of `p` and returns its length. */
-  write(p: Uint8Array): Promise<number>;
-}
+export type Writer = { write(p: Uint8Array): Promise<number> };
 
 /**
  * Reads exactly `n` bytes, however the network splits them.
@@ -69,10 +60,7 @@ export async function writeAll(
   }
 }
 
-/**
- * What stops a wait: an `AbortSignal`, or anything that says whether it has
- * aborted and calls a listener when it does (`OpenClients.add`, server.ts).
- */
+/** What stops a wait: an `AbortSignal`, or the lighter signal of `OpenClients.add` (server.ts). */
 export interface StopSignal {
   /** True once it has aborted. */
   readonly aborted: boolean;
@@ -91,13 +79,11 @@ export interface LineReaderOptions {
 }
 
 /**
- * Splits a byte stream into lines, however the bytes arrive: one line per
- * `readLine()`, the peer's raw bytes without the `\n` (or `\r\n`), `null` at
- * end of stream. Bytes after the last `\n` at the end are a last line (as
- * Python's `readline()` gives them). A line is a view into the buffer, good
- * until the next call. Reads with `read()`, not `conn.readable`: at end of
- * stream Deno closes the whole connection, and the replies to a client that
- * half-closed must still go out.
+ * Splits a byte stream into lines, however the bytes arrive: the peer's raw
+ * bytes without the `\n` (or `\r\n`), `null` at end of stream, where bytes
+ * after the last `\n` are a last line. A line is a view into the buffer, good
+ * until the next call. It uses `read()`, not `conn.readable`, which closes the
+ * whole conn at end of stream: a client that half-closed still gets replies.
  *
  * @example
  * ```ts
@@ -261,11 +247,8 @@ export class LineTooLongError extends Error {
 export class TruncatedLineError extends Error {
   /** Builds it for the unfinished line `partial`. */
   constructor(readonly partial: Uint8Array) {
-    super(
-      `the stream ended in the middle of a line (${
-        plural(partial.length, "byte")
-      } without a newline)`,
-    );
+    const bytes = plural(partial.length, "byte");
+    super(`the stream ended in the middle of a line (${bytes} without a newline)`);
     this.name = "TruncatedLineError";
   }
 }

@@ -1,32 +1,16 @@
 /**
  * What a server calls, by name, to be robust, while its own text keeps the
- * socket calls (`Deno.listen`, the `accept()` loop, each client's reads,
- * writes and `close`). Nothing here owns the loop. Lines are printed with
- * `say`: `console.log` by default, `log` (log.ts) for a server of many clients.
+ * socket calls: `Deno.listen`, the `accept()` loop, each client's reads,
+ * writes and `close` (the skeleton: scripts/socket_server.ts). Nothing here
+ * owns the loop. Lines go to `say`: `console.log`, or `log` (log.ts) for a
+ * server of many clients.
  *
- * @example The skeleton of every server here (see scripts/socket_server.ts)
- * ```ts ignore
- * import { acceptAgain, OpenClients, stopOnSignal, whyCannotListen } from "./server.ts";
- * let listener: Deno.TcpListener;
- * try {
- *   listener = Deno.listen({ hostname: "127.0.0.1", port: 8888 });
- * } catch (err) {
- *   throw await whyCannotListen(err, "127.0.0.1", 8888);
- * }
- * const clients = new OpenClients();
- * stopOnSignal("my_server", listener, clients);
- * console.log("listening on 127.0.0.1:8888");
- * while (true) {
- *   let conn: Deno.TcpConn;
- *   try {
- *     conn = await listener.accept();
- *   } catch (err) {
- *     if (await acceptAgain(err)) continue;
- *     break; // Ctrl+C closed the listener
- *   }
- *   clients.add(conn);
- *   // ... serve it, then clients.close(conn)
- * }
+ * @example A deadline: a read cannot be cancelled, so a watchdog closes the connection
+ * ```ts
+ * import { IdleClock } from "./server.ts";
+ * const clock = new IdleClock(50, () => console.log("idle"));
+ * clock.restart(); // "idle" some 50-60 ms later, unless restarted or stopped
+ * await new Promise((resolve) => setTimeout(resolve, 100));
  * ```
  *
  * @module
@@ -241,14 +225,6 @@ export function turnAway(conn: Deno.Conn, say: Say = console.log): void {
  * interval timer sweeps every clock (a timer each would cost each idle client
  * memory, and resetting one per read costs more than the read), so `onIdle`
  * runs up to a quarter of the timeout (1 s at most) late.
- *
- * @example
- * ```ts
- * import { IdleClock } from "./server.ts";
- * const clock = new IdleClock(50, () => console.log("idle"));
- * clock.restart(); // "idle" some 50-60 ms later, unless restarted or stopped
- * await new Promise((resolve) => setTimeout(resolve, 100));
- * ```
  */
 export class IdleClock {
   readonly #onIdle: () => void;
