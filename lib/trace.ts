@@ -1,20 +1,17 @@
 /**
- * `--trace`: every read and write on one connection printed as it happens,
- * on stderr, because the bugs TCP invites are invisible in the code. `hel`,
- * a pause, then `lo\nwor` arrive as two reads, the second holding the end of
- * one line and the start of the next; past a full send buffer a `write()`
- * takes part of the bytes (`write took 65536 of 100000 B`):
+ * `--trace`: every read and write on one connection, printed as it happens,
+ * because the bugs TCP invites are invisible in the code. `printf 'hel'`, a
+ * pause, then `printf 'lo\nwor'` arrive as two reads, the second holding the
+ * end of one line and the start of the next; a write past a full send buffer
+ * takes part of the bytes (`write took 65536 of 100000 B`). The time counts
+ * from `accept()` or `connect()`; bytes are escaped, 64 at most:
  *
  * ```text
  * trace 127.0.0.1:41234 +0.412s read 3 B "hel"
  * trace 127.0.0.1:41234 +1.415s read 6 B "lo\nwor"
  * trace 127.0.0.1:41234 +1.416s write 13 B "OK ... hello\n"
  * trace 127.0.0.1:41234 +1.420s read EOF (the peer sent FIN: no more bytes from it)
- * trace 127.0.0.1:41234 +1.421s close
  * ```
- *
- * The time counts from `accept()` or `connect()`; bytes are escaped
- * (`showBytes`), 64 at most. Without the flag a connection is not touched.
  *
  * @example
  * ```ts
@@ -24,9 +21,7 @@
  * const server = traceConn(await listener.accept()); // its lines go to stderr
  * await client.write(new TextEncoder().encode("hel"));
  * await server.read(new Uint8Array(1024)); // trace 127.0.0.1:PORT +0.001s read 3 B "hel"
- * server.close(); // trace ... close
- * client.close();
- * listener.close();
+ * [server, client, listener].forEach((c) => c.close()); // trace ... close
  * ```
  *
  * @module
@@ -50,16 +45,14 @@ export type TraceableConn = Pick<
 export interface TraceOptions {
   /** Where each line goes (default `console.error`; a server of many clients passes `logError`). */
   print?: (line: string) => void;
-  /** The clock, in milliseconds (default `performance.now`). */
+  /** The clock in ms (default `performance.now`). */
   now?: () => number;
 }
 
 /**
- * Makes `conn` print a line for each read (its bytes, or EOF), each write (as
- * it starts: the peer may read the bytes before it returns; a short one adds
- * `write took N of M B`), each failure, `closeWrite` and `close`; returns the
- * same object, so whatever holds it (a `LineReader`, an idle clock) is
- * traced too. (`conn.readable` and `conn.writable` are not traced.)
+ * Makes `conn` print a line for each read, write (as it starts), failure,
+ * `closeWrite` and `close`, and returns it: whatever holds it is traced too.
+ * (`conn.readable` and `conn.writable` are not traced.)
  */
 export function traceConn<C extends TraceableConn>(conn: C, options: TraceOptions = {}): C {
   const print = options.print ?? console.error;

@@ -42,9 +42,6 @@ import {
 import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-// log, not console.log: --trace lines go out through log.ts's queue, and
-// console.log would print the answer before the read that brought it.
-
 const args = parseCli({
   name: "basic_client",
   summary: "Sends one message and prints the server's answer.",

@@ -44,9 +44,6 @@ import { CliError, describeError, parseCli, runMain, secondsToMs } from "../lib/
 import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-// log, not console.log: --trace lines go out through log.ts's queue, and
-// console.log would print a step before the reads and writes that led to it.
-
 const args = parseCli({
   name: "bind_socket",
   summary: "Resolves a host name like gethostbyname, connects, and optionally sends HEAD /.",

@@ -43,9 +43,6 @@ import { connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { LineReader, ReadTimeoutError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-// log, not console.log: --trace lines go out through log.ts's queue, and
-// console.log would print the greeting before the read that brought it.
-
 const args = parseCli({
   name: "hello_client",
   summary: "Prints the server's greeting and answers 'Hello Server!'.",

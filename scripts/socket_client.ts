@@ -63,9 +63,6 @@ import {
 } from "../lib/io.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-// log, not console.log: --trace lines go out through log.ts's queue, and
-// console.log would print a reply before the read that brought it.
-
 const args = parseCli({
   name: "socket_client",
   summary: "Sends messages to a line server and prints each reply.",

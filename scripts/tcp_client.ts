@@ -36,9 +36,6 @@ import { writeAll } from "../lib/io.ts";
 import { ask } from "../lib/prompt.ts";
 import { formatAddress } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
-// log, not console.log: --trace lines go out through log.ts's queue, and
-// console.log would print "sent" before the write it reports.
-
 const args = parseCli({
   name: "tcp_client",
   summary: "Connects with up to --attempts tries and sends --size bytes of --byte.",
