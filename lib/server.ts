@@ -26,7 +26,8 @@ import {
 import { exitSoon, onStopSignal } from "./signals.ts";
 import { formatAddress, paint, plural } from "./text.ts";
 
-type Say = (line: string) => void;
+/** Where a line goes: `console.log`, or `log` of log.ts. */
+export type Say = (line: string) => void;
 
 /** What a line server answers to a line over its limit, before it hangs up. */
 export const LINE_TOO_LONG: Uint8Array = new TextEncoder().encode("ERR line too long\n");

@@ -1,7 +1,6 @@
 /**
  * How a program stops: Ctrl+C, SIGTERM and SIGHUP ({@linkcode onStopSignal}),
- * and what must run before an exit ({@linkcode beforeExit}: log.ts flushes
- * its queue there).
+ * and what runs before an exit ({@linkcode beforeExit}: log.ts's flush).
  *
  * @example
  * ```ts
@@ -32,7 +31,7 @@ export function beforeExit(hook: (ms: number) => Promise<unknown>): void {
   hooks.push(hook);
 }
 
-/** Runs the `beforeExit` hooks, for `ms` at most; true if they all finished. */
+/** Runs the `beforeExit` hooks for `ms` at most; true if they all finished. */
 export async function runExitHooks(ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const done = await Promise.race([
