@@ -1,19 +1,27 @@
-/** Connecting while a server may still be starting: backoff with jitter, for what waiting cures.
+/**
+ * Connecting while a server may still be starting: retries with exponential
+ * backoff and jitter, only for what waiting cures (refused, timed out,
+ * reset); an unknown host or a missing permission fails at once.
+ *
  * @example
  * ```ts
  * import { connectWithRetry, reportAttempt } from "./retry.ts";
  * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
  * using _conn = await connectWithRetry({ ...listener.addr, onRetry: reportAttempt(5) });
  * ```
+ *
  * @module
  */
+
 import { formatAddress, paint, plural } from "./text.ts";
+
 /** Why an attempt failed and what happens next. */
 export interface RetryInfo {
   /** 1 for the first attempt. */ attempt: number;
   /** The error of that attempt. */ error: Error;
   /** The wait before the next attempt; `undefined` after the last. */ delayMs: number | undefined;
 }
+
 /** Options for {@linkcode connectWithRetry}; times are in milliseconds. */
 export interface ConnectWithRetryOptions {
   /** Host name or address to connect to. */ hostname: string;
@@ -28,6 +36,7 @@ export interface ConnectWithRetryOptions {
   /** The connect function; tests replace it. Default `Deno.connect`. */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
+
 /** True for connection errors that a later attempt may not meet again. */
 export function isRetryable(err: unknown): boolean {
   const e = Deno.errors;
@@ -35,6 +44,7 @@ export function isRetryable(err: unknown): boolean {
     err instanceof e.ConnectionAborted || err instanceof e.NetworkUnreachable ||
     err instanceof e.TimedOut || (err instanceof DOMException && err.name === "TimeoutError");
 }
+
 /** `base * 2^(attempt-1)` capped, then half to all of it, so clients do not retry in lockstep. */
 export function backoffDelay(
   attempt: number,
@@ -45,6 +55,7 @@ export function backoffDelay(
   const ceiling = Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
   return Math.round(ceiling / 2 + random() * ceiling / 2);
 }
+
 /** Connects, retrying as {@linkcode isRetryable} says; then a {@linkcode RetriesExhaustedError}. */
 export async function connectWithRetry(options: ConnectWithRetryOptions): Promise<Deno.TcpConn> {
   const { hostname, port, attempts = 5, baseDelayMs: base = 200, maxDelayMs: max = 5000 } = options;
@@ -68,21 +79,26 @@ export async function connectWithRetry(options: ConnectWithRetryOptions): Promis
     }
   }
 }
+
 /** Waits `ms` milliseconds; rejects with the signal's reason if it aborts first. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const onAbort = () => (clearTimeout(timer), reject(signal!.reason));
     const timer = setTimeout(() => (signal?.removeEventListener("abort", onAbort), resolve()), ms);
-    signal?.aborted ? onAbort() : signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
 /** A connect attempt got no answer in time; a `Deno.errors.TimedOut`, so code for that fits. */
 export class ConnectTimeoutError extends Deno.errors.TimedOut {
-  /** `target`: `HOST:PORT`. */ constructor(readonly target: string, readonly timeoutMs: number) {
+  /** Builds it for an attempt at `target` (`HOST:PORT`) that waited `timeoutMs`. */
+  constructor(readonly target: string, readonly timeoutMs: number) {
     super(`no answer from ${target} within ${timeoutMs / 1000} s (--timeout)`);
     this.name = "ConnectTimeoutError";
   }
 }
+
 /** Every attempt failed; `cause` is the last one's error. A refusal asks if the server runs. */
 export class RetriesExhaustedError extends Error {
   /** Builds the error for `attempts` failed attempts at `target`; `hint` follows a refusal. */
@@ -99,6 +115,7 @@ export class RetriesExhaustedError extends Error {
     this.name = "RetriesExhaustedError";
   }
 }
+
 /** The `--attempts` flag of a client that retries: 1 to 100, default 5. */
 export const ATTEMPTS_FLAG = {
   kind: "integer" as const,
@@ -107,7 +124,10 @@ export const ATTEMPTS_FLAG = {
   default: 5,
   help: "connection attempts before giving up",
 };
-/** The spec of {@linkcode ATTEMPTS_FLAG}. */ export type AttemptsFlag = typeof ATTEMPTS_FLAG;
+
+/** The spec of {@linkcode ATTEMPTS_FLAG}. */
+export type AttemptsFlag = typeof ATTEMPTS_FLAG;
+
 /** An `onRetry` that prints `attempt 1/5 failed: WHY; retrying in 213 ms` (`print`: for tests). */
 export function reportAttempt(
   attempts: number,
