@@ -1,6 +1,9 @@
 /**
- * What a server of many clients needs: fairness ({@linkcode nextPoll}), one write per batch of
- * replies ({@linkcode ReplyBatch}), a line reader for thousands ({@linkcode BatchLineReader}).
+ * What a server of many clients needs, and a one-client script can leave behind: fairness
+ * ({@linkcode nextPoll}), one write per batch of replies ({@linkcode ReplyBatch}), a line reader
+ * for thousands of clients ({@linkcode BatchLineReader}), the line servers' flags. socket_server
+ * uses it too, so that lesson 5's diff stays one `await` and a cap.
+ *
  * @example In each client's loop of a server
  * ```ts ignore
  * for (let batch = await lines.readBatch(); batch !== null; batch = await lines.readBatch()) {
@@ -9,14 +12,17 @@
  *   await nextPoll(); // the other clients get their turn before this one is read again
  * }
  * ```
+ *
  * @module
  */
+
 import { setImmediate } from "node:timers";
 import { closeQuietly, LineTooLongError, TruncatedLineError, writeAll } from "./io.ts";
 import type { LineReaderOptions, Reader, Writer } from "./io.ts";
 import { logError, waitForLogReader } from "./log.ts";
 import { MAX_LINE_LIMIT } from "./server.ts";
 import { TRACE_FLAG } from "./trace.ts";
+
 /** The flags every line server shares, with the script's own port and idle timeout. */
 export function lineServerFlags(port: number, idleTimeout: number): LineServerFlags {
   const host = "address to listen on (0.0.0.0 or :: to expose it)";
@@ -31,6 +37,7 @@ export function lineServerFlags(port: number, idleTimeout: number): LineServerFl
     trace: TRACE_FLAG,
   };
 }
+
 /** The flag specs of {@linkcode lineServerFlags}. */
 export type LineServerFlags = {
   host: { kind: "host"; default: string; help: string };
@@ -39,18 +46,29 @@ export type LineServerFlags = {
   "max-line": { kind: "integer"; min: number; max: number; default: number; help: string };
   trace: { kind: "boolean"; help: string };
 };
-/** Resolves once the event loop has run again (`setImmediate`): for a client waiting on one thing. */
-export function nextTurn(): Promise<void> {
+
+/** Resolves once the event loop has run again: no poll, but the clients keep their order. */
+function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
-/** Resolves after Deno's next poll of the kernel: awaited after each batch, turns are fair. */
-export function nextPoll(): Promise<void> { // a read whose bytes wait completes without a poll:
-  return polled ??= poll(); // a probe among 100 flooding clients waited 1.3 s without this
+
+/**
+ * Resolves after Deno has next asked the kernel which sockets are ready: the fairness step. A read
+ * whose bytes are already there completes without that question, so while some client always has
+ * bytes waiting, one whose bytes arrived since the last poll is never noticed (a probe among 100
+ * flooding clients waited 1.3 s). So each client awaits this after each batch: one read per client
+ * per poll. How: a read on the empty end of a loopback connection to ourselves (the self-pipe
+ * trick) completes only at the next poll. (`setImmediate` does not poll.)
+ */
+export function nextPoll(): Promise<void> {
+  return polled ??= poll();
 }
+
 let polls = 0, retryAt = 0, toldFailure = false, forbidden = false; // forbidden: no pair, ever
 let polled: Promise<void> | undefined, selfPipe: ReturnType<typeof openSelfPipe> | undefined;
 const ONE_BYTE = new Uint8Array(1), DRAIN = new Uint8Array(64);
-async function poll(): Promise<void> { // a read on the empty end of a loopback pair to ourselves
+
+async function poll(): Promise<void> {
   try {
     await waitForLogReader(); // the log's reader is one more to take turns with
     if (selfPipe === undefined && performance.now() < retryAt) return await nextTurn();
@@ -77,11 +95,14 @@ async function poll(): Promise<void> { // a read on the empty end of a loopback 
     polled = undefined;
   }
 }
+
 const NO_LOOPBACK = "note: no permission for a loopback connection (--allow-net=127.0.0.1): " +
   "a busy client may now delay the others (see nextPoll in lib/many_clients.ts)";
+
 const cannotOpen = (err: unknown) =>
   `note: nextPoll cannot open its loopback connection (${(err as Error)?.message}): ` +
   "a busy client may delay the others until it can (see lib/many_clients.ts)";
+
 /** The pair, on the first loopback address we may use without a prompt; `null` if none opens. */
 async function openSelfPipe(): Promise<{ reader: Deno.TcpConn; writer: Deno.TcpConn } | null> {
   let permitted = false, failure: unknown;
@@ -113,17 +134,21 @@ async function openSelfPipe(): Promise<{ reader: Deno.TcpConn; writer: Deno.TcpC
   retryAt = performance.now() + 1000; // out of file descriptors, say: try again in a second
   return null;
 }
+
 const OUT_SMALL = 256, OUT_BIG = 128 * 1024, NO_BYTES = new Uint8Array(0);
 const spare = new Map<number, Uint8Array[]>([[OUT_SMALL, []], [OUT_BIG, []]]);
 const MAX_SPARE = new Map([[OUT_SMALL, 1024], [OUT_BIG, 8]]);
+
 function borrowOut(size: number): Uint8Array {
   const pooled = size <= OUT_SMALL ? OUT_SMALL : size <= OUT_BIG ? OUT_BIG : size;
   return spare.get(pooled)?.pop() ?? new Uint8Array(pooled);
 }
+
 function giveBackOut(buffer: Uint8Array): void {
   const pool = spare.get(buffer.length);
   if (pool && pool.length < MAX_SPARE.get(buffer.length)!) pool.push(buffer);
 }
+
 /** Collects replies and sends them with one `write()`: one trip into the kernel for a batch. */
 export class ReplyBatch {
   readonly #conn: Writer;
@@ -135,12 +160,14 @@ export class ReplyBatch {
     this.#conn = conn;
     this.#progress = progress;
   }
+
   /** Appends one reply of up to three parts (not `...parts`: an array per line cost a flood 6%). */
   add(first: Uint8Array, second?: Uint8Array, third?: Uint8Array): void {
     this.#append(first);
     if (second !== undefined) this.#append(second);
     if (third !== undefined) this.#append(third);
   }
+
   #append(part: Uint8Array): void {
     const n = part.length;
     if (this.#size + n > this.#out.length) this.#grow(this.#size + n);
@@ -148,6 +175,7 @@ export class ReplyBatch {
     else for (let i = 0; i < n; i++) this.#out[this.#size + i] = part[i]; // a prefix, a newline
     this.#size += n;
   }
+
   /** Writes the batch in full, then empties it. */
   async send(): Promise<void> {
     const out = this.#out, size = this.#size;
@@ -160,6 +188,7 @@ export class ReplyBatch {
       giveBackOut(out); // free for another client (kept by each: 186 KiB after a 60 KB line)
     }
   }
+
   #grow(needed: number): void {
     const next = borrowOut(this.#size === 0 ? needed : Math.max(needed, this.#out.length * 2));
     next.set(this.#out.subarray(0, this.#size));
@@ -167,6 +196,7 @@ export class ReplyBatch {
     this.#out = next;
   }
 }
+
 // A reader idles with 256 bytes; bigger buffers are lent by a pool that all readers share (1,000
 // clients that each sent one long line reuse a few, instead of leaving 189 KiB each to the GC). At
 // most 16 reads wait with a big buffer (`bigReads`: since which poll), the others with a small one:
@@ -176,12 +206,14 @@ const SMALL = 256, LARGE = 64 * 1024, MAX_POOLED = 8, CARRIAGE_RETURN = 0x0d, NE
 const MAX_WAITING_BIG = 16, BLOCK_BYTES = MAX_WAITING_BIG * LARGE;
 const pool = new Map<number, Uint8Array<ArrayBuffer>[]>(), bigReads = new Map<object, number>();
 let block: Uint8Array<ArrayBuffer>[] | undefined;
+
 function waitingBig(): number {
   const now = polls;
   let n = 0;
   for (const since of bigReads.values()) if (now > since + 3 && ++n === MAX_WAITING_BIG) break;
   return n;
 }
+
 function borrow(size: number): Uint8Array<ArrayBuffer> {
   if (size === LARGE) {
     if (block === undefined) {
@@ -196,6 +228,7 @@ function borrow(size: number): Uint8Array<ArrayBuffer> {
   }
   return pool.get(size)?.pop() ?? new Uint8Array(size);
 }
+
 function giveBack(buffer: Uint8Array<ArrayBuffer>): void {
   if (buffer.buffer.byteLength === BLOCK_BYTES) return void block!.push(buffer);
   if (buffer.length <= SMALL || buffer.length > LARGE) return;
@@ -203,6 +236,7 @@ function giveBack(buffer: Uint8Array<ArrayBuffer>): void {
   if (spare === undefined) pool.set(buffer.length, [buffer]);
   else if (spare.length < MAX_POOLED) spare.push(buffer);
 }
+
 /** `LineReader` (io.ts) made cheap for thousands of clients; `readBatch()`: one write a batch. */
 export class BatchLineReader {
   readonly #reader: Reader;
@@ -228,6 +262,7 @@ export class BatchLineReader {
     if (options.signal?.aborted) this.close();
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
   }
+
   /** The next line, or `null` at end of stream (the rules of `LineReader.readLine`). */
   readLine(): Promise<Uint8Array | null> { // not async: an idle client must hold no async frame
     try {
@@ -242,6 +277,7 @@ export class BatchLineReader {
       this.#read();
     });
   }
+
   /** The next line if a whole one is buffered, else `null`; never reads. */
   readBufferedLine(): Uint8Array | null {
     const newline = findNewline(this.#buf, this.#words, this.#scanned, this.#end);
@@ -253,6 +289,7 @@ export class BatchLineReader {
     this.#start = this.#scanned = newline + 1;
     return this.#cut(start, newline);
   }
+
   /** Every whole line that arrived (iterate before the next call), or `null` at end of stream. */
   readBatch(): Promise<Iterable<Uint8Array> | null> {
     const tooLong = this.#tooLong; // a line over the limit ended the last batch: throw it now
@@ -272,6 +309,7 @@ export class BatchLineReader {
       this.#read();
     });
   }
+
   #batchFrom(first: Uint8Array): Iterable<Uint8Array> { // not an array or generator: flood 1.17x
     let pending: Uint8Array | null = first;
     const result: IteratorResult<Uint8Array> = { done: false, value: first };
@@ -298,10 +336,12 @@ export class BatchLineReader {
     };
     return iterator;
   }
+
   /** Iterates over the lines until end of stream. */
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
     for (let line = await this.readLine(); line !== null; line = await this.readLine()) yield line;
   }
+
   /** Stops reading: a waiting `readLine()` returns `null`, and so does every later one. */
   close(): void {
     this.#eof = true;
@@ -310,6 +350,7 @@ export class BatchLineReader {
     this.#waiter = undefined;
     waiter?.resolve(null);
   }
+
   #takeLine(): Uint8Array | null | undefined { // undefined: more bytes; maxLine + 1: `\r` may come
     const line = this.readBufferedLine();
     if (line !== null) return line;
@@ -321,11 +362,13 @@ export class BatchLineReader {
     if (this.#requireNewline) throw new TruncatedLineError(this.#buf.slice(start, this.#end));
     return this.#cut(start, this.#end);
   }
+
   #cut(start: number, end: number): Uint8Array {
     if (end > start && this.#buf[end - 1] === CARRIAGE_RETURN) end--;
     if (end - start > this.#maxLine) throw new LineTooLongError(this.#maxLine);
     return this.#buf.subarray(start, end);
   }
+
   #read(): void {
     if (this.#reading) return; // (a waiter abandoned by its caller left it running)
     this.#makeRoom();
@@ -333,6 +376,7 @@ export class BatchLineReader {
     if (this.#buf.length > SMALL) bigReads.set(this, polls);
     this.#reader.read(this.#buf.subarray(this.#end)).then(this.#onRead, this.#onReadError);
   }
+
   #onRead = (n: number | null): void => { // made once per reader: no closure per read
     this.#reading = false;
     bigReads.delete(this);
@@ -352,6 +396,7 @@ export class BatchLineReader {
     this.#waiter = undefined;
     waiter.resolve(line);
   };
+
   #onReadError = (err: unknown): void => {
     this.#reading = false;
     bigReads.delete(this);
@@ -360,6 +405,7 @@ export class BatchLineReader {
     this.#waiter = undefined;
     waiter?.reject(err);
   };
+
   #filled(n: number): void {
     this.#lastFilled = this.#end + n === this.#buf.length;
     this.#end += n;
@@ -368,6 +414,7 @@ export class BatchLineReader {
       this.#resize(this.#peak);
     }
   }
+
   #makeRoom(): void {
     const pending = this.#end - this.#start;
     if (this.#buf.length > SMALL && pending <= SMALL / 2 && waitingBig() >= MAX_WAITING_BIG) {
@@ -380,6 +427,7 @@ export class BatchLineReader {
       this.#resize(Math.min(this.#buf.length * 2, cap));
     }
   }
+
   #resize(size: number): void {
     const keep = this.#buf.subarray(this.#start, this.#end);
     if (size === this.#buf.length) this.#buf.copyWithin(0, this.#start, this.#end);
@@ -397,6 +445,7 @@ export class BatchLineReader {
     this.#start = 0;
   }
 }
+
 /** The first `\n` in `bytes[from, to)` or -1, four bytes at a time over `words` (same memory). */
 export function findNewline(
   bytes: Uint8Array,
