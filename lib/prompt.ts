@@ -1,14 +1,11 @@
 /**
- * Asking the user, as the seeds do with `input()`, in a way that also works
- * when the answers are piped in.
- *
+ * Asking the user, as the seeds do with `input()`, in a way that also works when answers are piped.
  * @example
  * ```ts ignore
  * import { ask } from "./prompt.ts";
  * import { parsePort } from "./cli.ts";
- * const port = await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
+ * const port = await ask("tcp_server", "Local port: ", parsePort, "a port from 0 to 65535");
  * ```
- *
  * @module
  */
 
@@ -18,21 +15,8 @@ import { LineReader, writeAll } from "./io.ts";
 let stdinLines: LineReader | undefined;
 
 /**
- * Asks a question and reads the answer from standard input, for scripts that
- * prompt like the seeds do.
- *
- * Deno's `prompt()` prints nothing and returns `null` when stdin is a pipe,
- * so this prints the question itself and reads one line from `Deno.stdin`:
- * `printf '8888\n' | deno task tcp_server` answers the prompt. An answer that
- * `parse` rejects is asked again on a terminal; from a pipe it is a usage
- * error (exit 2), since nobody is there to correct it.
- *
- * @example
- * ```ts ignore
- * import { ask } from "./prompt.ts";
- * import { parsePort } from "./cli.ts";
- * const port = await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
- * ```
+ * Prints `question`, reads stdin lines until `parse` accepts one (`prompt()` prints nothing from a
+ * pipe). A bad or missing piped answer is a usage error (exit 2): nobody is there to correct it.
  */
 export async function ask<T>(
   script: string,
