@@ -1,11 +1,14 @@
 /**
- * Flags, `--help` (exit 0) and one-line `error:`s instead of stack traces (exit 2; 1 at run time).
+ * The command line every script shares: flags, `--help` (exit 0), and one-line `error:` messages
+ * instead of stack traces (exit 2 for bad usage, 1 at run time).
+ *
  * @example
  * ```ts
  * import { parseCli } from "./cli.ts";
  * const options = { port: { kind: "port", short: "p", default: 8888, help: "TCP port" } } as const;
  * console.log(parseCli({ name: "hi", summary: "Says hi.", options, args: ["-p", "9"] }).port); // 9
  * ```
+ *
  * @module
  */
 
@@ -16,16 +19,25 @@ import { ReadTimeoutError } from "./io.ts";
 
 /** How a flag's value is read: `port` 0-65535, `integer` whole, `seconds` decimal. */
 export type OptionKind = "string" | "strings" | "boolean" | "host" | "port" | "integer" | "seconds";
+
 /** One flag of a script. */
 export interface OptionSpec {
-  /** How the value is read and checked. */ kind: OptionKind;
-  /** One-letter alias, e.g. `p` for `-p`. */ short?: string;
-  /** Used when the flag is absent. */ default?: string | number | boolean | string[];
-  /** One line for `--help`. */ help: string;
-  /** Smallest `integer` or `seconds` (default 0). */ min?: number;
-  /** Largest `integer` or `seconds`, shown in `--help` (default 1e9, or a day). */ max?: number;
-  /** Name of the value in `--help`, e.g. `N`. */ valueName?: string;
+  /** How the value is read and checked. */
+  kind: OptionKind;
+  /** One-letter alias, e.g. `p` for `-p`. */
+  short?: string;
+  /** Used when the flag is absent. */
+  default?: string | number | boolean | string[];
+  /** One line for `--help`. */
+  help: string;
+  /** Smallest `integer` or `seconds` (default 0). */
+  min?: number;
+  /** Largest `integer` or `seconds`, shown in `--help` (default 1e9, or a day). */
+  max?: number;
+  /** Name of the value in `--help`, e.g. `N`. */
+  valueName?: string;
 }
+
 /** The parsed flags: a flag without a default may be `undefined`. */
 export type Parsed<T extends Record<string, OptionSpec>> = {
   [K in keyof T]: T[K]["kind"] extends "boolean" ? boolean
@@ -33,6 +45,7 @@ export type Parsed<T extends Record<string, OptionSpec>> = {
     : T[K] extends { default: unknown } ? (T[K]["kind"] extends "string" | "host" ? string : number)
     : (T[K]["kind"] extends "string" | "host" ? string : number) | undefined;
 };
+
 /** A script's `name` (as in `deno task NAME`), `--help` summary, flags, `args` (`Deno.args`). */
 export type CliSpec<T> = { name: string; summary: string; options: T; args?: string[] };
 
@@ -146,25 +159,31 @@ export const startHint = (server: string, port: number, defaultPort?: number): s
 export function describeError(err: unknown, target = ""): string {
   const at = target && ` ${target}`;
   const first = (err instanceof Error ? err.message : String(err)).split("\n")[0];
-  const [, what, flag] = first.match(/access to "(.+?)(?::\d+)?".*?(--allow-\w+)/) ?? [];
-  // A timed-out connect (retry.ts) names target and flag; an unknown host is a plain Error.
-  return err instanceof CliError || (err instanceof Deno.errors.TimedOut && "target" in err)
-    ? err.message
-    : err instanceof Deno.errors.AddrInUse
-    ? `address${at} is already in use: stop the other server, or pick another --port (--port 0 takes a free one)`
-    : err instanceof Deno.errors.AddrNotAvailable
-    ? `cannot use address${at}: it is not an address of this machine`
-    : err instanceof Deno.errors.ConnectionRefused
-    ? `connection refused${at && ` by${at}`}: is the server running?`
-    : err instanceof Deno.errors.ConnectionReset
-    ? `connection reset by peer${at}`
-    : err instanceof Deno.errors.TimedOut
-    ? `timed out${at}`
-    : err instanceof ReadTimeoutError
-    ? `no reply${at && ` from${at}`} within ${err.timeoutMs / 1000} s (--timeout)`
-    : err instanceof Deno.errors.NotCapable || err instanceof Deno.errors.PermissionDenied
-    ? `permission missing: ${first.split(",")[0]}${flag ? ` (run with ${flag}=${what})` : ""}`
-    : /lookup address|not known|nodename nor servname|No address associated/i.test(first)
-    ? `cannot resolve host${at}: check the name, or the network`
-    : `${first}${at && ` (${target})`}`;
+  const e = Deno.errors;
+  // A timed-out connect (ConnectTimeoutError, retry.ts) names its target and flag already.
+  if (err instanceof CliError || (err instanceof e.TimedOut && "target" in err)) return err.message;
+  if (err instanceof e.AddrInUse) {
+    return `address${at} is already in use: stop the other server, or pick another --port ` +
+      "(--port 0 takes a free one)";
+  }
+  if (err instanceof e.AddrNotAvailable) {
+    return `cannot use address${at}: it is not an address of this machine`;
+  }
+  if (err instanceof e.ConnectionRefused) {
+    return `connection refused${at && ` by${at}`}: is the server running?`;
+  }
+  if (err instanceof e.ConnectionReset) return `connection reset by peer${at}`;
+  if (err instanceof e.TimedOut) return `timed out${at}`;
+  if (err instanceof ReadTimeoutError) {
+    return `no reply${at && ` from${at}`} within ${err.timeoutMs / 1000} s (--timeout)`;
+  }
+  if (err instanceof e.NotCapable || err instanceof e.PermissionDenied) {
+    const [, what, flag] = first.match(/access to "(.+?)(?::\d+)?".*?(--allow-\w+)/) ?? [];
+    return `permission missing: ${first.split(",")[0]}${flag ? ` (run with ${flag}=${what})` : ""}`;
+  }
+  // An unknown host is a plain Error, not one of Deno.errors.
+  if (/lookup address|not known|nodename nor servname|No address associated/i.test(first)) {
+    return `cannot resolve host${at}: check the name, or the network`;
+  }
+  return `${first}${at && ` (${target})`}`;
 }
