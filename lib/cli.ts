@@ -75,24 +75,43 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
     if (t.kind === "positional") fail(`unexpected argument ${t.value}`);
     if (t.kind !== "option") continue;
     const o = flags.find(([name]) => name === t.name)?.[1] ?? fail(`unknown option ${t.rawName}`);
-    const dashed = !t.inlineValue && (NUMERIC[o.kind] ? /^-\D/ : /^-./s).test(t.value ?? "");
-    const bad = (o.kind === "boolean") === (t.value !== undefined) || dashed;
-    if (bad) fail(`option ${t.rawName} ${o.kind === "boolean" ? "takes no" : "needs a"} value`);
+    if (o.kind === "boolean") {
+      if (t.value !== undefined) fail(`option ${t.rawName} takes no value`);
+      continue;
+    }
+    // `--port --trace` took "--trace" as the port; `--port -1` is a (bad) number, checked below.
+    const looksLikeFlag = NUMERIC[o.kind] ? /^-\D/ : /^-./s;
+    if (t.value === undefined || (!t.inlineValue && looksLikeFlag.test(t.value))) {
+      fail(`option ${t.rawName} needs a value`);
+    }
   }
   if (parsed.values.help) showHelp(spec, flags);
   const out: Record<string, unknown> = {};
   for (const [name, o] of Object.entries(spec.options)) {
     const raw = parsed.values[name] as string | undefined;
-    const [pattern, what, top] = NUMERIC[o.kind] ?? [];
-    const { min = 0, max = top } = o.kind === "port" ? {} : o; // a port's bounds are fixed
     out[name] = o.default ?? (o.kind === "boolean" ? false : o.kind === "strings" ? [] : undefined);
     if (raw === undefined) continue;
-    if (o.kind === "host" && !raw.trim()) fail(`--${name} needs a host name or address`);
-    const bad = pattern && (!pattern.test(raw.trim()) || !(+raw >= min && +raw <= max!));
-    if (bad) fail(`invalid --${name} '${raw}': expected ${what} from ${min} to ${max}`);
-    out[name] = pattern ? Number(raw) : o.kind === "host" ? raw.replace(/^\[(.*)\]$/s, "$1") : raw;
+    if (NUMERIC[o.kind]) {
+      out[name] = checkNumber(spec.name, name, o, raw);
+    } else if (o.kind === "host") {
+      if (!raw.trim()) fail(`--${name} needs a host name or address`);
+      out[name] = raw.replace(/^\[(.*)\]$/s, "$1"); // [::1] is ::1
+    } else {
+      out[name] = raw;
+    }
   }
   return out as Parsed<T>;
+}
+
+/** The number in `raw`, or a usage error that says what was expected. */
+function checkNumber(script: string, name: string, o: OptionSpec, raw: string): number {
+  const [pattern, what, top] = NUMERIC[o.kind];
+  const { min = 0, max = top } = o.kind === "port" ? {} : o; // a port's bounds are fixed
+  const value = Number(raw);
+  if (!pattern.test(raw.trim()) || !(value >= min && value <= max)) {
+    usageError(script, `invalid --${name} '${raw}': expected ${what} from ${min} to ${max}`);
+  }
+  return value;
 }
 
 /** Parses a port number, `0`-`65535`; returns `undefined` when it is not one. */

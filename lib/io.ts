@@ -91,7 +91,12 @@ export interface LineReaderOptions {
  * const bytes = new TextEncoder().encode("a\nb\r\nc"); // arrives in one read
  * let sent = false;
  * const source = {
- *   read: (p: Uint8Array) => Promise.resolve(sent ? null : (p.set(bytes), sent = true, bytes.length)),
+ *   read(p: Uint8Array): Promise<number | null> {
+ *     if (sent) return Promise.resolve(null);
+ *     p.set(bytes);
+ *     sent = true;
+ *     return Promise.resolve(bytes.length);
+ *   },
  * };
  * for await (const line of new LineReader(source)) console.log(new TextDecoder().decode(line));
  * // a
@@ -225,7 +230,7 @@ export class UnexpectedEofError extends Error {
   }
 }
 
-/** The peer made no progress for too long (`closeWhenIdleFor`, server.ts). */
+/** The peer sent nothing for too long: a deadline (`IdleClock`, server.ts) ran out. */
 export class ReadTimeoutError extends Error {
   /** Builds it for a silence of `timeoutMs`. */
   constructor(readonly timeoutMs: number) {

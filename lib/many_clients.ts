@@ -64,9 +64,20 @@ export function nextPoll(): Promise<void> {
   return polled ??= poll();
 }
 
-let polls = 0, retryAt = 0, toldFailure = false, forbidden = false; // forbidden: no pair, ever
-let polled: Promise<void> | undefined, selfPipe: ReturnType<typeof openSelfPipe> | undefined;
-const ONE_BYTE = new Uint8Array(1), DRAIN = new Uint8Array(64);
+/** How many polls `poll()` has waited for: has a read waited through a whole one? */
+let polls = 0;
+/** The wait that the clients of this turn share, until the poll it waits for. */
+let polled: Promise<void> | undefined;
+/** Both ends of the loopback pair once open; `null` when none may be opened. */
+let selfPipe: ReturnType<typeof openSelfPipe> | undefined;
+/** After a failed open (out of file descriptors, say): when to try again. */
+let retryAt = 0;
+/** Whether the program was told that fairness is off for now (said once per episode). */
+let toldFailure = false;
+/** No loopback address may be used without a permission prompt: no pair, ever. */
+let forbidden = false;
+const ONE_BYTE = new Uint8Array(1);
+const DRAIN = new Uint8Array(64);
 
 async function poll(): Promise<void> {
   try {
@@ -135,7 +146,14 @@ async function openSelfPipe(): Promise<{ reader: Deno.TcpConn; writer: Deno.TcpC
   return null;
 }
 
-const OUT_SMALL = 256, OUT_BIG = 128 * 1024, NO_BYTES = new Uint8Array(0);
+/**
+ * Batches are built in buffers that all clients share, lent while a batch is built and written:
+ * one kept by each client stays while it idles (186 KiB after a 60 KB line). 256 bytes
+ * (ping-pong) or 128 KiB (a pipelining client).
+ */
+const OUT_SMALL = 256;
+const OUT_BIG = 128 * 1024;
+const NO_BYTES = new Uint8Array(0);
 const spare = new Map<number, Uint8Array[]>([[OUT_SMALL, []], [OUT_BIG, []]]);
 const MAX_SPARE = new Map([[OUT_SMALL, 1024], [OUT_BIG, 8]]);
 
@@ -197,20 +215,41 @@ export class ReplyBatch {
   }
 }
 
-// A reader idles with 256 bytes; bigger buffers are lent by a pool that all readers share (1,000
-// clients that each sent one long line reuse a few, instead of leaving 189 KiB each to the GC). At
-// most 16 reads wait with a big buffer (`bigReads`: since which poll), the others with a small one:
-// a 256-byte first read lost a flood 15%; 32 cost 20.0, not 18.3 KiB a client after a 60 KB line.
-// The big ones come from one 1 MiB block (allocated apart: 43, not 18 KiB a client after a burst).
-const SMALL = 256, LARGE = 64 * 1024, MAX_POOLED = 8, CARRIAGE_RETURN = 0x0d, NEWLINE = 0x0a;
-const MAX_WAITING_BIG = 16, BLOCK_BYTES = MAX_WAITING_BIG * LARGE;
-const pool = new Map<number, Uint8Array<ArrayBuffer>[]>(), bigReads = new Map<object, number>();
+/** An idle reader holds this much buffer; it grows only for long lines or bursts. */
+const SMALL = 256;
+const LARGE = 64 * 1024;
+const CARRIAGE_RETURN = 0x0d;
+const NEWLINE = 0x0a;
+/**
+ * Buffers bigger than SMALL are lent by a pool that all readers share: 1,000 clients that each
+ * sent one long line then reuse a few, instead of leaving 189 KiB each to the garbage collector.
+ */
+const pool = new Map<number, Uint8Array<ArrayBuffer>[]>();
+const MAX_POOLED = 8; // buffers of each size
+/**
+ * At most this many reads wait with a big buffer (the busiest: a 256-byte first read cost a
+ * flood 15%), the others with a small one, so that clients that sent a burst and went quiet hold
+ * 1 MiB at most (16, not 32: 18.3 instead of 20.0 KiB a client after a 60 KB line).
+ */
+const MAX_WAITING_BIG = 16;
+/** Readers with a read in flight into a big buffer, and the poll count when it started. */
+const bigReads = new Map<object, number>();
+/** A read still pending after this many polls is waiting, not taking a flood's bytes. */
+const WAITING_AFTER_POLLS = 3;
+/**
+ * The big buffers are cut from one 1 MiB block, made on first need: allocated one by one among
+ * everything else, they left memory around them unusable (43 instead of 18 KiB a client).
+ */
 let block: Uint8Array<ArrayBuffer>[] | undefined;
+const BLOCK_BYTES = MAX_WAITING_BIG * LARGE;
 
+/** How many big reads have been waiting (up to MAX_WAITING_BIG: no need to count further). */
 function waitingBig(): number {
-  const now = polls;
   let n = 0;
-  for (const since of bigReads.values()) if (now > since + 3 && ++n === MAX_WAITING_BIG) break;
+  for (const since of bigReads.values()) {
+    if (polls > since + WAITING_AFTER_POLLS) n++;
+    if (n === MAX_WAITING_BIG) break;
+  }
   return n;
 }
 
@@ -230,7 +269,10 @@ function borrow(size: number): Uint8Array<ArrayBuffer> {
 }
 
 function giveBack(buffer: Uint8Array<ArrayBuffer>): void {
-  if (buffer.buffer.byteLength === BLOCK_BYTES) return void block!.push(buffer);
+  if (buffer.buffer.byteLength === BLOCK_BYTES) {
+    block!.push(buffer);
+    return;
+  }
   if (buffer.length <= SMALL || buffer.length > LARGE) return;
   const spare = pool.get(buffer.length);
   if (spare === undefined) pool.set(buffer.length, [buffer]);

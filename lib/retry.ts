@@ -1,7 +1,8 @@
 /**
  * Connecting while a server may still be starting: retries with exponential
- * backoff and jitter, only for what waiting cures (refused, timed out,
- * reset); an unknown host or a missing permission fails at once.
+ * backoff and jitter, only for what waiting may cure (refused, reset,
+ * aborted, timed out, unreachable); an unknown host or a missing permission
+ * fails at once.
  *
  * @example
  * ```ts
@@ -17,22 +18,34 @@ import { formatAddress, paint, plural } from "./text.ts";
 
 /** Why an attempt failed and what happens next. */
 export interface RetryInfo {
-  /** 1 for the first attempt. */ attempt: number;
-  /** The error of that attempt. */ error: Error;
-  /** The wait before the next attempt; `undefined` after the last. */ delayMs: number | undefined;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** The error of that attempt. */
+  error: Error;
+  /** The wait before the next attempt; `undefined` after the last. */
+  delayMs: number | undefined;
 }
 
 /** Options for {@linkcode connectWithRetry}; times are in milliseconds. */
 export interface ConnectWithRetryOptions {
-  /** Host name or address to connect to. */ hostname: string;
-  /** TCP port to connect to. */ port: number;
-  /** How many attempts in all, at least 1. Default 5. */ attempts?: number;
-  /** The wait after the first failure; it doubles after each. Default 200. */ baseDelayMs?: number;
-  /** The longest wait between attempts. Default 5000. */ maxDelayMs?: number;
-  /** Ends a stalled attempt after this; 0: never. Default 10 000. */ connectTimeoutMs?: number;
-  /** Stops waiting and connecting at once; rejects with its reason. */ signal?: AbortSignal;
-  /** Told of each failed attempt, e.g. `reportAttempt(5)`. */ onRetry?: (info: RetryInfo) => void;
-  /** Follows a refusal in the final error: how to start the server. */ hint?: string;
+  /** Host name or address to connect to. */
+  hostname: string;
+  /** TCP port to connect to. */
+  port: number;
+  /** How many attempts in all, at least 1. Default 5. */
+  attempts?: number;
+  /** The wait after the first failure; it doubles after each. Default 200. */
+  baseDelayMs?: number;
+  /** The longest wait between attempts. Default 5000. */
+  maxDelayMs?: number;
+  /** Ends a stalled attempt after this; 0: never. Default 10 000. */
+  connectTimeoutMs?: number;
+  /** Stops waiting and connecting at once; rejects with its reason. */
+  signal?: AbortSignal;
+  /** Told of each failed attempt, e.g. `reportAttempt(5)`. */
+  onRetry?: (info: RetryInfo) => void;
+  /** Follows a refusal in the final error: how to start the server. */
+  hint?: string;
   /** The connect function; tests replace it. Default `Deno.connect`. */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
@@ -83,8 +96,14 @@ export async function connectWithRetry(options: ConnectWithRetryOptions): Promis
 /** Waits `ms` milliseconds; rejects with the signal's reason if it aborts first. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onAbort = () => (clearTimeout(timer), reject(signal!.reason));
-    const timer = setTimeout(() => (signal?.removeEventListener("abort", onAbort), resolve()), ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener("abort", onAbort, { once: true });
   });

@@ -5,11 +5,11 @@
  * owns the loop. Lines go to `say`: `console.log`, or `log` (log.ts) for a
  * server of many clients.
  *
- * @example A deadline: a read cannot be cancelled, so a watchdog closes the connection
+ * @example An idle clock: a server's `onIdle` closes the connection (a read cannot be cancelled)
  * ```ts
  * import { IdleClock } from "./server.ts";
  * const clock = new IdleClock(50, () => console.log("idle"));
- * clock.restart(); // "idle" some 50-60 ms later, unless restarted or stopped
+ * clock.restart(); // "idle" 50 to 63 ms later, unless restarted or stopped
  * await new Promise((resolve) => setTimeout(resolve, 100));
  * ```
  *
@@ -48,7 +48,8 @@ export async function whyCannotListen(
 ): Promise<Error> {
   let accepted: boolean | undefined;
   if (err instanceof Deno.errors.AddrInUse) {
-    const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+    const loopback: Record<string, string> = { "0.0.0.0": "127.0.0.1", "::": "::1" };
+    const host = loopback[hostname] ?? hostname; // a wildcard is reached through loopback
     try {
       (await Deno.connect({ hostname: host, port, signal: AbortSignal.timeout(1000) })).close();
       accepted = true;

@@ -48,13 +48,7 @@ export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
     }
     // A lead byte says how long its sequence is; the strict decoder refuses
     // overlong forms, surrogates and anything past U+10FFFF.
-    const n = b >= 0xc2 && b <= 0xdf
-      ? 2
-      : b >= 0xe0 && b <= 0xef
-      ? 3
-      : b >= 0xf0 && b <= 0xf4
-      ? 4
-      : 0;
+    const n = sequenceLength(b);
     let char: string | undefined;
     try {
       if (n > 0 && i + n <= bytes.length) char = STRICT_UTF8.decode(bytes.subarray(i, i + n));
@@ -69,6 +63,14 @@ export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
     i += n;
   }
   return end < bytes.length ? `${out}... (${bytes.length} bytes)` : out;
+}
+
+/** How many bytes the UTF-8 sequence that starts with `b` has; 0 if `b` cannot start one. */
+function sequenceLength(b: number): number {
+  if (b >= 0xc2 && b <= 0xdf) return 2;
+  if (b >= 0xe0 && b <= 0xef) return 3;
+  if (b >= 0xf0 && b <= 0xf4) return 4;
+  return 0;
 }
 
 const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });

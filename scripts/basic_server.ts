@@ -43,6 +43,7 @@ import {
   whyCannotListen,
   whyClientFailed,
 } from "../lib/server.ts";
+import { log, logError } from "../lib/log.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
@@ -81,19 +82,19 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  stopOnSignal("basic_server", listener, clients); // Ctrl+C: stop, let the answer finish, exit 0
+  stopOnSignal("basic_server", listener, clients, log); // Ctrl+C: stop, let the answer finish, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
-  console.log("Server is running, waiting for connections...");
+  log("Server is running, waiting for connections...");
 
   while (true) {
     let conn: Deno.TcpConn;
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       break; // Ctrl+C closed the listener
     }
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    if (args.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     await answer(conn); // one client at a time: the next waits in the backlog
   }
 });
@@ -111,17 +112,17 @@ async function answer(conn: Deno.TcpConn): Promise<void> {
     const message = await new LineReader(conn, { maxLine: args["max-line"], signal: stop })
       .readLine();
     if (message === null) {
-      console.log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
+      log(`${peer} ${stop.aborted ? "closed at shutdown" : "sent nothing"}`);
       return;
     }
     idle?.restart(); // the message is in: now --timeout for taking the answer
-    console.log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+    log(`${peer}: ${showBytes(message, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
     // One write for the whole answer; each byte the client takes restarts its clock.
     await writeAll(conn, concatBytes([RECEIVED, message, NEWLINE]), idle);
   } catch (err) {
     // Like the line servers, say why before hanging up.
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
-    if (!stop.aborted) console.log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`); // one line, then the next client
   } finally {
     idle?.stop();
     clients.close(conn);

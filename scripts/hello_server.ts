@@ -46,6 +46,7 @@ import {
   whyCannotListen,
   whyClientFailed,
 } from "../lib/server.ts";
+import { log, logError } from "../lib/log.ts";
 import { formatAddress, LOG_PREVIEW, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
@@ -75,7 +76,7 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  stopOnSignal("hello_server", listener, clients); // Ctrl+C: stop, let the client finish, exit 0
+  stopOnSignal("hello_server", listener, clients, log); // Ctrl+C: stop, let the client finish, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
 
   while (true) {
@@ -83,15 +84,15 @@ await runMain(async () => {
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       break; // Ctrl+C closed the listener
     }
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    if (args.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     const stopped = await greet(conn); // one client at a time
     if (!args.forever && !stopped) {
       // Like the seed: one client, then exit. (Ctrl+C, had it come, prints its own last line.)
       listener.close();
-      console.log(shutDownLine("hello_server", 0));
+      log(shutDownLine("hello_server", 0));
       break;
     }
   }
@@ -104,17 +105,17 @@ async function greet(conn: Deno.TcpConn): Promise<boolean> {
   // Never restarted, so a deadline: greeting and answer together get --timeout,
   // however the client trickles.
   const deadline = closeWhenIdleFor(conn, secondsToMs(args.timeout));
-  console.log(`New client joined: ${peer}`);
+  log(`New client joined: ${peer}`);
   try {
     await writeAll(conn, HELLO);
     const answer = await new LineReader(conn, { signal: stop }).readLine(); // up to its \n, or its end
     if (answer === null) {
-      console.log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
-    } else console.log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
+      log(`${peer} ${stop.aborted ? "closed at shutdown" : "left without a word"}`);
+    } else log(`Client: ${showBytes(answer, LOG_PREVIEW)}`); // escaped: the peer's bytes must not drive the terminal
   } catch (err) {
     // Like the line servers, say why before hanging up.
     if (err instanceof LineTooLongError) await writeAll(conn, LINE_TOO_LONG).catch(() => {});
-    if (!stop.aborted) console.log(`${peer}: ${whyClientFailed(err, deadline)}`); // one line, then the next client
+    if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, deadline)}`); // one line, then the next client
   } finally {
     deadline?.stop();
     clients.close(conn);

@@ -50,7 +50,8 @@ import {
   whyCannotListen,
   whyClientFailed,
 } from "../lib/server.ts";
-import { onStopSignal } from "../lib/signals.ts";
+import { exitSoon, onStopSignal } from "../lib/signals.ts";
+import { log, logError } from "../lib/log.ts";
 import { formatAddress } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
@@ -78,8 +79,8 @@ await runMain(async () => {
   // Ctrl+C (or SIGTERM, SIGHUP) at the prompt: nothing listens yet, so nothing
   // to drain; end the prompt's line, say so, exit 0.
   const removePromptStop = onStopSignal(() => {
-    console.log("\ntcp_server: stopped at the prompt, before listening");
-    Deno.exit(0);
+    log("\ntcp_server: stopped at the prompt, before listening");
+    exitSoon(0, 300); // after the line, unless nobody reads it
   });
   const port = args.port ??
     await ask("tcp_server", "Enter the local port: ", parsePort, "a port from 0 to 65535");
@@ -91,19 +92,19 @@ await runMain(async () => {
     throw await whyCannotListen(err, args.host, port); // names the address
   }
   removePromptStop(); // from here Ctrl+C stops the server: let the client finish, last line
-  stopOnSignal("tcp_server", listener, clients);
+  stopOnSignal("tcp_server", listener, clients, log);
   console.log(`listening on ${formatAddress(listener.addr)}`);
-  console.log(`waiting for ${args.size}-byte messages`);
+  log(`waiting for ${args.size}-byte messages`);
 
   while (true) {
     let conn: Deno.TcpConn;
     try {
       conn = await listener.accept();
     } catch (err) {
-      if (await acceptAgain(err)) continue; // a client reset in the backlog: take the next
+      if (await acceptAgain(err, log)) continue; // a client reset in the backlog: take the next
       break; // Ctrl+C closed the listener
     }
-    if (args.trace) traceConn(conn); // --trace: print every read and write on it
+    if (args.trace) traceConn(conn, { print: logError }); // --trace: print every read and write on it
     await receive(conn); // one client at a time: the next waits in the backlog
   }
 });
@@ -118,12 +119,12 @@ async function receive(conn: Deno.TcpConn): Promise<void> {
   try {
     // Throws "connection closed after N of 32 bytes" if the client leaves early.
     const message = await readExact(conn, args.size);
-    console.log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
+    log(`${peer} sent ${message.length} bytes: ${toHex(message)}`);
   } catch (err) {
     if (stop.aborted) return; // Ctrl+C closed it: not the client's fault
     if (deadline?.expired) {
-      console.log(`${peer}: not all ${args.size} bytes within ${args.timeout} s, disconnected`);
-    } else console.log(`${peer}: ${whyClientFailed(err)}`); // one line, then the next client
+      log(`${peer}: not all ${args.size} bytes within ${args.timeout} s, disconnected`);
+    } else log(`${peer}: ${whyClientFailed(err)}`); // one line, then the next client
   } finally {
     deadline?.stop();
     clients.close(conn);

@@ -123,6 +123,7 @@ async function serveWithUnreadOutput(
   args: string[],
   unread: "stdout" | "stderr",
   clients: number,
+  line = "hello",
 ): Promise<void> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [...taskCommand(task), "--port", "0", ...args],
@@ -156,7 +157,7 @@ async function serveWithUnreadOutput(
   };
   const reading = unread === "stdout" ? drain(child.stderr.getReader()) : drain(stdout);
   try {
-    const hello = encoder.encode("hello\n");
+    const hello = encoder.encode(`${line}\n`);
     const buf = new Uint8Array(64);
     const t0 = performance.now();
     for (let i = 0; i < clients; i++) {
@@ -205,4 +206,14 @@ Deno.test("socket_server_with_select --trace keeps serving, and stops on SIGTERM
 
 Deno.test("socket_server_threads keeps serving, and stops on SIGTERM, while nobody reads its stdout", async () => {
   await serveWithUnreadOutput("socket_server_threads", [], "stdout", 1500);
+});
+
+// The one-client servers log through the same queue: a reader that stalls must not freeze them
+// either (console.log would: hello_server stopped answering at client 257 and ignored SIGTERM).
+Deno.test("hello_server --forever keeps serving, and stops on SIGTERM, while nobody reads its stdout", async () => {
+  await serveWithUnreadOutput("hello_server", ["--forever"], "stdout", 1000, "x".repeat(200));
+});
+
+Deno.test("basic_server --trace keeps serving, and stops on SIGTERM, while nobody reads its stderr", async () => {
+  await serveWithUnreadOutput("basic_server", ["--trace"], "stderr", 600, "x".repeat(200));
 });
