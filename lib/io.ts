@@ -114,15 +114,13 @@ export class LineReader {
   #scanned = 0; // [#start, #scanned) holds no newline
   #eof = false;
   #error: unknown;
-  #stop: () => void = () => {};
-  readonly #stopped: Promise<null>;
+  #wake: ((n: null) => void) | undefined; // ends the wait for the read in flight (close())
 
   /** Reads lines from `reader` (a `Deno.Conn`, `Deno.stdin`...). */
   constructor(reader: Reader, options: LineReaderOptions = {}) {
     this.#reader = reader;
     this.#maxLine = options.maxLine ?? 64 * 1024;
     this.#requireNewline = options.requireNewline ?? false;
-    this.#stopped = new Promise((resolve) => this.#stop = () => resolve(null));
     if (options.signal?.aborted) this.close();
     options.signal?.addEventListener("abort", () => this.close(), { once: true });
   }
@@ -155,9 +153,14 @@ export class LineReader {
       }
       this.#makeRoom();
       const read = this.#reader.read(this.#buf.subarray(this.#end));
-      read.catch(() => {}); // (it may fail after a close stopped our wait)
       try {
-        const n = await Promise.race([read, this.#stopped]);
+        // A promise per read that close() can end: racing one long-lived promise instead would
+        // leave a reaction on it per read (310 bytes a line, for as long as the reader lives).
+        const n = await new Promise<number | null>((resolve, reject) => {
+          this.#wake = resolve;
+          read.then(resolve, reject); // after a close, its result or failure is ignored
+        });
+        this.#wake = undefined;
         if (this.#eof) return null; // closed while waiting: a half-received line is not a line
         if (n === null) this.#eof = true;
         else this.#end += n;
@@ -176,7 +179,7 @@ export class LineReader {
   close(): void {
     this.#eof = true;
     this.#start = this.#scanned = this.#end;
-    this.#stop();
+    this.#wake?.(null);
   }
 
   #line(start: number, end: number): Uint8Array {
