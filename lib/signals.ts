@@ -42,10 +42,14 @@ export async function runExitHooks(ms: number): Promise<boolean> {
   return done;
 }
 
-/** Runs the `beforeExit` hooks for up to `ms`, then exits with `code`. */
+/** The code the exit under way will have: a forced exit that comes during a clean one wins. */
+let exitCode: number | undefined;
+
+/** Runs the `beforeExit` hooks for up to `ms`, then exits with `code` (the higher, if called twice). */
 export async function exitSoon(code: number, ms: number): Promise<never> {
+  exitCode = Math.max(exitCode ?? code, code);
   await runExitHooks(ms);
-  Deno.exit(code);
+  Deno.exit(exitCode);
 }
 
 /** Options for {@linkcode onStopSignal}: the last line of a forced exit. */

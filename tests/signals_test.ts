@@ -83,3 +83,27 @@ Deno.test("forcedExitLine names the signal and who is cut off", () => {
   assert.equal(forcedExitLine("SIGTERM"), "second stop signal (SIGTERM), exiting at once");
   assert.equal(EXIT_INTERRUPTED, 130);
 });
+
+Deno.test("a second signal while a clean exit still flushes its log exits 130, as its last line says", async () => {
+  // The first signal's exit waits for a hook (a log nobody reads yet) that finishes 50 ms after
+  // the second signal, as a reader coming back would: both exits then end together.
+  const code = `
+    import { beforeExit, exitSoon, onStopSignal } from "${SIGNALS}";
+    let signals = 0;
+    const flushed = new Promise((resolve) => {
+      Deno.addSignalListener("SIGINT", () => ++signals === 2 && setTimeout(resolve, 50));
+    });
+    beforeExit(() => flushed);
+    onStopSignal(() => exitSoon(0, 1800), { name: "child" });
+    console.log("ready");
+    setTimeout(() => Deno.exit(3), 5000);
+  `;
+  const proc = new Running(["eval", code], "null");
+  await proc.stdout.waitFor("ready");
+  proc.kill("SIGINT");
+  await new Promise((resolve) => setTimeout(resolve, 500)); // later than one Ctrl+C delivered twice
+  proc.kill("SIGINT");
+  const done = await proc.finished();
+  assert.match(done.stdout, /child: second Ctrl\+C, exiting at once/);
+  assert.equal(done.code, EXIT_INTERRUPTED, done.stdout + done.stderr);
+});
