@@ -80,7 +80,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
       continue;
     }
     // `--port --trace` took "--trace" as the port; `--port -1` is a (bad) number, checked below.
-    const looksLikeFlag = NUMERIC[o.kind] ? /^-\D/ : /^-./s;
+    const looksLikeFlag = NUMERIC[o.kind] ? /^-[^\d.]/ : /^-./s;
     if (t.value === undefined || (!t.inlineValue && looksLikeFlag.test(t.value))) {
       fail(`option ${t.rawName} needs a value`);
     }
@@ -94,8 +94,8 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
     if (NUMERIC[o.kind]) {
       out[name] = checkNumber(spec.name, name, o, raw);
     } else if (o.kind === "host") {
-      if (!raw.trim()) fail(`--${name} needs a host name or address`);
       out[name] = raw.replace(/^\[(.*)\]$/s, "$1"); // [::1] is ::1
+      if (!(out[name] as string).trim()) fail(`--${name} needs a host name or address`);
     } else {
       out[name] = raw;
     }

@@ -10,7 +10,7 @@
  */
 
 import { usageError } from "./cli.ts";
-import { LineReader, writeAll } from "./io.ts";
+import { LineReader, LineTooLongError, writeAll } from "./io.ts";
 
 let stdinLines: LineReader | undefined;
 
@@ -28,7 +28,10 @@ export async function ask<T>(
   const interactive = Deno.stdin.isTerminal();
   while (true) {
     await writeAll(Deno.stdout, new TextEncoder().encode(question));
-    const line = await stdinLines.readLine();
+    const line = await stdinLines.readLine().catch((err) => {
+      if (!(err instanceof LineTooLongError)) throw err;
+      usageError(script, `the answer to '${question.trim()}' is longer than 4096 bytes`);
+    });
     if (!interactive) console.log(); // the answer was not echoed: end the prompt's line
     if (line === null) usageError(script, `no answer to '${question.trim()}' (stdin ended)`);
     const answer = new TextDecoder().decode(line).trim();

@@ -116,16 +116,19 @@ Deno.test("startHint names the port unless it is the server's default", () => {
 });
 
 Deno.test("parseCli in a script: --help exits 0, a bad value exits 2 with one error line", async () => {
-  const [help, ok, negative, badPort, tooBig, unknown, missing, positional] = await Promise.all([
-    evaluate(SCRIPT, ["--help"]),
-    evaluate(SCRIPT, ["-p", "0", "--timeout", ".5", "--count", "5"]),
-    evaluate(SCRIPT, ["--port", "-1"]),
-    evaluate(SCRIPT, ["--port", "abc"]),
-    evaluate(SCRIPT, ["--timeout", "86401"]),
-    evaluate(SCRIPT, ["--colour"]),
-    evaluate(SCRIPT, ["--count"]),
-    evaluate(SCRIPT, ["extra"]),
-  ]);
+  const [help, ok, negative, badPort, tooBig, unknown, missing, positional, fraction, flagAsValue] =
+    await Promise.all([
+      evaluate(SCRIPT, ["--help"]),
+      evaluate(SCRIPT, ["-p", "0", "--timeout", ".5", "--count", "5"]),
+      evaluate(SCRIPT, ["--port", "-1"]),
+      evaluate(SCRIPT, ["--port", "abc"]),
+      evaluate(SCRIPT, ["--timeout", "86401"]),
+      evaluate(SCRIPT, ["--colour"]),
+      evaluate(SCRIPT, ["--count"]),
+      evaluate(SCRIPT, ["extra"]),
+      evaluate(SCRIPT, ["--timeout", "-.5"]),
+      evaluate(SCRIPT, ["--count", "--help"]),
+    ]);
   assert.equal(help.code, 0, help.stderr);
   assert.match(help.stdout, /^Answers lines\.\n\nUsage: demo_server \[options\]/);
   assert.match(help.stdout, /-p, --port PORT +TCP port \(default 8888\)/);
@@ -147,6 +150,8 @@ Deno.test("parseCli in a script: --help exits 0, a bad value exits 2 with one er
   usage(unknown, "unknown option --colour");
   usage(missing, "option --count needs a value");
   usage(positional, "unexpected argument extra");
+  usage(fraction, "invalid --timeout '-.5': expected a number of seconds from 0 to 86400");
+  usage(flagAsValue, "option --count needs a value");
 });
 
 Deno.test("runMain: a failure is one error line, exit 1 (2 for a usage CliError), no stack", async () => {

@@ -61,3 +61,12 @@ Deno.test("ask from a pipe: a bad answer or no answer is a usage error (exit 2)"
   assert.equal(short.stdout, "Enter the local port: \nAnd another: \n");
   assert.match(short.stderr, /no answer to 'And another:'/);
 });
+
+Deno.test("ask from a pipe: an answer over 4096 bytes is a usage error that names the question", async () => {
+  const long = await askTwice("1".repeat(5000) + "\n");
+  assert.equal(long.code, 2);
+  assert.equal(
+    long.stderr,
+    "error: the answer to 'Enter the local port:' is longer than 4096 bytes (see demo --help)\n",
+  );
+});
