@@ -150,7 +150,7 @@ export type AttemptsFlag = typeof ATTEMPTS_FLAG;
 /** An `onRetry` that prints `attempt 1/5 failed: WHY; retrying in 213 ms` (`print`: for tests). */
 export function reportAttempt(
   attempts: number,
-  print: (line: string) => void = (line) => console.error(paint("dim", line)), // stdout: results
+  print: (line: string) => void = (line) => console.error(paint("dim", line, "stderr")), // stdout: results
 ): (info: RetryInfo) => void {
   return ({ attempt, error, delayMs }) => {
     const next = delayMs === undefined ? "" : `; retrying in ${delayMs} ms`;

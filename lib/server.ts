@@ -2,8 +2,8 @@
  * What a server calls, by name, to be robust, while its own text keeps the
  * socket calls: `Deno.listen`, the `accept()` loop, each client's reads,
  * writes and `close` (the skeleton: scripts/socket_server.ts). Nothing here
- * owns the loop. Lines go to `say`: `console.log`, or `log` (log.ts) for a
- * server of many clients.
+ * owns the loop. Lines go to `say`: `console.log`, or, in every server here,
+ * `log` (log.ts), which never waits for a reader.
  *
  * @example An idle clock: a server's `onIdle` closes the connection (a read cannot be cancelled)
  * ```ts

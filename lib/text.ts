@@ -22,11 +22,18 @@ export function formatAddress(addr: Deno.Addr): string {
   return `${host}:${addr.port}`;
 }
 
-const COLOR = Deno.stdout.isTerminal() && !Deno.noColor;
+const COLOR = {
+  stdout: Deno.stdout.isTerminal() && !Deno.noColor,
+  stderr: Deno.stderr.isTerminal() && !Deno.noColor,
+};
 
-/** `text` in colour at a terminal; plain in a pipe or with `NO_COLOR`. */
-export function paint(style: Parameters<typeof styleText>[0], text: string): string {
-  return COLOR ? styleText(style, text, { validateStream: false }) : text;
+/** `text` in colour when `to` (stdout unless told) is a terminal; plain in a pipe or with `NO_COLOR`. */
+export function paint(
+  style: Parameters<typeof styleText>[0],
+  text: string,
+  to: "stdout" | "stderr" = "stdout",
+): string {
+  return COLOR[to] ? styleText(style, text, { validateStream: false }) : text;
 }
 
 /**

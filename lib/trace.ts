@@ -1,9 +1,9 @@
 /**
  * `--trace`: every read and write on one connection, printed as it happens,
  * because the bugs TCP invites are invisible in the code. `printf 'hel'`, a
- * pause, then `printf 'lo\nwor'` arrive as two reads, the second holding the
+ * pause, then `printf 'lo\nwor'` may arrive as two reads, the second holding the
  * end of one line and the start of the next; a write past a full send buffer
- * takes part of the bytes (`write took 65536 of 100000 B`). The time counts
+ * takes part of the bytes (`write took 65536 of 100000 B: the send buffer is full`). The time counts
  * from `accept()` or `connect()`; bytes are escaped, 64 at most:
  *
  * ```text
@@ -43,7 +43,7 @@ export type TraceableConn = Pick<
 
 /** Options for {@linkcode traceConn}. */
 export interface TraceOptions {
-  /** Where each line goes (default `console.error`; a server of many clients passes `logError`). */
+  /** Where each line goes (default `console.error`; a server passes `logError`, which never waits). */
   print?: (line: string) => void;
   /** The clock in ms (default `performance.now`). */
   now?: () => number;

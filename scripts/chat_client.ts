@@ -100,7 +100,7 @@ if (args.name !== undefined && /[\r\n]/.test(args.name)) {
   );
 }
 
-const status = (text: string) => console.error(paint("dim", text));
+const status = (text: string) => console.error(paint("dim", text, "stderr"));
 let sent = 0;
 let received = 0;
 const summary = () => status(`sent ${sent} line(s), received ${received} line(s)`);

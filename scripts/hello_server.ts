@@ -76,7 +76,7 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  stopOnSignal("hello_server", listener, clients, log); // Ctrl+C: stop, let the client finish, exit 0
+  stopOnSignal("hello_server", listener, clients, log); // Ctrl+C: stop waiting for the answer, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
 
   while (true) {

@@ -235,7 +235,7 @@ await runMain(async () => {
       if (session.link === null) {
         const text =
           `${session.why}: reconnecting, so that a late reply cannot pass for the next one`;
-        logError(paint("dim", text));
+        logError(paint("dim", text, "stderr"));
         session.link = await connect();
       }
       const message = `ping / ('${timestamp()}', ${value})`;

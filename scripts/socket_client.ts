@@ -141,7 +141,7 @@ await runMain(async () => {
   if (args.trace) traceConn(conn); // --trace: print every read and write on it
   // Each message is one small write: send it now, don't let Nagle hold it for more bytes.
   conn.setNoDelay(true);
-  console.error(paint("dim", `connected to ${target}`));
+  console.error(paint("dim", `connected to ${target}`, "stderr"));
   // requireNewline: a reply is complete only once its `\n` has arrived.
   const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
   // --timeout: a read cannot be cancelled, so a timer closes the connection

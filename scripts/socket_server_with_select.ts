@@ -10,7 +10,8 @@
  * connection has bytes. So each client is just an async function, written as
  * if it were alone, and `accept()` keeps running beside them. This file is
  * socket_server.ts with one `await` taken out (`serve(conn)`, not
- * `await serve(conn)`) and a cap added: `diff` the two (lesson 5). Nothing here
+ * `await serve(conn)`) and a cap added (besides its name, `--quiet`, and a
+ * longer default `--idle-timeout`): `diff` the two (lesson 5). Nothing here
  * blocks: a silent client costs a pending read and a 256-byte buffer (grown
  * only for long lines or bursts), so thousands can wait at once.
  *
