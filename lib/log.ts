@@ -69,10 +69,15 @@ async function drain(): Promise<void> {
       let size = queue[first].bytes.length;
       while (
         end < queue.length && queue[end].out === out && size + queue[end].bytes.length <= CHUNK
-      ) size += queue[end++].bytes.length;
+      ) {
+        size += queue[end].bytes.length;
+        end++;
+      }
       const chunk = new Uint8Array(size);
-      for (let i = first, at = 0; i < end; at += queue[i++].bytes.length) {
+      let at = 0;
+      for (let i = first; i < end; i++) {
         chunk.set(queue[i].bytes, at);
+        at += queue[i].bytes.length;
       }
       try {
         await writeFully(out, chunk);
@@ -85,7 +90,10 @@ async function drain(): Promise<void> {
       }
       first = end;
       queued -= size;
-      if (first > 1024 && first * 2 > queue.length) [queue, first] = [queue.slice(first), 0];
+      if (first > 1024 && first * 2 > queue.length) {
+        queue = queue.slice(first); // forget the lines written, now and then
+        first = 0;
+      }
       if (queued < HIGH_WATER / 2) wakeWaiters();
       if (first === queue.length && dropped > 0) {
         // The reader is back: say what it missed, once.
