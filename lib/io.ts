@@ -85,23 +85,10 @@ export interface LineReaderOptions {
  * until the next call. It uses `read()`, not `conn.readable`, which closes the
  * whole conn at end of stream: a client that half-closed still gets replies.
  *
- * @example
- * ```ts
+ * @example Every line typed (or piped) into the program
+ * ```ts ignore
  * import { LineReader } from "./io.ts";
- * const bytes = new TextEncoder().encode("a\nb\r\nc"); // arrives in one read
- * let sent = false;
- * const source = {
- *   read(p: Uint8Array): Promise<number | null> {
- *     if (sent) return Promise.resolve(null);
- *     p.set(bytes);
- *     sent = true;
- *     return Promise.resolve(bytes.length);
- *   },
- * };
- * for await (const line of new LineReader(source)) console.log(new TextDecoder().decode(line));
- * // a
- * // b
- * // c
+ * for await (const line of new LineReader(Deno.stdin)) console.log(line.length); // or a Deno.Conn
  * ```
  */
 export class LineReader {
