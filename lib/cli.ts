@@ -46,8 +46,17 @@ export type Parsed<T extends Record<string, OptionSpec>> = {
     : (T[K]["kind"] extends "string" | "host" ? string : number) | undefined;
 };
 
-/** A script's `name` (as in `deno task NAME`), `--help` summary, flags, `args` (`Deno.args`). */
-export type CliSpec<T> = { name: string; summary: string; options: T; args?: string[] };
+/**
+ * A script's `name` (as in `deno task NAME`), `--help` summary, flags, `args` (`Deno.args`), and
+ * `operands`: the name in `--help` of the arguments it takes after its flags (`FILE...`), if any.
+ */
+export type CliSpec<T> = {
+  name: string;
+  summary: string;
+  options: T;
+  args?: string[];
+  operands?: string;
+};
 
 // [pattern, what an error expects, max]. Over a day is a typo; timers past 2^31 ms fire at once.
 const NUMERIC: Record<string, [RegExp, string, number]> = {
@@ -61,7 +70,9 @@ export const secondsToMs = (seconds: number): number | undefined =>
   seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : undefined;
 
 /** Parses a script's flags (see the module's example), or prints help (exit 0) or an error (2). */
-export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>): Parsed<T> {
+export function parseCli<T extends Record<string, OptionSpec>>(
+  spec: CliSpec<T>,
+): Parsed<T> & { operands: string[] } {
   const fail: (message: string) => never = (message) => usageError(spec.name, message);
   const help: OptionSpec = { kind: "boolean", short: "h", help: "show this help and exit" };
   const flags: [string, OptionSpec][] = Object.entries({ ...spec.options, help });
@@ -72,7 +83,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
   // Checked below, not by `strict`, which takes the value in `--port -1` for another flag.
   const parsed = parseArgs({ args: spec.args ?? Deno.args, options, strict: false, tokens: true });
   for (const t of parsed.tokens) {
-    if (t.kind === "positional") fail(`unexpected argument ${t.value}`);
+    if (t.kind === "positional" && !spec.operands) fail(`unexpected argument ${t.value}`);
     if (t.kind !== "option") continue;
     const o = flags.find(([name]) => name === t.name)?.[1] ?? fail(`unknown option ${t.rawName}`);
     if (o.kind === "boolean") {
@@ -86,7 +97,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
     }
   }
   if (parsed.values.help) showHelp(spec, flags);
-  const out: Record<string, unknown> = {};
+  const out: Record<string, unknown> = { operands: parsed.positionals };
   for (const [name, o] of Object.entries(spec.options)) {
     const raw = parsed.values[name] as string | undefined;
     out[name] = o.default ?? (o.kind === "boolean" ? false : o.kind === "strings" ? [] : undefined);
@@ -100,7 +111,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(spec: CliSpec<T>)
       out[name] = raw;
     }
   }
-  return out as Parsed<T>;
+  return out as Parsed<T> & { operands: string[] };
 }
 
 /** The number in `raw`, or a usage error that says what was expected. */
@@ -118,7 +129,7 @@ function checkNumber(script: string, name: string, o: OptionSpec, raw: string): 
 export const parsePort = (text: string): number | undefined =>
   /^\d{1,5}$/.test(text.trim()) && Number(text) <= 65535 ? Number(text) : undefined;
 
-function showHelp({ name, summary }: CliSpec<unknown>, flags: [string, OptionSpec][]): never {
+function showHelp(spec: CliSpec<unknown>, flags: [string, OptionSpec][]): never {
   const rows = flags.map(([flag, o]) => {
     const type = o.kind === "integer" ? "N" : /string/.test(o.kind) ? "TEXT" : o.kind.toUpperCase();
     const left = `${o.short ? `-${o.short}, ` : "    "}--${flag}`;
@@ -129,9 +140,11 @@ function showHelp({ name, summary }: CliSpec<unknown>, flags: [string, OptionSpe
     const note = notes.some(Boolean) ? ` (${notes.filter(Boolean).join(", ")})` : "";
     return `  ${(left + value).padEnd(27)} ${o.help}${note}`;
   });
+  const { name, summary } = spec;
+  const operands = spec.operands ? ` ${spec.operands}` : "";
   const usage = name.includes("/") // a file outside scripts/ (naive/ok_server) has no task
     ? `${name}.ts [options]`
-    : `${name} [options]    (in the project: deno task ${name} [options])`;
+    : `${name} [options]${operands}    (in the project: deno task ${name} [options]${operands})`;
   console.log(`${summary}\n\nUsage: ${usage}\n\nOptions:\n${rows.join("\n")}`);
   Deno.exit(0);
 }
