@@ -38,8 +38,8 @@
  * - wait forever: `--idle-timeout` drops a client that sends nothing for
  *   that long (any content bytes restart it; a header must come whole).
  * After an `ERR` the server reads and drops what the client is still sending
- * for up to 1 s before it closes: closing with unread bytes sends a reset,
- * which could reach the client before it has read the `ERR`.
+ * for up to 1 s before it closes: a simple client sends a whole file before
+ * it reads a reply, and would otherwise fail with a broken pipe mid-send.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' --allow-read --allow-write scripts/file_server.ts
@@ -65,6 +65,7 @@ import { join } from "node:path";
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { readExact, UnexpectedEofError, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
+import { beforeExit } from "../lib/signals.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
@@ -101,6 +102,9 @@ const MAX_HEADER = 65_536;
 const CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
 const clients = new OpenClients(); // the ones Ctrl+C lets finish, then closes
+const unfinished = new Set<string>(); // temporary files being written
+// A transfer that Ctrl+C cuts off may not have removed its file yet when the server exits.
+beforeExit(() => Promise.all([...unfinished].map((path) => Deno.remove(path).catch(() => {}))));
 
 /** A reason to answer `ERR <reason>` and hang up. */
 class Refusal extends Error {}
@@ -187,7 +191,10 @@ async function readHeader(conn: Deno.Conn): Promise<{ name: string; size: number
     if (err instanceof UnexpectedEofError) throw err;
     throw new Refusal("the header is not UTF-8 JSON");
   }
-  const { name, size } = (typeof header === "object" && header) as Record<string, unknown>;
+  const { name, size } = (typeof header === "object" && header !== null ? header : {}) as Record<
+    string,
+    unknown
+  >;
   if (typeof name !== "string" || !Number.isSafeInteger(size) || (size as number) < 0) {
     throw new Refusal('the header must be {"name": "<file name>", "size": <bytes>}');
   }
@@ -221,6 +228,7 @@ async function receiveFile(
 ): Promise<string> {
   const temporary = join(args.dir, `.part-${crypto.randomUUID()}`);
   const file = await Deno.open(temporary, { createNew: true, write: true }).catch(cannotStore);
+  unfinished.add(temporary);
   const hash = createHash("sha256");
   try {
     for (let left = header.size; left > 0;) {
@@ -239,6 +247,7 @@ async function receiveFile(
       file.close();
     } catch { /* closed above */ }
     await Deno.remove(temporary).catch(() => {});
+    unfinished.delete(temporary);
   }
   return hash.digest("hex");
 }
