@@ -21,7 +21,7 @@
  * @module
  */
 
-import { beforeExit } from "./signals.ts";
+import { beforeExit } from "./exit.ts";
 
 /** The most bytes held for a reader that has stopped reading; later lines are dropped. */
 const MAX_QUEUED = 1024 * 1024;
