@@ -1,7 +1,6 @@
 /**
- * What runs before a program exits: the {@linkcode beforeExit} hooks (log.ts
- * flushes its queue there), run by `runMain` (cli.ts) and `exitSoon`
- * (signals.ts).
+ * What runs before a program exits: the {@linkcode beforeExit} hooks (log.ts flushes its queue
+ * there), run by `runMain` (cli.ts) and `exitSoon` (signals.ts).
  *
  * @example
  * ```ts
