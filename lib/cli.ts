@@ -22,13 +22,20 @@ export type OptionKind = "string" | "strings" | "boolean" | "host" | "port" | "i
 
 /** One flag of a script. */
 export interface OptionSpec {
-  /** How the value is read and checked. */ kind: OptionKind;
-  /** One-letter alias, e.g. `p` for `-p`. */ short?: string;
-  /** Used when the flag is absent. */ default?: string | number | boolean | string[];
-  /** One line for `--help`. */ help: string;
-  /** Smallest `integer` or `seconds` (default 0). */ min?: number;
-  /** Largest `integer` or `seconds`, shown in `--help` (default 1e9, or a day). */ max?: number;
-  /** Name of the value in `--help`, e.g. `N`. */ valueName?: string;
+  /** How the value is read and checked. */
+  kind: OptionKind;
+  /** One-letter alias, e.g. `p` for `-p`. */
+  short?: string;
+  /** Used when the flag is absent. */
+  default?: string | number | boolean | string[];
+  /** One line for `--help`. */
+  help: string;
+  /** Smallest `integer` or `seconds` (default 0). */
+  min?: number;
+  /** Largest `integer` or `seconds`, shown in `--help` (default 1e9, or a day). */
+  max?: number;
+  /** Name of the value in `--help`, e.g. `N`. */
+  valueName?: string;
 }
 
 /** The parsed flags: a flag without a default may be `undefined`. */

@@ -58,14 +58,16 @@ export async function writeAll(
 
 /** What stops a wait: an `AbortSignal`, or the lighter signal of `OpenClients.add` (server.ts). */
 export interface StopSignal {
-  /** True once it has aborted. */ readonly aborted: boolean;
+  /** True once it has aborted. */
+  readonly aborted: boolean;
   /** Calls `listener` when it aborts. */
   addEventListener(type: "abort", listener: () => void, options: { once: true }): void;
 }
 
 /** Options for {@linkcode LineReader}. */
 export interface LineReaderOptions {
-  /** The longest line, in bytes, without its `\r\n`. Default 64 KiB. */ maxLine?: number;
+  /** The longest line, in bytes, without its `\r\n`. Default 64 KiB. */
+  maxLine?: number;
   /** A stream that ends mid-line is a {@linkcode TruncatedLineError} (for replies, which end in `\n`). */
   requireNewline?: boolean;
   /** When it aborts, a waiting `readLine()` returns `null`, as if the peer had closed. */

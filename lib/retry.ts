@@ -20,15 +20,24 @@ export type RetryInfo = { attempt: number; error: Error; delayMs: number | undef
 
 /** Options for {@linkcode connectWithRetry}; times are in milliseconds. */
 export interface ConnectWithRetryOptions {
-  /** The server's host name or address. */ hostname: string;
-  /** Its TCP port. */ port: number;
-  /** How many attempts in all, at least 1. Default 5. */ attempts?: number;
-  /** The wait after the first failure; it doubles after each. Default 200. */ baseDelayMs?: number;
-  /** The longest wait between attempts. Default 5000. */ maxDelayMs?: number;
-  /** Ends a stalled attempt after this; 0: never. Default 10 000. */ connectTimeoutMs?: number;
-  /** Stops waiting and connecting at once; rejects with its reason. */ signal?: AbortSignal;
-  /** Told of each failed attempt, e.g. `reportAttempt(5)`. */ onRetry?: (info: RetryInfo) => void;
-  /** Follows a refusal in the final error: how to start the server. */ hint?: string;
+  /** The server's host name or address. */
+  hostname: string;
+  /** Its TCP port. */
+  port: number;
+  /** How many attempts in all, at least 1. Default 5. */
+  attempts?: number;
+  /** The wait after the first failure; it doubles after each. Default 200. */
+  baseDelayMs?: number;
+  /** The longest wait between attempts. Default 5000. */
+  maxDelayMs?: number;
+  /** Ends a stalled attempt after this; 0: never. Default 10 000. */
+  connectTimeoutMs?: number;
+  /** Stops waiting and connecting at once; rejects with its reason. */
+  signal?: AbortSignal;
+  /** Told of each failed attempt, e.g. `reportAttempt(5)`. */
+  onRetry?: (info: RetryInfo) => void;
+  /** Follows a refusal in the final error: how to start the server. */
+  hint?: string;
   /** The connect call, `Deno.connect` unless told (a script passes its own, tests a fake). */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }

@@ -44,7 +44,8 @@ export type TraceableConn = Pick<
 export interface TraceOptions {
   /** Where each line goes (default `console.error`; a server passes `logError`, which never waits). */
   print?: (line: string) => void;
-  /** The clock in ms (default `performance.now`). */ now?: () => number;
+  /** The clock in ms (default `performance.now`). */
+  now?: () => number;
 }
 
 /**
