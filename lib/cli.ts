@@ -13,9 +13,9 @@
  */
 
 import { parseArgs, styleText } from "node:util";
-import { runExitHooks } from "./signals.ts";
 import { showBytes } from "./text.ts";
 import { ReadTimeoutError } from "./io.ts";
+import { runExitHooks } from "./exit.ts";
 
 /** How a flag's value is read: `port` 0-65535, `integer` whole, `seconds` decimal. */
 export type OptionKind = "string" | "strings" | "boolean" | "host" | "port" | "integer" | "seconds";

@@ -1,21 +1,17 @@
 /**
- * Exact reads, complete writes and a line reader. TCP is a byte stream, not
- * a message queue: one `read()` returns whatever has arrived (1 byte or
- * 10,000), and one `write()` may take only part of what it was given. These
- * loop until the job is done. A read cannot be cancelled: close the conn.
+ * Exact reads, complete writes and a line reader. TCP is a byte stream, not a message queue: one
+ * `read()` returns whatever has arrived (1 byte or 10,000), and one `write()` may take only part of
+ * what it was given. These loop until the job is done. A read cannot be cancelled: close the conn.
  *
  * @example Read a 4-byte header, then write a reply in full
  * ```ts
  * import { readExact, writeAll } from "./io.ts";
  *
- * const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
- * const client = await Deno.connect({ port: listener.addr.port });
- * const server = await listener.accept();
+ * using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+ * using client = await Deno.connect({ port: listener.addr.port });
+ * using server = await listener.accept(); // all three closed at the end of the scope
  * await writeAll(client, new Uint8Array([1, 2, 3, 4]));
  * console.log(await readExact(server, 4)); // Uint8Array(4) [ 1, 2, 3, 4 ]
- * client.close();
- * server.close();
- * listener.close();
  * ```
  *
  * @module
@@ -45,9 +41,9 @@ export async function readExact(reader: Reader, n: number): Promise<Uint8Array> 
 }
 
 /**
- * Writes every byte: `write()` takes only part of a buffer when the kernel's
- * send buffer is full. With `progress` (an idle clock), each write that gets
- * bytes out restarts it: a slow reader is not an idle one.
+ * Writes every byte: `write()` takes only part of a buffer when the kernel's send buffer is full.
+ * With `progress` (an idle clock), each write that gets bytes out restarts it: a slow reader is not
+ * an idle one.
  */
 export async function writeAll(
   writer: Writer,
@@ -79,11 +75,10 @@ export interface LineReaderOptions {
 }
 
 /**
- * Splits a byte stream into lines, however the bytes arrive: the peer's raw
- * bytes without the `\n` (or `\r\n`), `null` at end of stream, where bytes
- * after the last `\n` are a last line. A line is a view into the buffer, good
- * until the next call. It uses `read()`, not `conn.readable`, which closes the
- * whole conn at end of stream: a client that half-closed still gets replies.
+ * Splits a byte stream into lines, however the bytes arrive: the peer's raw bytes without the `\n`
+ * (or `\r\n`), `null` at end of stream, where bytes after the last `\n` are a last line. A line
+ * is a view into the buffer, good until the next call. It uses `read()`, not `conn.readable`, which
+ * closes the whole conn at end of stream: a client that half-closed still gets replies.
  *
  * @example Every line typed (or piped) into the program
  * ```ts ignore
@@ -206,9 +201,7 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
 export function closeQuietly(resource: { close(): void }): void {
   try {
     resource.close();
-  } catch {
-    // Already closed.
-  }
+  } catch { /* already closed */ }
 }
 
 /** The peer closed before the bytes we needed arrived. */

@@ -9,7 +9,7 @@
  * holds the server to its reader's pace); once a write has made no progress
  * for 0.5 s the reader has stopped: the queue grows to 1 MiB, later lines are
  * dropped and counted, and the count is said once the output is read again.
- * Importing it makes the exits of signals.ts flush the queue first.
+ * Importing it registers the flush with exit.ts: `runMain`'s exit and signals.ts's run it first.
  *
  * @example
  * ```ts
@@ -21,7 +21,7 @@
  * @module
  */
 
-import { beforeExit } from "./signals.ts";
+import { beforeExit } from "./exit.ts";
 
 /** The most bytes held for a reader that has stopped reading; later lines are dropped. */
 const MAX_QUEUED = 1024 * 1024;

@@ -1,8 +1,7 @@
 /**
- * Connecting while a server may still be starting: retries with exponential
- * backoff and jitter, only for what waiting may cure (refused, reset,
- * aborted, timed out, unreachable); an unknown host or a missing permission
- * fails at once.
+ * Connecting while a server may still be starting: retries with exponential backoff and jitter,
+ * only for what waiting may cure (refused, reset, aborted, timed out, unreachable); an unknown
+ * host or a missing permission fails at once.
  *
  * @example
  * ```ts
@@ -16,21 +15,14 @@
 
 import { formatAddress, paint, plural } from "./text.ts";
 
-/** Why an attempt failed and what happens next. */
-export interface RetryInfo {
-  /** 1 for the first attempt. */
-  attempt: number;
-  /** The error of that attempt. */
-  error: Error;
-  /** The wait before the next attempt; `undefined` after the last. */
-  delayMs: number | undefined;
-}
+/** A failed attempt (1 for the first), its error, the wait before the next (none after the last). */
+export type RetryInfo = { attempt: number; error: Error; delayMs: number | undefined };
 
 /** Options for {@linkcode connectWithRetry}; times are in milliseconds. */
 export interface ConnectWithRetryOptions {
-  /** Host name or address to connect to. */
+  /** The server's host name or address. */
   hostname: string;
-  /** TCP port to connect to. */
+  /** Its TCP port. */
   port: number;
   /** How many attempts in all, at least 1. Default 5. */
   attempts?: number;
@@ -46,7 +38,7 @@ export interface ConnectWithRetryOptions {
   onRetry?: (info: RetryInfo) => void;
   /** Follows a refusal in the final error: how to start the server. */
   hint?: string;
-  /** The connect function; tests replace it. Default `Deno.connect`. */
+  /** The connect call, `Deno.connect` unless told (a script passes its own, tests a fake). */
   connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
 }
 
@@ -143,9 +135,6 @@ export const ATTEMPTS_FLAG = {
   default: 5,
   help: "connection attempts before giving up",
 };
-
-/** The spec of {@linkcode ATTEMPTS_FLAG}. */
-export type AttemptsFlag = typeof ATTEMPTS_FLAG;
 
 /** An `onRetry` that prints `attempt 1/5 failed: WHY; retrying in 213 ms` (`print`: for tests). */
 export function reportAttempt(

@@ -1,6 +1,6 @@
 /**
  * How a program stops: Ctrl+C, SIGTERM and SIGHUP ({@linkcode onStopSignal}),
- * and what runs before an exit ({@linkcode beforeExit}: log.ts's flush).
+ * and {@linkcode exitSoon}, which first runs the hooks of exit.ts (log.ts's flush).
  *
  * @example
  * ```ts
@@ -12,6 +12,7 @@
  * @module
  */
 
+import { runExitHooks } from "./exit.ts";
 import { plural } from "./text.ts";
 
 /** Two signals closer than this are one Ctrl+C delivered twice (`deno task` forwards its own copy). */
@@ -23,24 +24,6 @@ export const EXIT_INTERRUPTED = 130;
 const STOP_SIGNALS: Deno.Signal[] = Deno.build.os === "windows"
   ? ["SIGINT"]
   : ["SIGINT", "SIGTERM", "SIGHUP"];
-
-const hooks: ((ms: number) => Promise<unknown>)[] = [];
-
-/** Runs `hook` (given the milliseconds it may take) before `exitSoon` and `runMain`'s exit. */
-export function beforeExit(hook: (ms: number) => Promise<unknown>): void {
-  hooks.push(hook);
-}
-
-/** Runs the `beforeExit` hooks for `ms` at most; true if they all finished. */
-export async function runExitHooks(ms: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const done = await Promise.race([
-    Promise.all(hooks.map((hook) => hook(ms))).then(() => true),
-    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), Math.max(0, ms))),
-  ]);
-  clearTimeout(timer);
-  return done;
-}
 
 /** The code the exit under way will have: a forced exit that comes during a clean one wins. */
 let exitCode: number | undefined;

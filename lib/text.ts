@@ -1,7 +1,6 @@
 /**
- * How a peer's bytes and addresses are shown to a person: bytes escaped so
- * that they cannot drive the terminal, `HOST:PORT` with IPv6 in brackets,
- * colour only at a terminal.
+ * How a peer's bytes and addresses are shown to a person: bytes escaped so that they cannot drive
+ * the terminal, `HOST:PORT` with IPv6 in brackets, colour only at a terminal.
  *
  * @example
  * ```ts
@@ -37,11 +36,10 @@ export function paint(
 }
 
 /**
- * A peer's bytes made safe to print: UTF-8 text as it is; control bytes,
- * bytes that are not UTF-8, and the invisible characters that reorder or
- * hide text (U+202E...) escaped (`\x1b`, `\r`, `\xff`, `\u{202e}`). So a
- * peer can neither move the cursor nor fake a log line. With `maxBytes`,
- * about that many bytes are shown, then `... (N bytes)`.
+ * A peer's bytes made safe to print: UTF-8 text as it is; control bytes, bytes that are not UTF-8,
+ * and the invisible characters that reorder or hide text (U+202E...) escaped (`\x1b`, `\r`,
+ * `\xff`, `\u{202e}`). So a peer can neither move the cursor nor fake a log line. With
+ * `maxBytes`, about that many bytes are shown, then `... (N bytes)`.
  */
 export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
   let out = "";
@@ -53,8 +51,8 @@ export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
       i++;
       continue;
     }
-    // A lead byte says how long its sequence is; the strict decoder refuses
-    // overlong forms, surrogates and anything past U+10FFFF.
+    // A lead byte says how long its sequence is; the strict decoder refuses overlong forms,
+    // surrogates and anything past U+10FFFF.
     const n = sequenceLength(b);
     let char: string | undefined;
     try {

@@ -1,10 +1,9 @@
 /**
- * `--trace`: every read and write on one connection, printed as it happens,
- * because the bugs TCP invites are invisible in the code. `printf 'hel'`, a
- * pause, then `printf 'lo\nwor'` may arrive as two reads, the second holding the
- * end of one line and the start of the next; a write past a full send buffer
- * takes part of the bytes (`write took 65536 of 100000 B: the send buffer is full`). The time counts
- * from `accept()` or `connect()`; bytes are escaped, 64 at most:
+ * `--trace`: every read and write on one connection, printed as it happens, because the bugs TCP
+ * invites are invisible in the code. `printf 'hel'`, a pause, then `printf 'lo\nwor'` may arrive
+ * as two reads, the second holding the end of one line and the start of the next; a write past a
+ * full send buffer takes part of the bytes (`write took 65536 of 100000 B: the send buffer is
+ * full`). The time counts from `accept()` or `connect()`; bytes are escaped, 64 at most:
  *
  * ```text
  * trace 127.0.0.1:41234 +0.412s read 3 B "hel"
@@ -50,9 +49,8 @@ export interface TraceOptions {
 }
 
 /**
- * Makes `conn` print a line for each read, write (as it starts), failure,
- * `closeWrite` and `close`, and returns it: whatever holds it is traced too.
- * (`conn.readable` and `conn.writable` are not traced.)
+ * Makes `conn` print a line for each read, write (as it starts), failure, `closeWrite` and `close`,
+ * and returns it: whatever holds it is traced too. (`conn.readable` and `conn.writable` are not.)
  */
 export function traceConn<C extends TraceableConn>(conn: C, options: TraceOptions = {}): C {
   const print = options.print ?? console.error;
