@@ -72,7 +72,7 @@ export const secondsToMs = (seconds: number): number | undefined =>
 /** Parses a script's flags (see the module's example), or prints help (exit 0) or an error (2). */
 export function parseCli<T extends Record<string, OptionSpec>>(
   spec: CliSpec<T>,
-): Parsed<T> & { operands: string[] } {
+): Parsed<T> & { operands?: string[] } {
   const fail: (message: string) => never = (message) => usageError(spec.name, message);
   const help: OptionSpec = { kind: "boolean", short: "h", help: "show this help and exit" };
   const flags: [string, OptionSpec][] = Object.entries({ ...spec.options, help });
@@ -97,7 +97,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(
     }
   }
   if (parsed.values.help) showHelp(spec, flags);
-  const out: Record<string, unknown> = { operands: parsed.positionals };
+  const out: Record<string, unknown> = spec.operands ? { operands: parsed.positionals } : {};
   for (const [name, o] of Object.entries(spec.options)) {
     const raw = parsed.values[name] as string | undefined;
     out[name] = o.default ?? (o.kind === "boolean" ? false : o.kind === "strings" ? [] : undefined);
@@ -111,7 +111,7 @@ export function parseCli<T extends Record<string, OptionSpec>>(
       out[name] = raw;
     }
   }
-  return out as Parsed<T> & { operands: string[] };
+  return out as Parsed<T> & { operands?: string[] };
 }
 
 /** The number in `raw`, or a usage error that says what was expected. */

@@ -55,7 +55,8 @@ const args = parseCli({
     trace: TRACE_FLAG,
   },
 });
-if (args.operands.length === 0) usageError("file_client", "give at least one FILE to send");
+const paths = args.operands ?? [];
+if (paths.length === 0) usageError("file_client", "give at least one FILE to send");
 
 const CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
@@ -108,7 +109,7 @@ class Progress {
 
 await runMain(async () => {
   const uploads: Upload[] = [];
-  for (const path of args.operands) {
+  for (const path of paths) {
     const info = await Deno.stat(path).catch((err) => {
       throw err instanceof Deno.errors.NotFound ? new CliError(`no such file: ${path}`) : err;
     });

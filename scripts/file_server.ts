@@ -46,11 +46,11 @@
  *   deno task file_server        (same thing; --allow-read=DIR --allow-write=DIR narrows it)
  *
  * Try it from a second terminal:
- *   $ deno task file_client deno.json
- *   deno.json: sent 4186 bytes in 0.01 s, sha256 matches (3c5a...)
+ *   $ deno task file_client LICENSE
+ *   LICENSE: sent 931 bytes in 0.01 s (0.1 MB/s); the server stored it, sha256 matches
  * and the server prints:
  *   Client (127.0.0.1:PORT) connected
- *   127.0.0.1:PORT: stored deno.json (4186 bytes)
+ *   127.0.0.1:PORT: stored 'LICENSE' (931 bytes)
  *   Client (127.0.0.1:PORT) is offline
  *
  * Or by hand, a file named hi.txt holding "hello\n" (a 29-byte header):
@@ -65,7 +65,7 @@ import { join } from "node:path";
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { readExact, UnexpectedEofError, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
-import { beforeExit } from "../lib/signals.ts";
+import { beforeExit } from "../lib/exit.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -82,6 +82,14 @@ Deno.test("parsePort accepts 0-65535 only", () => {
   }
 });
 
+Deno.test("parseCli takes operands (FILE...) only from a script that names them", () => {
+  const options = { port: { kind: "port", default: 1, help: "p" } } as const;
+  const args = ["a.txt", "--port", "2", "b c.bin"];
+  const files = parseCli({ name: "x", summary: "s", options, operands: "FILE...", args });
+  assert.deepEqual(files, { port: 2, operands: ["a.txt", "b c.bin"] });
+  assert.deepEqual(parseCli({ name: "x", summary: "s", options, args: [] }), { port: 1 });
+});
+
 Deno.test("lineServerFlags: the flags every line server shares, with its own defaults", () => {
   const args = parseCli({
     name: "t",

@@ -358,8 +358,19 @@ function shellSegments(command: string): [number, number][] {
  * (the README invites it), so a block is run on free ports instead: each port the block names is
  * moved to a free one, the same one all through the block (its commands and the output they
  * must print), and a `deno` command of ours that names no port, relying on its default, is given
- * `--port` with that default's free port. One map per ```sh block, or per top comment.
+ * `--port` with that default's free port (and each file_server, `--dir` with a fresh folder).
+ * One map per ```sh block, or per top comment.
  */
+let filesRoot: string | undefined;
+/** A fresh folder for a block's file_server to store files in; all are removed at the run's end. */
+function freshFilesDir(): string {
+  if (filesRoot === undefined) {
+    const root = filesRoot = Deno.makeTempDirSync({ prefix: "docs-test-files-" });
+    globalThis.addEventListener("unload", () => Deno.removeSync(root, { recursive: true }));
+  }
+  return Deno.makeTempDirSync({ dir: filesRoot });
+}
+
 export class PortMap {
   readonly #real = new Map<number, number>();
   readonly #defaults = defaultPorts();
@@ -396,17 +407,24 @@ export class PortMap {
     let at = 0;
     for (const [start, end] of shellSegments(moved)) {
       const part = moved.slice(start, end);
-      if (/(?:^|\s)(?:--port|-p)(?:[=\s]|$)/.test(part)) continue;
       const task = part.match(/\bdeno\s+task\s+([\w:-]+)/);
       const file = /\bdeno\s+run\s/.test(part)
         ? part.match(/(?:^|[\s/])(scripts|naive)\/(\w+)\.ts\b/)
         : null;
       const name = task?.[1] ?? (file && (file[1] === "naive" ? `naive/${file[2]}` : file[2]));
       const port = name ? this.#defaults.get(name) : undefined;
-      if (port === undefined || port < 1024) continue; // asks for its port, or the Internet's
+      let add = "";
+      // Not one that asks for its port, or the Internet's.
+      const hasPort = /(?:^|\s)(?:--port|-p)(?:[=\s]|$)/.test(part);
+      if (!hasPort && port !== undefined && port >= 1024) add += ` --port ${this.real(port)}`;
+      // A file_server stores into received/ in the project, where the next would find its files.
+      if (name === "file_server" && !/\s--dir\b/.test(part)) {
+        add += ` --dir ${freshFilesDir()}`;
+      }
+      if (!add) continue;
       const m = (task ?? file)!;
       const after = start + m.index! + m[0].length;
-      out += moved.slice(at, after) + ` --port ${this.real(port)}`;
+      out += moved.slice(at, after) + add;
       at = after;
     }
     return out + moved.slice(at);

@@ -350,6 +350,8 @@ async function ping(port: number): Promise<string> {
 }
 
 /** Each server, with the flags that make it read one `ping\n` and close. */
+/** Where the file_server of these tests stores files: a folder of their own, removed after. */
+const FILES = Deno.makeTempDirSync({ prefix: "trace-test-files-" });
 const SERVERS: Record<string, string[]> = {
   socket_server: [],
   socket_server_with_select: [],
@@ -359,10 +361,16 @@ const SERVERS: Record<string, string[]> = {
   hello_server: ["--forever"],
   tcp_server: ["--size", "5"],
   chat_server: [],
+  file_server: ["--dir", FILES], // "ping" is a header length to it: it reads 4 bytes, refuses
 };
+/** What a server's trace must show of the ping: its read of it. */
+const PING_READ: Record<string, string> = { file_server: String.raw`read 4 B "ping"` };
 
 /** Each client: the server it talks to (ours, untraced; or a stand-in), its flags, and an event it must trace. */
-const CLIENTS: Record<string, { server: string; args: string[]; event: string }> = {
+const CLIENTS: Record<
+  string,
+  { server: string; serverArgs?: string[]; args: string[]; event: string }
+> = {
   socket_client: {
     server: "socket_server",
     args: ["-m", "ping"],
@@ -385,6 +393,12 @@ const CLIENTS: Record<string, { server: string; args: string[]; event: string }>
     args: ["--host", "127.0.0.1"],
     event: `write 32 B "${"\\x02".repeat(32)}"`,
   },
+  file_client: {
+    server: "file_server",
+    serverArgs: ["--port", "0", "--dir", FILES],
+    args: ["LICENSE"],
+    event: String.raw`write 4 B "\x00\x00\x00\x1d"`, // the header's length, big-endian: 29
+  },
   bind_socket: {
     server: "", // a stand-in web server
     args: ["--host", "127.0.0.1", "--request"],
@@ -393,40 +407,47 @@ const CLIENTS: Record<string, { server: string; args: string[]; event: string }>
 };
 
 Deno.test("every script in scripts/ but the tour traces its connections with --trace", async () => {
-  const scripts = [...Deno.readDirSync(`${ROOT}scripts`)]
-    .filter((e) => e.isFile && e.name !== "demo.ts")
-    .map((e) => e.name.replace(/\.ts$/, ""))
-    .sort();
-  assert.deepEqual(scripts, [...Object.keys(SERVERS), ...Object.keys(CLIENTS)].sort());
-  for (const [name, args] of Object.entries(SERVERS)) {
-    const server = await startServer(name, ["--port", "0", "--trace", ...args]);
-    try {
-      const peer = await ping(server.port);
-      await waitForEvent(server.stderr, peer, "close");
-      const events = eventsFor(server.stderr.text, peer);
-      assert.ok(events.includes(String.raw`read 5 B "ping\n"`), `${name}: ${server.stderr.text}`);
-    } finally {
-      await server.stop();
+  try {
+    const scripts = [...Deno.readDirSync(`${ROOT}scripts`)]
+      .filter((e) => e.isFile && e.name !== "demo.ts")
+      .map((e) => e.name.replace(/\.ts$/, ""))
+      .sort();
+    assert.deepEqual(scripts, [...Object.keys(SERVERS), ...Object.keys(CLIENTS)].sort());
+    for (const [name, args] of Object.entries(SERVERS)) {
+      const server = await startServer(name, ["--port", "0", "--trace", ...args]);
+      try {
+        const peer = await ping(server.port);
+        await waitForEvent(server.stderr, peer, "close");
+        const events = eventsFor(server.stderr.text, peer);
+        const read = PING_READ[name] ?? String.raw`read 5 B "ping\n"`;
+        assert.ok(events.includes(read), `${name}: ${server.stderr.text}`);
+      } finally {
+        await server.stop();
+      }
     }
-  }
-  for (const [name, { server: serverName, args, event }] of Object.entries(CLIENTS)) {
-    const web = serverName ? undefined : denoPeer(async (conn, lines) => {
-      while ((await lines.readLine())?.length) { /* the request, up to its empty line */ }
-      await writeAll(conn, encoder.encode("HTTP/1.0 200 OK\r\n\r\n"));
-    });
-    const server: Server | undefined = serverName ? await startServer(serverName) : undefined;
-    const port = server?.port ?? Number(web!.port);
-    try {
-      const done = await runTask(name, ["--port", String(port), "--trace", ...args]);
-      assert.equal(done.code, 0, `${name}: ${done.stderr}`);
-      const events = eventsFor(done.stderr, `127.0.0.1:${port}`);
-      assert.ok(events.includes(event), `${name} traced no '${event}':\n${done.stderr}`);
-      // (A read under way may fail after the close: the sensor client always reads.)
-      assert.ok(events.includes("close"), `${name}: ${done.stderr}`);
-    } finally {
-      await server?.stop();
-      await web?.done;
+    for (const [name, { server: serverName, serverArgs, args, event }] of Object.entries(CLIENTS)) {
+      const web = serverName ? undefined : denoPeer(async (conn, lines) => {
+        while ((await lines.readLine())?.length) { /* the request, up to its empty line */ }
+        await writeAll(conn, encoder.encode("HTTP/1.0 200 OK\r\n\r\n"));
+      });
+      const server: Server | undefined = serverName
+        ? await startServer(serverName, serverArgs)
+        : undefined;
+      const port = server?.port ?? Number(web!.port);
+      try {
+        const done = await runTask(name, ["--port", String(port), "--trace", ...args]);
+        assert.equal(done.code, 0, `${name}: ${done.stderr}`);
+        const events = eventsFor(done.stderr, `127.0.0.1:${port}`);
+        assert.ok(events.includes(event), `${name} traced no '${event}':\n${done.stderr}`);
+        // (A read under way may fail after the close: the sensor client always reads.)
+        assert.ok(events.includes("close"), `${name}: ${done.stderr}`);
+      } finally {
+        await server?.stop();
+        await web?.done;
+      }
     }
+  } finally {
+    Deno.removeSync(FILES, { recursive: true });
   }
 });
 
