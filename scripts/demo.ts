@@ -23,7 +23,7 @@
  * naive/tour.ts; it talks to them itself, hence `--allow-net=127.0.0.1`).
  *
  * Run:
- *   deno run --allow-run --allow-read=deno.json --allow-net=127.0.0.1 scripts/demo.ts
+ *   deno run --allow-run --allow-read=deno.json --allow-net=127.0.0.1 --allow-write=received scripts/demo.ts
  *   deno task demo          (same thing; `npx -y deno@2 task demo` with only Node)
  *
  * @module
@@ -31,7 +31,7 @@
 
 import { parseCli, runMain, usageError } from "../lib/cli.ts";
 import { paint } from "../lib/text.ts";
-import { Running, taskCommand } from "./demo/processes.ts";
+import { ROOT, Running, taskCommand } from "./demo/processes.ts";
 import { naiveTour } from "../naive/tour.ts";
 
 const args = parseCli({
@@ -83,6 +83,8 @@ interface Pair {
   serverExpect: RegExp;
   /** The server exits after one client, as its seed did. */
   exitsAlone?: boolean;
+  /** A folder the server writes (in the project), removed after the pair: the tour runs again. */
+  writes?: string;
 }
 
 const traceFlag = args.trace ? ["--trace"] : [];
@@ -198,6 +200,19 @@ const PAIRS: Pair[] = [
     }],
     serverExpect: /alice left/,
   },
+  {
+    title: "file_server + file_client",
+    idea: "a file sent with a length prefix, checked with its sha256",
+    server: "file_server",
+    serverArgs: ["--dir", "received/tour"],
+    writes: "received/tour",
+    client: "file_client",
+    clients: [{
+      args: (port) => ["--port", `${port}`, "LICENSE"],
+      expect: /LICENSE: sent 931 bytes .* sha256 matches/,
+    }],
+    serverExpect: /stored 'LICENSE' \(931 bytes\)/,
+  },
 ];
 
 /** * Prints every line `proc` prints as it arrives, labelled `who`, so that the
@@ -308,6 +323,10 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
       server.kill("SIGTERM");
     }
     await server.finished(5_000);
+    if (pair.writes) {
+      await Deno.remove(`${ROOT}${pair.writes}`, { recursive: true }).catch(() => {});
+      await Deno.remove(`${ROOT}${pair.writes.split("/")[0]}`).catch(() => {}); // if now empty
+    }
   }
   console.log(ok ? paint("green", "  ✓ worked") : paint("red", `  ✗ failed: ${why}`));
   return ok;
