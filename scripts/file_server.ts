@@ -182,19 +182,14 @@ async function readHeader(conn: Deno.Conn): Promise<{ name: string; size: number
   if (length < 1 || length > MAX_HEADER) {
     throw new Refusal(`header length ${length}: it must be 1 to ${MAX_HEADER}`);
   }
+  const bytes = await readExact(conn, length);
   let header: unknown;
   try {
-    header = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(await readExact(conn, length)),
-    );
-  } catch (err) {
-    if (err instanceof UnexpectedEofError) throw err;
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
     throw new Refusal("the header is not UTF-8 JSON");
   }
-  const { name, size } = (typeof header === "object" && header !== null ? header : {}) as Record<
-    string,
-    unknown
-  >;
+  const { name, size } = (header ?? {}) as { name?: unknown; size?: unknown }; // 5, [], null...
   if (typeof name !== "string" || !Number.isSafeInteger(size) || (size as number) < 0) {
     throw new Refusal('the header must be {"name": "<file name>", "size": <bytes>}');
   }

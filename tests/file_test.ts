@@ -260,29 +260,13 @@ Deno.test("a client that closes, resets or goes silent mid-file leaves no file a
     silent.close();
     assert.deepEqual(await listDir(dir), []);
     if (HAS_PYTHON) {
-      // Resets mid-file (SO_LINGER 0: close sends RST), once the server has it (a reset
-      // before accept() is one the server never sees), told by a line on its stdin.
-      const py = new Deno.Command("python3", {
-        args: [
-          "-c",
-          `
-import socket, struct, json, sys
-s = socket.create_connection(("127.0.0.1", ${server.port}))
-h = json.dumps({"name": "reset.bin", "size": 100000}).encode()
-s.sendall(struct.pack(">I", len(h)) + h + bytes(40000))
-sys.stdin.readline()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()
-`,
-        ],
-        stdin: "piped",
-      }).spawn();
-      await server.stdout.waitForCount(/\) connected/, 3);
-      const w = py.stdin.getWriter();
-      await w.write(encoder.encode("go\n"));
-      await w.close();
-      assert.equal((await py.status).code, 0);
+      // Resets mid-file, and mid-header: a reset is a reset, not a bad header.
+      const h = 'json.dumps({"name": "reset.bin", "size": 100000}).encode()';
+      await resetAfter(server, `struct.pack(">I", len(${h})) + ${h} + bytes(40000)`, 3);
       await server.stdout.waitFor(/connection reset by client|closed after \d+ of 100000/);
+      await resetAfter(server, `struct.pack(">I", 100) + b'{"name"'`, 4);
+      await server.stdout.waitForCount(/connection reset by client/, 2);
+      assert.doesNotMatch(server.stdout.text, /refused/);
     }
     assert.deepEqual(await listDir(dir), []);
     // And the server goes on.
@@ -291,6 +275,28 @@ s.close()
     await finish(server, dir);
   }
 });
+
+/**
+ * A Python client sends the bytes of the Python expression `send`, then resets (SO_LINGER 0: close
+ * sends RST) once the server has logged its `connected` line, the `nth` (a reset before accept()
+ * is one a server never sees), told so by a line on its stdin.
+ */
+async function resetAfter(server: Server, send: string, nth: number): Promise<void> {
+  const code = `
+import socket, struct, json, sys
+s = socket.create_connection(("127.0.0.1", ${server.port}))
+s.sendall(${send})
+sys.stdin.readline()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+`;
+  const py = new Deno.Command("python3", { args: ["-c", code], stdin: "piped" }).spawn();
+  await server.stdout.waitForCount(/\) connected/, nth);
+  const w = py.stdin.getWriter();
+  await w.write(encoder.encode("go\n"));
+  await w.close();
+  assert.equal((await py.status).code, 0);
+}
 
 Deno.test("file_client prints the server's refusal (escaped), stops sending, and exits 1", async () => {
   const { server, dir } = await fileServer("--max-size", "1000");
