@@ -46,10 +46,7 @@ export type Parsed<T extends Record<string, OptionSpec>> = {
     : (T[K]["kind"] extends "string" | "host" ? string : number) | undefined;
 };
 
-/**
- * A script's `name` (as in `deno task NAME`), `--help` summary, flags, `args` (`Deno.args`), and
- * `operands`: the name in `--help` of the arguments it takes after its flags (`FILE...`), if any.
- */
+/** A script's `name` (`deno task NAME`), summary, flags, `args`, and `operands` (`FILE...`) if any. */
 export type CliSpec<T> = {
   name: string;
   summary: string;
@@ -140,8 +137,8 @@ function showHelp(spec: CliSpec<unknown>, flags: [string, OptionSpec][]): never 
     const note = notes.some(Boolean) ? ` (${notes.filter(Boolean).join(", ")})` : "";
     return `  ${(left + value).padEnd(27)} ${o.help}${note}`;
   });
-  const { name, summary } = spec;
-  const operands = spec.operands ? ` ${spec.operands}` : "";
+  const { name, summary, operands: o } = spec;
+  const operands = o ? ` ${o}` : ""; // FILE...
   const usage = name.includes("/") // a file outside scripts/ (naive/ok_server) has no task
     ? `${name}.ts [options]`
     : `${name} [options]${operands}    (in the project: deno task ${name} [options]${operands})`;
