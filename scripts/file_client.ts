@@ -17,7 +17,8 @@
  * answer stops the sending, and we print the server's reason (escaped).
  *
  * It stops at the first file that fails and exits 1: an `ERR`, a sha256
- * that differs from ours, a file that changed size while being sent. The
+ * that differs from ours, a file that changed size while being sent (the
+ * server keeps the first `size` bytes of one that grew). The
  * files sent before it are stored. `--timeout` bounds the connect, each wait
  * for a reply, and a send that makes no progress. On a terminal, a progress
  * bar on stderr shows bytes per second; in a pipe, a line every 2 s.
@@ -33,9 +34,17 @@
 
 import { createHash } from "node:crypto";
 import { basename } from "node:path";
-import { CliError, parseCli, runMain, secondsToMs, startHint, usageError } from "../lib/cli.ts";
+import {
+  CliError,
+  describeError,
+  parseCli,
+  runMain,
+  secondsToMs,
+  startHint,
+  usageError,
+} from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
-import { LineReader, writeAll } from "../lib/io.ts";
+import { LineReader, LineTooLongError, writeAll } from "../lib/io.ts";
 import { formatAddress, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
@@ -66,45 +75,9 @@ const timeoutMs = secondsToMs(args.timeout);
 interface Upload {
   path: string;
   name: string;
+  /** The name as printed: a file name may hold control bytes, too. */
+  shown: string;
   size: number;
-}
-
-/** Shows how far a file has gone: a bar on a terminal, a line every 2 s otherwise. */
-class Progress {
-  readonly #start = performance.now();
-  readonly #bar = Deno.stderr.isTerminal();
-  #lastShown = this.#start;
-  #bytes = 0;
-
-  constructor(readonly upload: Upload) {}
-
-  sent(bytes: number): void {
-    this.#bytes = bytes;
-    const now = performance.now();
-    if (now - this.#lastShown < (this.#bar ? 100 : 2000)) return;
-    this.#lastShown = now;
-    const percent = Math.floor((100 * bytes) / this.upload.size);
-    const where = `${percent}% of ${this.upload.size} bytes, ${this.rate()}`;
-    if (!this.#bar) return console.error(`${this.upload.name}: ${where}`);
-    const filled = Math.floor(percent / 5);
-    Deno.stderr.writeSync(
-      encoder.encode(`\r[${"#".repeat(filled)}${" ".repeat(20 - filled)}] ${where}\x1b[K`),
-    );
-  }
-
-  done(): void {
-    if (this.#bar && this.#lastShown !== this.#start) {
-      Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
-    }
-  }
-
-  seconds(): number {
-    return (performance.now() - this.#start) / 1000;
-  }
-
-  rate(): string {
-    return `${(this.#bytes / 1e6 / Math.max(this.seconds(), 0.001)).toFixed(1)} MB/s`;
-  }
 }
 
 await runMain(async () => {
@@ -114,7 +87,8 @@ await runMain(async () => {
       throw err instanceof Deno.errors.NotFound ? new CliError(`no such file: ${path}`) : err;
     });
     if (!info.isFile) throw new CliError(`${path} is not a file`);
-    uploads.push({ path, name: basename(path), size: info.size });
+    const name = basename(path);
+    uploads.push({ path, name, shown: showBytes(encoder.encode(name)), size: info.size });
   }
 
   const conn = await connectWithRetry({
@@ -131,7 +105,7 @@ await runMain(async () => {
   // A read cannot be cancelled: --timeout is a timer that closes the connection when nothing moves.
   let timedOut = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const stillMoving = () => {
+  const restartTimeout = () => {
     clearTimeout(timer);
     if (timeoutMs !== undefined) {
       timer = setTimeout(() => {
@@ -141,16 +115,22 @@ await runMain(async () => {
     }
   };
   try {
-    for (const upload of uploads) await send(conn, upload, replies, stillMoving);
+    for (const upload of uploads) await send(conn, upload, replies, restartTimeout);
     await conn.closeWrite(); // done: the server sees the end of the stream, and closes
-    stillMoving();
+    restartTimeout();
     const extra = await replies.readLine();
     if (extra !== null) throw new CliError(`unexpected reply '${showBytes(extra)}'`);
   } catch (err) {
     if (timedOut) {
       throw new CliError(`no progress with ${target} for ${args.timeout} s (--timeout)`);
     }
-    throw err;
+    if (err instanceof Deno.errors.BrokenPipe) {
+      throw new CliError(`${target} closed the connection while we were still sending`);
+    }
+    if (err instanceof LineTooLongError) {
+      throw new CliError(`a reply from ${target} is longer than 1024 bytes`);
+    }
+    throw err instanceof CliError ? err : new CliError(describeError(err, target));
   } finally {
     clearTimeout(timer);
     if (!timedOut) conn.close();
@@ -162,57 +142,101 @@ async function send(
   conn: Deno.Conn,
   upload: Upload,
   replies: LineReader,
-  stillMoving: () => void,
+  restartTimeout: () => void,
 ): Promise<void> {
   const header = encoder.encode(JSON.stringify({ name: upload.name, size: upload.size }));
   const prefix = new Uint8Array(4);
   new DataView(prefix.buffer).setUint32(0, header.length); // big-endian, as the wire says
-  stillMoving();
+  restartTimeout();
   await writeAll(conn, prefix);
   await writeAll(conn, header);
 
   // The answer may come before we are done sending (a refusal): read it meanwhile.
   let answered = false;
-  const reply = replies.readLine().then((line) => line && line.slice()); // (a view: copy it)
+  // (readLine gives a view into the reader's buffer, which its next read reuses: copy it.)
+  const reply = replies.readLine().then((line) => line && line.slice());
   reply.then(() => answered = true, () => answered = true);
 
   const hash = createHash("sha256");
-  const progress = new Progress(upload);
+  const progress = startProgress(upload);
   const file = await Deno.open(upload.path);
+  let left = upload.size;
+  let grew = false;
   try {
     const buffer = new Uint8Array(CHUNK);
-    for (let left = upload.size; left > 0 && !answered;) {
+    while (left > 0 && !answered) {
       const n = await file.read(buffer.subarray(0, Math.min(left, CHUNK)));
-      if (n === null) throw new CliError(`${upload.path} got shorter while being sent`);
+      if (n === null) throw new CliError(`${upload.shown} got shorter while being sent`);
       hash.update(buffer.subarray(0, n));
-      await writeAll(conn, buffer.subarray(0, n), { restart: stillMoving });
+      await writeAll(conn, buffer.subarray(0, n), { restart: restartTimeout });
       left -= n;
       progress.sent(upload.size - left);
     }
+    grew = left === 0 && (await file.read(new Uint8Array(1))) !== null;
   } catch (err) {
     if (err instanceof CliError) throw err; // our file's fault: the connection is closed next
     // The connection broke: refused while we sent? Then the server's reason is what to say.
-    if (!(await reply.catch(() => null))) throw err;
+    const reason = await reply.catch(() => null);
+    if (reason === null) throw err; // no reason came: the failure itself is the news
   } finally {
     file.close();
     progress.done();
   }
 
-  stillMoving();
+  restartTimeout();
   const line = await reply;
   if (line === null) throw new CliError(`${target} closed the connection before answering`);
   const text = showBytes(line);
+  if (text.startsWith("ERR ")) {
+    throw new CliError(`the server refused ${upload.shown}: ${text.slice(4)}`);
+  }
   const ok = /^OK (\d+) ([0-9a-f]{64})$/.exec(text);
-  if (!ok) throw new CliError(`the server refused ${upload.name}: ${text.replace(/^ERR /, "")}`);
+  if (!ok || left > 0) {
+    throw new CliError(`unexpected reply from ${target} to ${upload.shown}: '${text}'`);
+  }
   const ours = hash.digest("hex");
   if (Number(ok[1]) !== upload.size || ok[2] !== ours) {
     throw new CliError(
-      `${upload.name}: the server stored ${ok[1]} bytes with sha256 ${ok[2]}; ` +
+      `${upload.shown}: the server stored ${ok[1]} bytes with sha256 ${ok[2]}; ` +
         `we sent ${upload.size} with sha256 ${ours}`,
     );
   }
+  if (grew) {
+    throw new CliError(
+      `${upload.shown} grew while being sent: the server has its first ${upload.size} bytes`,
+    );
+  }
   console.log(
-    `${upload.name}: sent ${upload.size} bytes in ${progress.seconds().toFixed(2)} s ` +
+    `${upload.shown}: sent ${upload.size} bytes in ${progress.seconds().toFixed(2)} s ` +
       `(${progress.rate()}); the server stored it, sha256 matches`,
   );
+}
+
+/** Shows how far a file has gone: a bar on a terminal, a line every 2 s otherwise. */
+function startProgress(upload: Upload) {
+  const start = performance.now();
+  const bar = Deno.stderr.isTerminal();
+  let lastShown = start;
+  let bytes = 0;
+  const seconds = () => (performance.now() - start) / 1000;
+  const rate = () => `${(bytes / 1e6 / Math.max(seconds(), 0.001)).toFixed(1)} MB/s`;
+  return {
+    seconds,
+    rate,
+    sent(total: number): void {
+      bytes = total;
+      const now = performance.now();
+      if (now - lastShown < (bar ? 100 : 2000)) return;
+      lastShown = now;
+      const percent = Math.floor((100 * total) / upload.size);
+      const where = `${percent}% of ${upload.size} bytes, ${rate()}`;
+      if (!bar) return console.error(`${upload.shown}: ${where}`);
+      const filled = Math.floor(percent / 5);
+      const line = `\r[${"#".repeat(filled)}${" ".repeat(20 - filled)}] ${where}\x1b[K`;
+      Deno.stderr.writeSync(encoder.encode(line));
+    },
+    done(): void {
+      if (bar && lastShown !== start) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+    },
+  };
 }

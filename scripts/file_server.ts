@@ -18,7 +18,7 @@
  *
  * Big-endian: the number 300 is the bytes 01 2C, most significant first, the
  * order of written digits ("network byte order"). A little-endian machine
- * (x86, ARM as run) keeps it in memory as 2C 01. Both ends must agree on one
+ * (x86, and ARM as usually run) keeps it in memory as 2C 01. Both ends must agree on one
  * order or 300 arrives as 11,265; `DataView.getUint32(0)` reads big-endian
  * whatever the machine.
  *
@@ -32,11 +32,15 @@
  *   `--dir`, linked under its name only when complete and flushed to disk,
  *   and removed in every other case (a client that closes or resets
  *   mid-file, a deadline, Ctrl+C). Only a killed server leaves one behind;
- * - fill the disk or the memory: a `size` over `--max-size` is refused right
- *   after the header, before any content; the file streams through one
- *   256 KiB buffer per client, whatever its size (`--max-conns` clients);
+ * - fill the disk or the memory: a file over `--max-size` is refused right
+ *   after its header, before any content (the limit is per file: a client
+ *   may send many); a file streams through one 256 KiB buffer, whatever its
+ *   size, and at most `--max-conns` clients are served at once;
  * - wait forever: `--idle-timeout` drops a client that sends nothing for
- *   that long (any content bytes restart it; a header must come whole).
+ *   that long (any content bytes restart it; a header must all arrive within
+ *   it). A
+ *   client that sends a byte now and then keeps its place: what bounds such
+ *   clients is `--max-conns`.
  * After an `ERR` the server reads and drops what the client is still sending
  * for up to 1 s before it closes: a simple client sends a whole file before
  * it reads a reply, and would otherwise fail with a broken pipe mid-send.
@@ -53,7 +57,7 @@
  *   127.0.0.1:PORT: stored 'LICENSE' (931 bytes)
  *   Client (127.0.0.1:PORT) is offline
  *
- * Or by hand, a file named hi.txt holding "hello\n" (a 29-byte header):
+ * Or by hand, a file named hi.txt holding "hello\n" (a 26-byte header):
  *   $ printf '\0\0\0\032{"name":"hi.txt","size":6}hello\n' | nc -N 127.0.0.1 8891
  *   OK 6 5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03
  *
@@ -62,7 +66,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
+import { CliError, parseCli, runMain, secondsToMs, usageError } from "../lib/cli.ts";
 import { readExact, UnexpectedEofError, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
 import { beforeExit } from "../lib/exit.ts";
@@ -76,7 +80,7 @@ import {
   whyCannotListen,
   whyClientFailed,
 } from "../lib/server.ts";
-import { formatAddress, showBytes } from "../lib/text.ts";
+import { formatAddress, plural, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 
 const GiB = 1024 ** 3;
@@ -98,19 +102,31 @@ const args = parseCli({
   },
 });
 
+if (!args.dir) usageError("file_server", "--dir needs a folder");
 const MAX_HEADER = 65_536;
 const CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
-const clients = new OpenClients(); // the ones Ctrl+C lets finish, then closes
-const unfinished = new Set<string>(); // temporary files being written
+// Shutdown bookkeeping: which clients Ctrl+C lets finish, then closes; which temporary files
+// are being written.
+const clients = new OpenClients();
+const unfinished = new Set<string>();
 // A transfer that Ctrl+C cuts off may not have removed its file yet when the server exits.
 beforeExit(() => Promise.all([...unfinished].map((path) => Deno.remove(path).catch(() => {}))));
 
-/** A reason to answer `ERR <reason>` and hang up. */
-class Refusal extends Error {}
+/** A reason to answer `ERR <reason>` and hang up; `detail` is for our log only (paths). */
+class Refusal extends Error {
+  constructor(reason: string, readonly detail = reason) {
+    super(reason);
+  }
+}
 
 await runMain(async () => {
-  await Deno.mkdir(args.dir, { recursive: true });
+  await Deno.mkdir(args.dir, { recursive: true }).catch((err) => {
+    throw err instanceof Deno.errors.AlreadyExists
+      ? new CliError(`--dir ${args.dir}: not a folder`)
+      : err;
+  });
+  const dir = await Deno.realPath(args.dir);
   let listener: Deno.TcpListener;
   try {
     listener = Deno.listen({ hostname: args.host, port: args.port });
@@ -119,7 +135,7 @@ await runMain(async () => {
   }
   stopOnSignal("file_server", listener, clients, log); // Ctrl+C: stop, let transfers end, exit 0
   console.log(`listening on ${formatAddress(listener.addr)}`);
-  log(`storing files in ${Deno.realPathSync(args.dir)}`);
+  log(`storing files in ${dir}`);
 
   while (true) {
     let conn: Deno.TcpConn;
@@ -144,8 +160,8 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
   const stop = clients.add(conn);
   const idle = closeWhenIdleFor(conn, secondsToMs(args["idle-timeout"]));
   let betweenFiles = true;
-  stop.addEventListener("abort", () => betweenFiles && conn.close(), { once: true }); // Ctrl+C
-  const buffer = new Uint8Array(CHUNK);
+  // On Ctrl+C: hang up now if no file is under way; else let it finish (1.2 s at most).
+  stop.addEventListener("abort", () => betweenFiles && conn.close(), { once: true });
   log(`Client (${peer}) connected`);
   try {
     while (true) {
@@ -154,14 +170,14 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
       if (header === null) break; // the client half-closed: it is done
       betweenFiles = false;
       idle?.restart();
-      const hash = await receiveFile(conn, header, buffer, idle);
-      log(`${peer}: stored ${showName(header.name)} (${header.size} bytes)`);
+      const hash = await receiveFile(conn, header, idle);
+      log(`${peer}: stored ${showName(header.name)} (${plural(header.size, "byte")})`);
       await writeAll(conn, encoder.encode(`OK ${header.size} ${hash}\n`), idle);
     }
     log(`Client (${peer}) is offline`);
   } catch (err) {
     if (err instanceof Refusal) {
-      log(`${peer}: refused: ${err.message}`);
+      log(`${peer}: refused: ${err.detail}`);
       await refuse(conn, err.message).catch(() => {});
     } else if (!stop.aborted) log(`${peer}: ${whyClientFailed(err, idle)}`);
   } finally {
@@ -172,13 +188,14 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
 
 /** The next file's header, checked; `null` if the stream ends before it starts. */
 async function readHeader(conn: Deno.Conn): Promise<{ name: string; size: number } | null> {
-  let length: number;
+  let prefix: Uint8Array;
   try {
-    length = new DataView((await readExact(conn, 4)).buffer).getUint32(0); // big-endian
+    prefix = await readExact(conn, 4);
   } catch (err) {
-    if (err instanceof UnexpectedEofError && err.received === 0) return null;
+    if (err instanceof UnexpectedEofError && err.received === 0) return null; // no next file
     throw err;
   }
+  const length = new DataView(prefix.buffer).getUint32(0); // big-endian, whatever this machine
   if (length < 1 || length > MAX_HEADER) {
     throw new Refusal(`header length ${length}: it must be 1 to ${MAX_HEADER}`);
   }
@@ -190,22 +207,25 @@ async function readHeader(conn: Deno.Conn): Promise<{ name: string; size: number
     throw new Refusal("the header is not UTF-8 JSON");
   }
   const { name, size } = (header ?? {}) as { name?: unknown; size?: unknown }; // 5, [], null...
-  if (typeof name !== "string" || !Number.isSafeInteger(size) || (size as number) < 0) {
+  if (
+    typeof name !== "string" || typeof size !== "number" || !Number.isSafeInteger(size) || size < 0
+  ) {
     throw new Refusal('the header must be {"name": "<file name>", "size": <bytes>}');
   }
   const badName = whyBadName(name);
   if (badName) throw new Refusal(badName);
-  if (size as number > args["max-size"]) {
+  if (size > args["max-size"]) {
     throw new Refusal(`${size} bytes is over the limit of ${args["max-size"]} (--max-size)`);
   }
   if (await exists(join(args.dir, name))) throw new Refusal("a file of that name exists already");
-  return { name, size: size as number };
+  return { name, size };
 }
 
 /** Why `name` may not be a file name in --dir, or `undefined` if it may. */
 function whyBadName(name: string): string | undefined {
   if (name === "" || name === "." || name === "..") return `'${name}' is not a file name`;
   if (/[/\\]/.test(name)) return "a file name may not contain / or \\";
+  if (name.startsWith(".part-")) return "names that start with .part- are the server's own";
   if (/\p{Cc}/u.test(name)) return "a file name may not contain control characters";
   if (!name.isWellFormed()) return "the file name is not valid Unicode";
   if (encoder.encode(name).length > 255) return "the file name is longer than 255 bytes";
@@ -218,9 +238,9 @@ function whyBadName(name: string): string | undefined {
 async function receiveFile(
   conn: Deno.Conn,
   header: { name: string; size: number },
-  buffer: Uint8Array,
   idle: IdleClock | undefined,
 ): Promise<string> {
+  const buffer = new Uint8Array(CHUNK); // per file, not per client: an idle one costs little
   const temporary = join(args.dir, `.part-${crypto.randomUUID()}`);
   const file = await Deno.open(temporary, { createNew: true, write: true }).catch(cannotStore);
   unfinished.add(temporary);
@@ -231,7 +251,7 @@ async function receiveFile(
       if (n === null) throw new UnexpectedEofError(header.size - left, header.size);
       idle?.restart(); // bytes came: this client is not idle
       hash.update(buffer.subarray(0, n));
-      await writeAll(file, buffer.subarray(0, n)).catch(cannotStore); // it may take part, too
+      await writeAll(file, buffer.subarray(0, n)).catch(cannotStore); // may take part, as a socket
       left -= n;
     }
     await file.syncData().catch(cannotStore); // on the disk before we say OK
@@ -265,7 +285,10 @@ function cannotStore(err: unknown): never {
   if (err instanceof Deno.errors.AlreadyExists) {
     throw new Refusal("a file of that name exists already");
   }
-  throw new Refusal(`cannot store the file: ${(err as Error).message.split("\n")[0]}`);
+  // "No space left on device (os error 28): open '/home/...'": the client gets no path of ours.
+  const message = (err as Error).message.split("\n")[0];
+  const why = message.match(/^.*?\(os error \d+\)/)?.[0] ?? "see the server's log";
+  throw new Refusal(`cannot store the file: ${why}`, `cannot store the file: ${message}`);
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -274,7 +297,7 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
+    cannotStore(err); // --dir is gone, or unreadable
   }
 }
 

@@ -154,6 +154,7 @@ Deno.test("file_server refuses names that could leave --dir or hide, and never o
       ["new\nline", "a file name may not contain control characters"],
       ["\ud800", "the file name is not valid Unicode"],
       ["x".repeat(256), "the file name is longer than 255 bytes"],
+      [".part-1234", "names that start with .part- are the server's own"],
     ];
     for (const [name, reason] of refused) {
       assert.equal(
@@ -244,6 +245,31 @@ print(s.recv(1000).decode(), end="")
   },
 });
 
+Deno.test("file_server: a --dir that is empty or a file is one error line; a store error shows no path", async () => {
+  const empty = await runTask("file_server", ["--port", "0", "--dir", ""]);
+  assert.equal(empty.code, 2);
+  assert.equal(empty.stderr, "error: --dir needs a folder (see file_server --help)\n");
+  const notFolder = await runTask("file_server", ["--port", "0", "--dir", "LICENSE"]);
+  assert.equal(notFolder.code, 1);
+  assert.equal(notFolder.stderr, "error: --dir LICENSE: not a folder\n");
+  assert.doesNotMatch(notFolder.stdout, /listening/);
+  // The folder replaced by a file while the server runs: the client is told why, without our path.
+  const { server, dir } = await fileServer();
+  try {
+    await Deno.remove(dir);
+    await Deno.writeTextFile(dir, "");
+    assert.equal(
+      await upload(server.port, frame("a.txt", encoder.encode("hi"))),
+      "ERR cannot store the file: Not a directory (os error 20)\n",
+    );
+    await server.stdout.waitFor(
+      `refused: cannot store the file: Not a directory (os error 20): lstat '${dir}/a.txt'`,
+    );
+  } finally {
+    await finish(server, dir);
+  }
+});
+
 Deno.test("a client that closes, resets or goes silent mid-file leaves no file and no temporary file", async () => {
   const { server, dir } = await fileServer("--idle-timeout", "0.5");
   try {
@@ -319,36 +345,56 @@ Deno.test("file_client prints the server's refusal (escaped), stops sending, and
   }
 });
 
-Deno.test("file_client checks the server's sha256 and shows a hostile reason escaped", async () => {
+Deno.test("file_client checks the server's reply: its sha256, its reason (escaped), its shape", async () => {
   const src = await Deno.makeTempDir({ prefix: "file-client-test-" });
-  const path = join(src, "a.txt");
-  await Deno.writeTextFile(path, "abc");
+  const small = join(src, "a.txt");
+  await Deno.writeTextFile(small, "abc");
+  const big = join(src, "big.bin");
+  await Deno.writeFile(big, new Uint8Array(8 * 1024 * 1024));
+  const [abc, abd] = [sha256(encoder.encode("abc")), sha256(encoder.encode("abd"))];
+  const cases: { reply: string; file?: string; early?: true; expect: string | RegExp }[] = [
+    {
+      reply: `OK 3 ${abd}\n`, // not what we sent
+      expect: `error: a.txt: the server stored 3 bytes with sha256 ${abd}; ` +
+        `we sent 3 with sha256 ${abc}\n`,
+    },
+    {
+      reply: "ERR \x1b[2Jdisk \x07full\n",
+      expect: "error: the server refused a.txt: \\x1b[2Jdisk \\x07full\n",
+    },
+    { reply: `OK 3 ${abc}`, expect: /^error: the stream ended in the middle of a line/ }, // no \n
+    {
+      reply: "OK ... ping\n", // not a file server
+      expect: /^error: unexpected reply from 127\.0\.0\.1:\d+ to a\.txt: 'OK \.\.\. ping'\n$/,
+    },
+    {
+      reply: `OK 8388608 ${"0".repeat(64)}\n`, // an OK before the content came
+      file: big,
+      early: true,
+      expect: /^error: unexpected reply from 127\.0\.0\.1:\d+ to big\.bin: 'OK 8388608 0+'\n$/,
+    },
+  ];
   try {
-    const replies = [
-      `OK 3 ${sha256(encoder.encode("abd"))}\n`, // not what we sent
-      "ERR \x1b[2Jdisk \x07full\n",
-      `OK 3 ${sha256(encoder.encode("abc"))}`, // no newline: cut off
-    ];
-    const expected = [
-      `error: a.txt: the server stored 3 bytes with sha256 ${sha256(encoder.encode("abd"))}; ` +
-      `we sent 3 with sha256 ${sha256(encoder.encode("abc"))}\n`,
-      "error: the server refused a.txt: \\x1b[2Jdisk \\x07full\n",
-      /^error: the stream ended in the middle of a line/,
-    ];
-    for (const [i, reply] of replies.entries()) {
+    for (const { reply, file, early, expect } of cases) {
       const peer = denoPeer(async (conn) => {
         // A file_server in miniature: the length, the header, the content, then the reply.
         const length = new DataView((await readExact(conn, 4)).buffer).getUint32(0);
         const { size } = JSON.parse(decoder.decode(await readExact(conn, length)));
-        await readExact(conn, size);
+        if (!early) await readExact(conn, size);
         await writeAll(conn, encoder.encode(reply));
+        if (early) await readAll(conn).catch(() => {}); // until the client gives up
       });
-      const r = await runTask("file_client", ["--port", peer.port, "--timeout", "5", path]);
+      const r = await runTask("file_client", [
+        "--port",
+        peer.port,
+        "--timeout",
+        "5",
+        file ?? small,
+      ]);
       await peer.done;
       assert.equal(r.code, 1, r.stderr);
-      const want = expected[i];
-      if (typeof want === "string") assert.equal(r.stderr, want);
-      else assert.match(r.stderr, want);
+      if (typeof expect === "string") assert.equal(r.stderr, expect);
+      else assert.match(r.stderr, expect);
     }
   } finally {
     await Deno.remove(src, { recursive: true });
