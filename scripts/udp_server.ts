@@ -4,7 +4,7 @@
  *
  * A datagram keeps its boundaries: one `send` on the client is one `receive`
  * here, whole, so there is no framing to do (no newline, no length). But there
- * is no connection either: no `accept()`, no peer that comes and goes; one
+ * is no connection either: no `accept`, no peer that comes and goes; one
  * socket (`Deno.listenDatagram`) takes every client's datagrams, and each
  * `receive` says who sent it. Nothing is delivered for sure, or in order: on a
  * real network a datagram may be lost, duplicated, or overtaken. Loopback
@@ -28,14 +28,15 @@
  *   deno run --unstable-net --allow-net='127.0.0.1,[::1]' scripts/udp_server.ts
  *   deno task udp_server            (same thing)
  *
- * Try it from a second terminal:
- *   $ printf 'ping 1' | nc -u -w1 127.0.0.1 8892
+ * Try it from a second terminal (`-w1`: nc waits a second for the reply;
+ * `echo`: the reply has no newline):
+ *   $ printf 'ping 1' | nc -u -w1 127.0.0.1 8892; echo
  *   pong 1
  * and the server prints:
  *   Received: ping 1 (from 127.0.0.1:PORT)
  *
- * Or type `ping 1`, `ping 2`, ... into nc by hand (Ctrl+C ends it), or run
- * `deno task udp_client --count 5` against `--drop 0.3 --delay 500`.
+ * Or type `ping 1`, `ping 2`, ... into nc by hand (Ctrl+C ends it); or start
+ * the server with `--drop 0.3 --delay 500` and run `deno task udp_client`.
  *   $ nc -u 127.0.0.1 8892
  *
  * @module
