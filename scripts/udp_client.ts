@@ -94,8 +94,9 @@ const pings: Ping[] = []; // pings[seq - 1]
 const counts = { received: 0, late: 0, duplicate: 0, outOfOrder: 0, ignored: 0 };
 const rtts: number[] = [];
 let highestAnswered = 0; // the highest seq answered in time: a lower one after it is out of order
-/** Called after every reply and every expiry: the end of the run checks whether all are settled. */
-let settledCheck = () => {};
+let unsettled = 0; // pings sent that have neither a reply in time nor an expired wait
+/** Called when a ping is settled (answered in time, or expired): the run may be over. */
+let onSettled = () => {};
 
 /** Ctrl+C or SIGTERM: the run stops where it is and prints its summary. */
 const stop = new AbortController();
@@ -128,6 +129,7 @@ function onDatagram(data: Uint8Array, from: Deno.Addr, server: string): void {
     log(paint("yellow", `pong ${seq} from ${peer}: ${time} (late: after --timeout, lost)`));
   } else {
     clearTimeout(ping.timer);
+    unsettled--;
     counts.received++;
     rtts.push(at - ping.sentAt);
     const order = seq < highestAnswered
@@ -136,8 +138,8 @@ function onDatagram(data: Uint8Array, from: Deno.Addr, server: string): void {
     if (order) counts.outOfOrder++;
     highestAnswered = Math.max(highestAnswered, seq);
     log(`pong ${seq} from ${peer}: ${time}${order}`);
+    onSettled();
   }
-  settledCheck();
 }
 
 /** Reads every datagram that comes until the socket is closed. */
@@ -164,11 +166,9 @@ async function receiveAll(socket: Deno.DatagramConn, server: string): Promise<vo
 /** Resolves once every ping sent has its reply or ran out of time, or at Ctrl+C. */
 function allSettled(): Promise<void> {
   return new Promise((resolve) => {
-    settledCheck = () => {
-      if (pings.every((p) => p.replies > 0 || p.expired)) resolve();
-    };
+    onSettled = () => unsettled === 0 && resolve();
     stop.signal.addEventListener("abort", () => resolve(), { once: true });
-    settledCheck();
+    onSettled();
   });
 }
 
@@ -177,7 +177,12 @@ await runMain(async () => {
     throw new Error("Deno.listenDatagram is unstable: run with --unstable-net");
   }
   // The system resolver, as gethostbyname: `localhost` works offline, from the hosts file.
-  const { address, family } = await lookup(args.host);
+  const { address, family } = await lookup(args.host).catch((err) => {
+    const why = err.code === "EPERM"
+      ? `no permission: run with --allow-net=${args.host}`
+      : `${err.code}: check the name, or the network`;
+    throw new Error(`cannot resolve host ${args.host} (${why})`);
+  });
   const target: Deno.NetAddr = { transport: "udp", hostname: address, port: args.port };
   const server = formatAddress(target);
   // Our own socket, on a free port of the same family; on loopback for a loopback server.
@@ -191,12 +196,14 @@ await runMain(async () => {
       const bytes = new TextEncoder().encode(`ping ${seq}`);
       const ping: Ping = { sentAt: performance.now(), replies: 0, expired: false };
       pings.push(ping);
+      unsettled++;
       if (args.trace) traceDatagram("sent", bytes, target, logError);
       await socket.send(bytes, target); // no connection: each datagram names where it goes
       ping.timer = setTimeout(() => {
         ping.expired = true;
+        unsettled--;
         log(paint("red", `no reply to ping ${seq} within ${args.timeout} s`));
-        settledCheck();
+        onSettled();
       }, timeoutMs);
     }
     await allSettled();

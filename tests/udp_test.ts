@@ -342,6 +342,15 @@ Deno.test("udp_server on a UDP port in use: one error line, exit 1", async () =>
   }
 });
 
+Deno.test("udp_client: a host its task may not reach: one error line naming the permission, exit 1", async () => {
+  const done = await client(9, ["--host", "example.invalid"]).finished();
+  assert.equal(done.code, 1, done.stdout + done.stderr);
+  assert.equal(
+    done.stderr,
+    "error: cannot resolve host example.invalid (no permission: run with --allow-net=example.invalid)\n",
+  );
+});
+
 Deno.test("without --unstable-net (a copy run outside the project): one error line, exit 1", async () => {
   const done = await new Running([
     "run",
