@@ -197,14 +197,14 @@ await runMain(async () => {
       const ping: Ping = { sentAt: performance.now(), replies: 0, expired: false };
       pings.push(ping);
       unsettled++;
-      if (args.trace) traceDatagram("sent", bytes, target, logError);
-      await socket.send(bytes, target); // no connection: each datagram names where it goes
-      ping.timer = setTimeout(() => {
+      ping.timer = setTimeout(() => { // set first: the reply may come before send() returns
         ping.expired = true;
         unsettled--;
         log(paint("red", `no reply to ping ${seq} within ${args.timeout} s`));
         onSettled();
       }, timeoutMs);
+      if (args.trace) traceDatagram("sent", bytes, target, logError);
+      await socket.send(bytes, target); // no connection: each datagram names where it goes
     }
     await allSettled();
   } catch (err) {
