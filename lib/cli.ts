@@ -17,8 +17,10 @@ import { showBytes } from "./text.ts";
 import { ReadTimeoutError } from "./io.ts";
 import { runExitHooks } from "./exit.ts";
 
-/** How a flag's value is read: `port` 0-65535, `integer` whole, `seconds` decimal. */
-export type OptionKind = "string" | "strings" | "boolean" | "host" | "port" | "integer" | "seconds";
+/** How a flag's value is read: as text, a switch, a host, or a number ({@linkcode NumericKind}). */
+export type OptionKind = "string" | "strings" | "boolean" | "host" | NumericKind;
+/** `port` 0-65535, `integer` whole, `seconds` and `number` decimal. */
+export type NumericKind = "port" | "integer" | "seconds" | "number";
 
 /** One flag of a script. */
 export interface OptionSpec {
@@ -30,9 +32,9 @@ export interface OptionSpec {
   default?: string | number | boolean | string[];
   /** One line for `--help`. */
   help: string;
-  /** Smallest `integer` or `seconds` (default 0). */
+  /** Smallest `integer`, `seconds` or `number` (default 0). */
   min?: number;
-  /** Largest `integer` or `seconds`, shown in `--help` (default 1e9, or a day). */
+  /** Largest `integer`, `seconds` or `number`, shown in `--help` (default 1e9, or a day). */
   max?: number;
   /** Name of the value in `--help`, e.g. `N`. */
   valueName?: string;
@@ -60,6 +62,7 @@ const NUMERIC: Record<string, [RegExp, string, number]> = {
   port: [/^\d{1,5}$/, "a number", 65535],
   integer: [/^-?\d+$/, "a whole number", 1_000_000_000],
   seconds: [/^-?(\d+\.?\d*|\.\d+)$/, "a number of seconds", 86_400],
+  number: [/^-?(\d+\.?\d*|\.\d+)$/, "a number", 1_000_000_000],
 };
 
 /** Seconds from a `--timeout`-style flag to milliseconds; `0` means never (`undefined`). */

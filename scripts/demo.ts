@@ -213,6 +213,20 @@ const PAIRS: Pair[] = [
     }],
     serverExpect: /stored 'LICENSE' \(931 bytes\)/,
   },
+  {
+    title: "udp_server + udp_client",
+    idea: "datagrams: no connection; --drop and --delay lose and reorder, replies matched by seq",
+    server: "udp_server",
+    serverArgs: ["--drop", "0.2", "--delay", "100"],
+    client: "udp_client",
+    clients: [{
+      args: (
+        port,
+      ) => ["--port", `${port}`, "--count", "10", "--interval", "0.05", "--timeout", "0.5"],
+      expect: /10 sent, \d+ received, \d+% loss/,
+    }],
+    serverExpect: /Received: ping 10 /,
+  },
 ];
 
 /** * Prints every line `proc` prints as it arrives, labelled `who`, so that the

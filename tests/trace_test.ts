@@ -406,13 +406,17 @@ const CLIENTS: Record<
   },
 };
 
+/** The scripts with no connection: they trace each datagram (`traceDatagram`); udp_test.ts runs them. */
+const DATAGRAMS = ["udp_server", "udp_client"];
+
 Deno.test("every script in scripts/ but the tour traces its connections with --trace", async () => {
   try {
     const scripts = [...Deno.readDirSync(`${ROOT}scripts`)]
       .filter((e) => e.isFile && e.name !== "demo.ts")
       .map((e) => e.name.replace(/\.ts$/, ""))
       .sort();
-    assert.deepEqual(scripts, [...Object.keys(SERVERS), ...Object.keys(CLIENTS)].sort());
+    const traced = [...Object.keys(SERVERS), ...Object.keys(CLIENTS), ...DATAGRAMS];
+    assert.deepEqual(scripts, traced.sort());
     for (const [name, args] of Object.entries(SERVERS)) {
       const server = await startServer(name, ["--port", "0", "--trace", ...args]);
       try {
@@ -468,14 +472,16 @@ Deno.test("without --trace: no trace line, and no script wraps a connection unle
     if (!path.endsWith(".ts") || path === "demo.ts") continue;
     const file = path === "socket_server_threads.ts" ? "workers/pool_worker.ts" : path;
     const code = Deno.readTextFileSync(`${ROOT}scripts/${file}`);
-    const calls = [...code.matchAll(/^.*traceConn\(.*$/gm)].map((m) => m[0].trim());
-    assert.ok(calls.length > 0, `${file} never calls traceConn`);
+    const tracer = DATAGRAMS.includes(path.replace(/\.ts$/, "")) ? "traceDatagram" : "traceConn";
+    const calls = [...code.matchAll(new RegExp(`^.*${tracer}\\(.*$`, "gm"))].map((m) =>
+      m[0].trim()
+    );
+    assert.ok(calls.length > 0, `${file} never calls ${tracer}`);
     for (const call of calls) {
-      assert.match(
-        call,
-        /^if \((args|flags)\.trace\) traceConn\(conn(, \{ print: logError \})?\);/,
-        `${file}: ${call}`,
-      );
+      const traced = tracer === "traceConn"
+        ? /^if \((args|flags)\.trace\) traceConn\(conn(, \{ print: logError \})?\);/
+        : /^if \(args\.trace\) traceDatagram\("(sent|received)", \w+, \w+, logError\);/;
+      assert.match(call, traced, `${file}: ${call}`);
     }
   }
 });

@@ -2,7 +2,8 @@
  * The numbers of a `ping`-style summary: loss, and round-trip min, average,
  * max and 99th percentile.
  *
- * Only sensor_client.ts uses it, so it lives beside that script.
+ * sensor_client.ts uses it, and udp_client.ts (the same summary over UDP), so it
+ * lives beside the first.
  *
  * @example
  * ```ts
