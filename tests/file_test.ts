@@ -489,3 +489,26 @@ Deno.test("Ctrl+C mid-file: file_server stops within 2 s, exit 0, and leaves no 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name: "file_client draws a progress bar with bytes/s on a terminal (script(1) gives it one)",
+  ignore: !hasCommand("script") || Deno.build.os !== "linux",
+  fn: async () => {
+    const { server, dir } = await fileServer();
+    const src = await Deno.makeTempDir({ prefix: "file-client-test-" });
+    try {
+      const path = join(src, "zeros.bin");
+      await Deno.writeFile(path, new Uint8Array());
+      await Deno.truncate(path, 200 * 1024 * 1024); // long enough for a few redraws (every 0.1 s)
+      const client = `${Deno.execPath()} run -A ${ROOT}scripts/file_client.ts`;
+      const out = await sh(`script -qec '${client} --port ${server.port} ${path}' /dev/null`);
+      const text = decoder.decode(out.stdout);
+      assert.equal(out.code, 0, text + out.stderr);
+      assert.match(text, /\r\[#* *\] \d+% of 209715200 bytes, [\d.]+ MB\/s\x1b\[K/);
+      assert.match(text, /\r\x1b\[Kzeros\.bin: sent 209715200 bytes .*sha256 matches/); // bar erased
+    } finally {
+      await Deno.remove(src, { recursive: true });
+      await finish(server, dir);
+    }
+  },
+});
