@@ -19,8 +19,10 @@
  *   `no reply`): a loss, as for `ping -W`, counted `late`, no round trip.
  * - duplicate: another reply to a ping that had one: counted, nothing more.
  * - ignored: a reply to a ping never sent, anything not `pong <seq>`, and any
- *   datagram from another address than the server's (anyone can send to our
- *   port): a line with the bytes escaped, counted `ignored`.
+ *   datagram from another port than the server's (anyone can send to our
+ *   port): a line with the bytes escaped, counted `ignored`. The port, not the
+ *   address: a server bound to a wildcard (`0.0.0.0`) answers from whichever
+ *   of its addresses the route picks, not always the one we pinged.
  *
  * The summary: `N sent, M received, L% loss` (L from N and M), the other
  * counts, and the round trips' min/avg/max/p99. Ctrl+C ends the run early with
@@ -103,7 +105,7 @@ const stop = new AbortController();
 onStopSignal(() => stop.abort(), { name: "udp_client" }); // a second one exits at once
 
 /** What one datagram that came in is: a reply matched to its ping, or ignored, with a line. */
-function onDatagram(data: Uint8Array, from: Deno.Addr, server: string): void {
+function onDatagram(data: Uint8Array, from: Deno.Addr): void {
   const at = performance.now();
   if (args.trace) traceDatagram("received", data, from, logError);
   const peer = formatAddress(from);
@@ -111,7 +113,8 @@ function onDatagram(data: Uint8Array, from: Deno.Addr, server: string): void {
   const ping = pings[seq - 1];
   const shown = `'${showBytes(data, LOG_PREVIEW)}'`; // escaped: a peer's bytes never reach us raw
   let why = "";
-  if (peer !== server) why = `from ${peer}, not the server`;
+  // The port, not the address: a server bound to 0.0.0.0 may answer from another of its addresses.
+  if ((from as Deno.NetAddr).port !== args.port) why = `from ${peer}, not the server's port`;
   else if (Number.isNaN(seq)) why = "not 'pong <seq>'";
   else if (!ping) why = `no ping ${seq} was sent`;
   if (why) {
@@ -148,7 +151,7 @@ async function receiveAll(socket: Deno.DatagramConn, server: string): Promise<vo
   while (true) {
     try {
       const [data, from] = await socket.receive(buffer);
-      onDatagram(data, from, server);
+      onDatagram(data, from);
     } catch (err) {
       if (err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Interrupted) return;
       // Some systems (Windows; a connected socket on Linux) report an ICMP error here.
@@ -192,7 +195,9 @@ await runMain(async () => {
   const receiving = receiveAll(socket, server);
   try {
     for (let seq = 1; args.count === 0 || seq <= args.count; seq++) {
-      if (seq > 1) await sleep(args.interval * 1000, stop.signal);
+      // (--interval 0: back to back; a timer of 0 would still wait a few ms each)
+      if (seq > 1 && args.interval > 0) await sleep(args.interval * 1000, stop.signal);
+      stop.signal.throwIfAborted();
       const bytes = new TextEncoder().encode(`ping ${seq}`);
       const ping: Ping = { sentAt: performance.now(), replies: 0, expired: false };
       pings.push(ping);

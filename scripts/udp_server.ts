@@ -46,7 +46,7 @@ import { parseCli, runMain } from "../lib/cli.ts";
 import { log, logError } from "../lib/log.ts";
 import { listenErrorText } from "../lib/server.ts";
 import { exitSoon, onStopSignal } from "../lib/signals.ts";
-import { formatAddress, LOG_PREVIEW, paint, plural, showBytes } from "../lib/text.ts";
+import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceDatagram } from "../lib/trace.ts";
 
 const args = parseCli({
@@ -112,7 +112,9 @@ await runMain(async () => {
     const owed = [...held].map(([timer, send]) => (clearTimeout(timer), send()));
     await Promise.all(owed);
     socket.close(); // the receive() below fails: the loop ends
-    const early = owed.length ? `, after sending the ${plural(owed.length, "held reply")} now` : "";
+    const early = owed.length
+      ? `, after sending the ${owed.length} held ${owed.length === 1 ? "reply" : "replies"} now`
+      : "";
     log(paint("dim", `udp_server: shut down${early}`));
     await exitSoon(0, exitBy - performance.now());
   }, { name: "udp_server", say: log });

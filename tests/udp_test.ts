@@ -120,6 +120,26 @@ Deno.test("udp_client against udp_server (--drop 0), run every way: exact counts
   }
 });
 
+Deno.test({
+  name: "a server bound to 0.0.0.0 may answer from another of its addresses: the client takes it",
+  ignore: Deno.build.os !== "linux", // 127.0.0.2 is loopback on Linux; elsewhere, an alias to add
+  fn: async () => {
+    const server = await startServer("udp_server", ["--host", "0.0.0.0", "--port", "0"], "run -A");
+    try {
+      // Pinged at 127.0.0.2, it answers from 127.0.0.1 (the route's source address).
+      const done = await client(server.port, ["--host", "127.0.0.2", "--count", "2"], "run -A")
+        .finished();
+      assert.equal(done.code, 0, done.stdout + done.stderr);
+      assert.match(
+        done.stdout,
+        /2 sent, 2 received, 0% loss\n0 late, 0 duplicate, 0 out of order, 0 ignored/,
+      );
+    } finally {
+      await server.stop();
+    }
+  },
+});
+
 Deno.test("udp_client against udp_server --drop 1: every ping lost, 100% loss, exit 1, no round trips", async () => {
   const server = await startServer("udp_server", ["--port", "0", "--drop", "1"]);
   try {
@@ -181,7 +201,7 @@ Deno.test("udp_client matches by seq: out of order, duplicate, a seq never sent,
     await fake.send("pong 99", from!); // never sent: ignored
     await fake.send(new Uint8Array([0x70, 0x6f, 0x1b, 0x5b, 0x32, 0x4a, 0xff]), from!); // garbage
     await stranger.send(encoder.encode("pong 2"), from!); // right seq, wrong sender: ignored
-    await run.stdout.waitFor(/Ignored 'pong 2': from 127\.0\.0\.1:\d+, not the server/);
+    await run.stdout.waitFor(/Ignored 'pong 2': from 127\.0\.0\.1:\d+, not the server's port/);
     await fake.send("pong 2", from!); // out of order too; the last one owed: the run ends
     const done = await run.finished();
     assert.equal(done.code, 0, done.stdout + done.stderr);
