@@ -105,6 +105,19 @@ const target = parseTarget(args.to);
 const to = formatAddress({ transport: "tcp", ...target });
 const clients = new OpenClients(); // what Ctrl+C closes; what --max-conns counts
 
+/** One end of a pair: the client we accepted, or our connection to the target. */
+interface Leg {
+  name: "client" | "target";
+  conn: Deno.TcpConn;
+}
+
+/** A failure on one leg: which one, and the error. (Declared before `runMain`, which never returns.) */
+class LegFailure extends Error {
+  constructor(readonly leg: Leg, readonly error: unknown) {
+    super(explainClientError(error));
+  }
+}
+
 await runMain(async () => {
   const allowed = Deno.permissions.querySync({ name: "net", host: to });
   if (allowed.state !== "granted") {
@@ -139,19 +152,6 @@ await runMain(async () => {
     relay(conn); // not awaited: back to accept(); relay() catches its own errors, none escapes
   }
 });
-
-/** One end of a pair: the client we accepted, or our connection to the target. */
-interface Leg {
-  name: "client" | "target";
-  conn: Deno.TcpConn;
-}
-
-/** A failure on one leg: which one, and the error. */
-class LegFailure extends Error {
-  constructor(readonly leg: Leg, readonly error: unknown) {
-    super(explainClientError(error));
-  }
-}
 
 /** Connects `conn` to the target and copies both ways until both are done, or one fails. */
 async function relay(conn: Deno.TcpConn): Promise<void> {
