@@ -330,3 +330,178 @@ ${RESET}
     }
   },
 });
+
+/** The resident memory of process `pid`, in MiB (as `ps` reports it). */
+function rssMiB(pid: number): number {
+  const out = new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(pid)] }).outputSync();
+  return Number(decoder.decode(out.stdout).trim()) / 1024;
+}
+
+Deno.test({
+  name:
+    "tcp_proxy: a client that never reads: the proxy stops reading the target, its memory stays bounded",
+  ignore: Deno.build.os === "windows",
+  async fn() {
+    const MiB = 1024 * 1024;
+    const chunk = new Uint8Array(MiB).fill(0x61);
+    let sent = 0;
+    let lastProgress = performance.now();
+    // The target writes up to 100 MiB as fast as the proxy takes it.
+    const target = denoPeer(async (conn) => {
+      while (sent < 100 * MiB) {
+        sent += await conn.write(chunk); // may take part: counted as it goes
+        lastProgress = performance.now();
+      }
+    });
+    const proxy = await proxyTo(target.port, "--quiet");
+    const pid = proxy.child.pid;
+    const before = rssMiB(pid);
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port }); // never reads
+    try {
+      // The target's writes block: no progress for a second, well short of 100 MiB (bounded wait).
+      const deadline = performance.now() + WAIT_MS;
+      while (performance.now() - lastProgress < 1000 || sent === 0) {
+        assert.ok(performance.now() < deadline, `still sending after ${sent} bytes`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const after = rssMiB(pid);
+      assert.ok(sent < 40 * MiB, `the target sent ${sent} bytes before blocking`);
+      // What the kernels hold (socket buffers) is not the proxy's memory: its own stays flat.
+      assert.ok(after - before < 24, `proxy RSS grew from ${before} to ${after} MiB`);
+      console.log(
+        `  target blocked after ${(sent / MiB).toFixed(1)} MiB; proxy RSS ` +
+          `${before.toFixed(1)} -> ${after.toFixed(1)} MiB`,
+      );
+    } finally {
+      client.close(); // the proxy closes the target's leg: its blocked write fails, it ends
+      await target.done;
+      await stopCleanly(proxy);
+    }
+  },
+});
+
+Deno.test("tcp_proxy: Ctrl+C at readiness, and mid-transfer: both legs closed, exit 0 within 2 s", async () => {
+  await stopCleanly(await proxyTo(freePort()));
+
+  let targetEnded = false;
+  const target = denoPeer(async (conn) => {
+    const chunk = new Uint8Array(64 * 1024);
+    try {
+      for (let i = 0; i < 100_000; i++) await writeAll(conn, chunk); // until the proxy closes
+    } finally {
+      targetEnded = true;
+    }
+  });
+  const proxy = await proxyTo(target.port);
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  try {
+    const buf = new Uint8Array(64 * 1024);
+    let got = 0;
+    while (got < 1024 * 1024) got += (await client.read(buf)) ?? 0; // the transfer is under way
+    const last = await stopCleanly(proxy);
+    assert.match(last, /tcp_proxy: shut down, and closed the 1 client still connected/);
+    // The client's leg ends (EOF or reset) after what was in flight.
+    await readAll(client).catch((err) => {
+      if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
+    });
+    await target.done;
+    assert.ok(targetEnded);
+  } finally {
+    client.close();
+  }
+});
+
+Deno.test("tcp_proxy: --idle-timeout closes both legs; --max-conns closes the extra client with nothing", async () => {
+  let targetSaw = "";
+  const target = denoPeer(async (conn) => {
+    targetSaw = (await conn.read(new Uint8Array(10))) === null ? "EOF" : "bytes";
+  });
+  const proxy = await proxyTo(target.port, "--idle-timeout", "0.3", "--max-conns", "1");
+  try {
+    const idle = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      await proxy.stdout.waitFor("connected, relayed to");
+      const extra = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      try {
+        assert.equal((await readAll(extra)).length, 0);
+      } finally {
+        extra.close();
+      }
+      await proxy.stdout.waitFor(/: closed at once, proxy full \(--max-conns\)/);
+      assert.equal((await readAll(idle)).length, 0); // the idle clock closed our leg
+      await target.done;
+      assert.equal(targetSaw, "EOF"); // and the target's
+      await proxy.stdout.waitFor(
+        /: idle for 0\.3 s, closed both legs \(0 B to the target, 0 B back\)/,
+      );
+    } finally {
+      idle.close();
+    }
+  } finally {
+    await stopCleanly(proxy);
+  }
+});
+
+Deno.test("tcp_proxy --trace shows both legs, labelled client and target", async () => {
+  const server = await startServer("socket_server_with_select");
+  const proxy = await proxyTo(server.port, "--trace");
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+    try {
+      await writeAll(conn, encoder.encode("hi\n"));
+      await conn.closeWrite();
+      assert.equal(decoder.decode(await readAll(conn)), "OK ... hi\n");
+    } finally {
+      conn.close();
+    }
+    const t = String.raw`\+\d+\.\d{3}s`;
+    const c = String.raw`trace client 127\.0\.0\.1:\d+ ${t}`;
+    const s = String.raw`trace target 127\.0\.0\.1:${server.port} ${t}`;
+    for (
+      const line of [
+        String.raw`${c} read 3 B "hi\\n"`,
+        String.raw`${s} write 3 B "hi\\n"`,
+        String.raw`${c} read EOF`,
+        String.raw`${s} closeWrite \(we send FIN\)`,
+        String.raw`${s} read 10 B "OK \.\.\. hi\\n"`,
+        String.raw`${c} write 10 B "OK \.\.\. hi\\n"`,
+        String.raw`${c} closeWrite`,
+      ]
+    ) await proxy.stderr.waitFor(new RegExp(line));
+  } finally {
+    await stopCleanly(proxy);
+    await server.stop();
+  }
+});
+
+Deno.test("tcp_proxy: --to missing or malformed is a usage error (exit 2), one line", async () => {
+  const cases: [string[], RegExp][] = [
+    [[], /--to HOST:PORT is required/],
+    [["--to", "127.0.0.1"], /invalid --to '127\.0\.0\.1': expected HOST:PORT/],
+    [["--to", "127.0.0.1:"], /invalid --to/],
+    [["--to", ":8888"], /invalid --to/],
+    [["--to", "127.0.0.1:70000"], /invalid --to/],
+    [["--to", "127.0.0.1:0"], /invalid --to/],
+    [["--to", "::1:8888"], /invalid --to/],
+    [["--to", "127.0.0.1:8888", "--connect-timeout", "301"], /invalid --connect-timeout/],
+    [["--to"], /option --to needs a value/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runTask("tcp_proxy", ["--port", "0", ...args]);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stdout, "");
+    assert.match(r.stderr, /^error: .*\(see tcp_proxy --help\)\n$/);
+    assert.match(r.stderr, message);
+  }
+  // [::1]:PORT is a host and a port.
+  const proxy = await startServer("tcp_proxy", ["--port", "0", "--to", "[::1]:8888"]);
+  assert.match(proxy.stdout.text, /relaying to \[::1\]:8888/);
+  await stopCleanly(proxy);
+  // A target this task may not reach: a runtime error naming the fix (exit 1).
+  const r = await runTask("tcp_proxy", ["--port", "0", "--to", "192.0.2.1:80"]);
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(
+    r.stderr,
+    /^error: no permission to connect to 192\.0\.2\.1:80: add 192\.0\.2\.1 to --allow-net\n$/,
+  );
+});
