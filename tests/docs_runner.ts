@@ -520,7 +520,7 @@ export function containsWord(code: string, text: string): boolean {
 }
 
 /** Whether a script is a server (it is started in the background, not run to its end). */
-const IS_SERVER = (name: string) => /_server/.test(name);
+const IS_SERVER = (name: string) => /_server|_proxy/.test(name); // a proxy is a server too
 const installedTools = new Map<string, boolean>();
 /** Whether `cmd` is installed (asked once per tool). */
 const HAS = (cmd: string) => {
