@@ -19,7 +19,6 @@ import {
   hasCommand,
   Output,
   readAll,
-  Running,
   runTask,
   type Server,
   sh,
