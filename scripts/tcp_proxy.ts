@@ -103,9 +103,10 @@ const args = parseCli({
 
 /** One read, one write: the most a direction holds. */
 const BUFFER = 64 * 1024;
+/** A copy waits for the next poll after moving this much (fairness). */
 const POLL_EVERY = 256 * 1024;
-const target = parseTarget(args.to);
-const to = formatAddress({ transport: "tcp", ...target });
+const destination = parseTarget(args.to); // where every client is relayed
+const to = formatAddress({ transport: "tcp", ...destination });
 const clients = new OpenClients(); // what Ctrl+C closes; what --max-conns counts
 
 /** One end of a pair: the client we accepted, or our connection to the target. */
@@ -124,7 +125,9 @@ class LegFailure extends Error {
 await runMain(async () => {
   const allowed = Deno.permissions.querySync({ name: "net", host: to });
   if (allowed.state !== "granted") {
-    throw new CliError(`no permission to connect to ${to}: add ${target.hostname} to --allow-net`);
+    throw new CliError(
+      `no permission to connect to ${to}: add ${destination.hostname} to --allow-net`,
+    );
   }
   let listener: Deno.TcpListener;
   try {
@@ -249,7 +252,7 @@ async function copy(
 function connectToTarget(stop: AbortSignal): Promise<Deno.TcpConn> {
   const ms = secondsToMs(args["connect-timeout"]);
   const signal = ms === undefined ? stop : AbortSignal.any([stop, AbortSignal.timeout(ms)]);
-  return Deno.connect({ ...target, signal });
+  return Deno.connect({ ...destination, signal });
 }
 
 /** Why the target could not be reached, for the log line. */
@@ -305,6 +308,6 @@ function parseTarget(text: string | undefined): { hostname: string; port: number
 /** Whether the target is the address we listen on: a loop of connections. */
 function isItself(addr: Deno.NetAddr): boolean {
   const local = ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", addr.hostname];
-  return target.port === addr.port && local.includes(target.hostname) &&
-    (local.includes(args.host) || args.host === target.hostname);
+  return destination.port === addr.port && local.includes(destination.hostname) &&
+    (local.includes(args.host) || args.host === destination.hostname);
 }

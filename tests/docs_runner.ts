@@ -635,7 +635,7 @@ export interface DocCommand {
   expect: string[];
   /** What terminal 1 prints meanwhile (the lines after `# terminal 1 shows:`), if said. */
   shows?: string[];
-  /** The terminal whose lines `shows` are: 1, or 2 (`# terminal 2 shows:`). */
+  /** 2 when `shows` are terminal 2's lines (`# terminal 2 shows:`); else terminal 1's. */
   showsIn?: number;
   /** Whether terminal 1 ends by itself (`# terminal 1 exits`). */
   ends: boolean;
@@ -661,8 +661,10 @@ export function shBlocks(text: string): DocCommand[][] {
       while (lines[i + 1] === "#" || lines[i + 1]?.startsWith("# ")) {
         const l = lines[++i].slice(2);
         const shows = l.match(/^terminal ([12]) shows:$/);
-        if (shows) [into, c.showsIn] = [c.shows = [], Number(shows[1])];
-        else if (l === "terminal 1 exits") c.ends = true;
+        if (shows) {
+          into = c.shows = [];
+          if (shows[1] === "2") c.showsIn = 2; // (terminal 1's, the usual, says nothing)
+        } else if (l === "terminal 1 exits") c.ends = true;
         else into.push(l);
       }
       block.push(c);

@@ -511,3 +511,21 @@ Deno.test(".ci/run finds the summary the test task's reporter prints, on a failu
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("markdown: '# terminal 2' and '# terminal 2 shows:' (a proxy beside its server)", () => {
+  const text = [
+    "```sh",
+    "deno task x_server   # terminal 1",
+    "deno task tcp_proxy --to 127.0.0.1:8888   # terminal 2",
+    "printf 'a\\n' | nc -N 127.0.0.1 9000   # terminal 3 prints:",
+    "# OK ... a",
+    "# terminal 2 shows:",
+    "# Client (127.0.0.1:PORT) connected",
+    "```",
+  ].join("\n");
+  const [[, proxy, client]] = shBlocks(text);
+  assert.equal(proxy.note, "terminal 2");
+  assert.deepEqual(client.expect, ["OK ... a"]);
+  assert.deepEqual(client.shows, ["Client (127.0.0.1:PORT) connected"]);
+  assert.equal(client.showsIn, 2);
+});
