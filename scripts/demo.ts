@@ -85,6 +85,8 @@ interface Pair {
   exitsAlone?: boolean;
   /** A folder the server writes (in the project), removed after the pair: the tour runs again. */
   writes?: string;
+  /** A proxy between them (lesson 13): started with the server's port; the clients connect to it. */
+  middle?: { script: string; args: (serverPort: number) => string[]; expect: RegExp };
 }
 
 const traceFlag = args.trace ? ["--trace"] : [];
@@ -214,6 +216,22 @@ const PAIRS: Pair[] = [
     serverExpect: /stored 'LICENSE' \(931 bytes\)/,
   },
   {
+    title: "tcp_proxy (socket_client → tcp_proxy → socket_server)",
+    idea: "a server that is also a client: every byte copied both ways, a half-close passed on",
+    server: "socket_server",
+    middle: {
+      script: "tcp_proxy",
+      args: (port) => ["--to", `127.0.0.1:${port}`],
+      expect: /is offline: 27 B to the target, 41 B back/,
+    },
+    client: "socket_client",
+    clients: [{
+      args: (port) => ["--port", `${port}`, "-m", "through the proxy", "-m", "and back"],
+      expect: /OK \.\.\. through the proxy\nOK \.\.\. and back/,
+    }],
+    serverExpect: /is offline/,
+  },
+  {
     title: "udp_server + udp_client",
     idea: "datagrams: no connection; --drop and --delay lose and reorder, replies matched by seq",
     server: "udp_server",
@@ -306,8 +324,17 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
   narrate("server", server);
   let ok = false;
   let why = "";
+  let middle: Running | undefined;
   try {
-    const [, port] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
+    const [, serverPort] = await server.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
+    let port = serverPort;
+    if (pair.middle) {
+      const middleArgs = ["--port", "0", ...pair.middle.args(Number(serverPort)), ...traceFlag];
+      console.log(`  $ deno task ${pair.middle.script} ${middleArgs.join(" ")}`);
+      middle = new Running([...taskCommand(pair.middle.script), ...middleArgs]);
+      narrate("proxy", middle);
+      [, port] = await middle.stdout.waitFor(/listening on \S+:(\d+)/, 10_000);
+    }
     const many = pair.clients.length > 1;
     if (many) {
       const how = pair.clients.every((c) => c.paced)
@@ -327,11 +354,16 @@ async function runPair(pair: Pair, n: number, total: number): Promise<boolean> {
     why = failures.find((f) => f) ?? fed.find((f) => f) ?? "";
     if (!why) {
       await server.stdout.waitForCount(pair.serverExpect, pair.clients.length, 10_000);
+      if (pair.middle) await middle!.stdout.waitFor(pair.middle.expect, 10_000);
       ok = true;
     }
   } catch (err) {
     why = (err as Error).message.split("\n")[0];
   } finally {
+    if (middle) {
+      middle.kill("SIGTERM");
+      await middle.finished(5_000);
+    }
     if (!pair.exitsAlone || !ok) {
       console.log(`  ${paint("dim", "(the tour stops the server, as Ctrl+C would)")}`);
       server.kill("SIGTERM");

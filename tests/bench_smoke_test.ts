@@ -35,3 +35,12 @@ Deno.test("deno task bench:chat runs: one small round prints deliveries per seco
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /deno chat_server\s+[\d,]+ deliveries\/s/);
 });
+
+Deno.test("deno task bench:proxy runs: one small round prints both medians and the ratio", async () => {
+  const r = await new Running([...taskCommand("bench:proxy"), "--mib", "8", "--rounds", "1"])
+    .finished(60_000);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^direct +[\d,]+ MiB\/s \(median\)$/m);
+  assert.match(r.stdout, /^through proxy +[\d,]+ MiB\/s \(median\)$/m);
+  assert.match(r.stdout, /^proxy \/ direct = [\d.]+×$/m);
+});

@@ -20,6 +20,11 @@ Deno.test("the tour (deno task demo) runs every pair and exits 0", async () => {
   assert.equal(connected.length, 3, pool);
   assert.ok(connected.every((m) => m.index! < firstOffline), pool);
   assert.match(r.stdout, /\$ printf 'hello, room\\n' \| deno task chat_client/);
+  // Lesson 13: the proxy in the middle, started with the server's port; the client talks to it.
+  assert.match(
+    r.stdout,
+    /\$ deno task tcp_proxy --port 0 --to 127\.0\.0\.1:(\d+)\n[\s\S]*proxy +│ Client \(\S+\) connected, relayed to 127\.0\.0\.1:\1 /,
+  );
 });
 
 Deno.test("the tour's clients 'at once' are: both connected together, their lines interleaved", async () => {

@@ -67,7 +67,7 @@ export function parseScript(name: string): ScriptDoc {
     } else if (header.startsWith("Expected output")) {
       doc.expect = block;
       doc.online = header.includes("Internet");
-    } else if (/server prints/.test(header) && !block[0].startsWith("$ ")) {
+    } else if (/(server|proxy) prints/.test(header) && !block[0].startsWith("$ ")) {
       doc.recipes.at(-1)!.serverExpect = block;
     } else if (block[0].startsWith("$ ")) {
       for (let j = 0; j < block.length; j++) {
@@ -520,7 +520,7 @@ export function containsWord(code: string, text: string): boolean {
 }
 
 /** Whether a script is a server (it is started in the background, not run to its end). */
-const IS_SERVER = (name: string) => /_server/.test(name);
+const IS_SERVER = (name: string) => /_server|_proxy/.test(name); // a proxy is a server too
 const installedTools = new Map<string, boolean>();
 /** Whether `cmd` is installed (asked once per tool). */
 const HAS = (cmd: string) => {
@@ -635,6 +635,8 @@ export interface DocCommand {
   expect: string[];
   /** What terminal 1 prints meanwhile (the lines after `# terminal 1 shows:`), if said. */
   shows?: string[];
+  /** 2 when `shows` are terminal 2's lines (`# terminal 2 shows:`); else terminal 1's. */
+  showsIn?: number;
   /** Whether terminal 1 ends by itself (`# terminal 1 exits`). */
   ends: boolean;
 }
@@ -658,8 +660,11 @@ export function shBlocks(text: string): DocCommand[][] {
       let into = c.expect;
       while (lines[i + 1] === "#" || lines[i + 1]?.startsWith("# ")) {
         const l = lines[++i].slice(2);
-        if (l === "terminal 1 shows:") into = c.shows = [];
-        else if (l === "terminal 1 exits") c.ends = true;
+        const shows = l.match(/^terminal ([12]) shows:$/);
+        if (shows) {
+          into = c.shows = [];
+          if (shows[1] === "2") c.showsIn = 2; // (terminal 1's, the usual, says nothing)
+        } else if (l === "terminal 1 exits") c.ends = true;
         else into.push(l);
       }
       block.push(c);
@@ -736,6 +741,7 @@ export async function runDoc(
   for (const block of blocks) {
     const ports = new PortMap(); // the block runs on free ports, whatever it names
     let bg: Background | undefined; // terminal 1
+    let terminal2: Background | undefined; // a second server that stays up (`# terminal 2`)
     let bgCommand = "";
     let down = ""; // why terminal 1, and so the rest of the block, is not run
     /** Fails if terminal 1 ended, by itself, and the text did not say so. */
@@ -765,14 +771,20 @@ export async function runDoc(
           continue;
         }
         const inTerminal1 = /terminal 1/.test(c.note);
+        const inTerminal2 = c.note === "terminal 2"; // one of two servers (a proxy and its target)
         const aServer = /^deno (run|task) /.test(c.command) && /_server/.test(c.command) &&
           !c.expect.length && c.exit === 0 && !c.shows && !c.ends;
-        if (inTerminal1 || aServer) {
+        if (inTerminal1 || aServer || inTerminal2) {
+          await terminal2?.stop(); // a server started after it takes its place (or its port)
+          terminal2 = undefined;
           const command = ports.command(c.command);
           const started = await startBackground(command);
           log.executed.push(`${label}: ${c.command}`);
           try {
-            for (const p of portsIn(command)) assert.equal(p, started.port, `${at} (${command})`);
+            // (A proxy's `--to HOST:PORT` names its target's port, not its own.)
+            for (const p of portsIn(command.replace(/--to \S+/, ""))) {
+              assert.equal(p, started.port, `${at} (${command})`);
+            }
             if (c.expect.length) {
               const expect = ports.lines(c.expect);
               await waitShown(started, expect, [0, 0], waitMs, `${at} did not print its lines`);
@@ -784,12 +796,18 @@ export async function runDoc(
           if (inTerminal1) {
             await bg?.stop();
             [bg, bgCommand, lastPort] = [started, command, ports.docPort(started.port)];
+          } else if (inTerminal2) {
+            terminal2 = started; // up for the rest of the block, beside terminal 1
           } else {
             await started.stop(); // only what terminal 1 runs stays up
           }
           continue;
         }
         const from: [number, number] = [bg?.out.text.length ?? 0, bg?.err.text.length ?? 0];
+        const from2: [number, number] = [
+          terminal2?.out.text.length ?? 0,
+          terminal2?.err.text.length ?? 0,
+        ];
         if (c.command.startsWith("deno install ")) {
           assert.ok(installRoot, `${at}: no folder given to install into`);
           const r = await shell(`${c.command} --root ${installRoot}`);
@@ -808,9 +826,17 @@ export async function runDoc(
           }
         }
         if (c.shows) {
-          assert.ok(bg, `${at}: '# terminal 1 shows:', and no terminal 1 runs in this block`);
+          const [t, shower] = c.showsIn === 2 ? [2, terminal2] : [1, bg];
+          assert.ok(shower, `${at}: '# terminal ${t} shows:', and no terminal ${t} runs here`);
           const shows = ports.lines(c.shows);
-          await waitShown(bg, shows, from, waitMs, `${at}: terminal 1 did not show its lines`);
+          const since: [number, number] = t === 1 ? from : from2;
+          await waitShown(
+            shower,
+            shows,
+            since,
+            waitMs,
+            `${at}: terminal ${t} did not show its lines`,
+          );
         }
         if (c.ends) {
           assert.ok(bg, `${at}: '# terminal 1 exits', and no terminal 1 runs in this block`);
@@ -824,6 +850,7 @@ export async function runDoc(
       }
       stillUp(`${label}.md:${block.at(-1)?.line}: at the end of its block`);
     } finally {
+      await terminal2?.stop();
       await bg?.stop();
     }
   }

@@ -11,8 +11,8 @@
  * - an indented block of `$ command` lines, each followed by the lines it
  *   prints, is a recipe; a `$` line followed directly by another `$` line is
  *   a server started in the background;
- * - an indented block after `... the server prints...:` is what the server
- *   prints while the recipe before it runs.
+ * - an indented block after `... the server prints...:` (or `the proxy
+ *   prints`) is what the server prints while the recipe before it runs.
  *
  * How a ```sh block of a markdown file (`DOCS`: README.md, LESSONS.md, CONTRIBUTING.md,
  * bench/README.md) is read, line by line (`runDoc`):
@@ -26,8 +26,12 @@
  *   must be that one, and the `# text` lines under it are what it prints as it
  *   starts. A `deno run|task ..._server` line with nothing under it is started,
  *   checked and stopped the same way;
+ * - `command   # terminal 2` (exactly that note) is a second server that stays up
+ *   beside terminal 1 (a proxy and its target) until the block ends or another
+ *   server starts;
  * - `# terminal 1 shows:` under a command (after its own lines) starts the
  *   lines terminal 1 prints while or after the command runs (waited for, 10 s);
+ *   `# terminal 2 shows:`, the same for terminal 2;
  * - `# terminal 1 exits` under a command: terminal 1 ends by itself (within
  *   10 s). One that ends when the text does not say so is an error;
  * - a `#` line before any command is a comment.
@@ -506,4 +510,22 @@ Deno.test(".ci/run finds the summary the test task's reporter prints, on a failu
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("markdown: '# terminal 2' and '# terminal 2 shows:' (a proxy beside its server)", () => {
+  const text = [
+    "```sh",
+    "deno task x_server   # terminal 1",
+    "deno task tcp_proxy --to 127.0.0.1:8888   # terminal 2",
+    "printf 'a\\n' | nc -N 127.0.0.1 9000   # terminal 3 prints:",
+    "# OK ... a",
+    "# terminal 2 shows:",
+    "# Client (127.0.0.1:PORT) connected",
+    "```",
+  ].join("\n");
+  const [[, proxy, client]] = shBlocks(text);
+  assert.equal(proxy.note, "terminal 2");
+  assert.deepEqual(client.expect, ["OK ... a"]);
+  assert.deepEqual(client.shows, ["Client (127.0.0.1:PORT) connected"]);
+  assert.equal(client.showsIn, 2);
 });

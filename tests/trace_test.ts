@@ -362,6 +362,7 @@ const SERVERS: Record<string, string[]> = {
   tcp_server: ["--size", "5"],
   chat_server: [],
   file_server: ["--dir", FILES], // "ping" is a header length to it: it reads 4 bytes, refuses
+  tcp_proxy: [], // given --to a socket_server of its own below; its client leg is labelled
 };
 /** What a server's trace must show of the ping: its read of it. */
 const PING_READ: Record<string, string> = { file_server: String.raw`read 4 B "ping"` };
@@ -418,15 +419,18 @@ Deno.test("every script in scripts/ but the tour traces its connections with --t
     const traced = [...Object.keys(SERVERS), ...Object.keys(CLIENTS), ...DATAGRAMS];
     assert.deepEqual(scripts, traced.sort());
     for (const [name, args] of Object.entries(SERVERS)) {
-      const server = await startServer(name, ["--port", "0", "--trace", ...args]);
+      const target = name === "tcp_proxy" ? await startServer("socket_server") : undefined;
+      const to = target ? ["--to", `127.0.0.1:${target.port}`] : [];
+      const server = await startServer(name, ["--port", "0", "--trace", ...to, ...args]);
       try {
-        const peer = await ping(server.port);
+        const peer = (target ? "client " : "") + await ping(server.port);
         await waitForEvent(server.stderr, peer, "close");
         const events = eventsFor(server.stderr.text, peer);
         const read = PING_READ[name] ?? String.raw`read 5 B "ping\n"`;
         assert.ok(events.includes(read), `${name}: ${server.stderr.text}`);
       } finally {
         await server.stop();
+        await target?.stop();
       }
     }
     for (const [name, { server: serverName, serverArgs, args, event }] of Object.entries(CLIENTS)) {
@@ -479,7 +483,7 @@ Deno.test("without --trace: no trace line, and no script wraps a connection unle
     assert.ok(calls.length > 0, `${file} never calls ${tracer}`);
     for (const call of calls) {
       const traced = tracer === "traceConn"
-        ? /^if \((args|flags)\.trace\) traceConn\(conn(, \{ print: logError \})?\);/
+        ? /^if \((args|flags)\.trace\) traceConn\((conn|server)(, \{ print: (logError|labelled\("\w+"\)) \})?\);/
         : /^if \(args\.trace\) traceDatagram\("(sent|received)", \w+, \w+, logError\);/;
       assert.match(call, traced, `${file}: ${call}`);
     }
