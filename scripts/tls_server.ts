@@ -12,6 +12,11 @@
  * its ClientHello at all) holds nobody else up; a timer closes it after
  * `--handshake-timeout`. `accept()` itself only takes the TCP connection:
  * Deno does the handshake later, on the first read or write, or when asked.
+ * One limit of Deno 2.9 here: closing a TLS connection whose handshake has
+ * not ended frees it for us (its place in `--max-conns`, its log line), but
+ * Deno keeps its socket open until the client sends a byte or leaves (the
+ * TLS library waits for the handshake to end before it closes). A client
+ * that connects and stays silent keeps a file descriptor until then.
  *
  * The certificate in certs/ (a `localhost` leaf signed by a small learning
  * CA, certs/ca.pem) is for learning only: its private key is public, in this
