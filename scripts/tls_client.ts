@@ -4,7 +4,7 @@
  * CA it trusts and is valid for that name, sends messages one per line, and
  * prints each reply.
  *
- * `Deno.connectTls` is `Deno.connect` plus what to trust: `caCerts` (here the
+ * `Deno.connectTls` is socket_client's connect plus what to trust: `caCerts` (the
  * learning CA, certs/ca.pem, or yours with `--ca FILE`) is added to the
  * public roots Deno trusts anyway (Mozilla's), so the same client can also
  * reach a real server. The name checked is the one you connect to, `--host`:

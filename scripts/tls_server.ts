@@ -2,8 +2,8 @@
  * tls_server.ts — lesson 14: the line conversation of socket_server_with_select
  * (`OK ... <line>`, many clients at once), encrypted with TLS.
  *
- * `Deno.listenTls` is `Deno.listen` plus a certificate and its private key;
- * what `accept()` returns reads and writes plain bytes, as a TCP connection
+ * `Deno.listenTls` takes what a TCP listen takes, plus a certificate and its
+ * private key; what `accept()` returns reads and writes plain bytes, as a TCP connection
  * does, and TLS encrypts them on the wire. The rest of the file is the
  * select lesson's, with one step added before the conversation: the TLS
  * handshake (`conn.handshake()`), in which the client checks our certificate
@@ -49,8 +49,8 @@
  *   $ openssl s_client -connect 127.0.0.1:8443 -CAfile certs/ca.pem -quiet
  *
  * Talk to it in plain TCP instead, and see the alert it answers with:
- *   $ printf 'hello\n' | nc -N 127.0.0.1 8443 | od -An -tx1
- *    15 03 03 00 02 02 32
+ *   $ printf 'hello\n' | nc -N 127.0.0.1 8443 | od -An -tx1 | cut -c2-
+ *   15 03 03 00 02 02 32
  * and the server prints:
  *   127.0.0.1:PORT: not a TLS client (it sent bytes that are no TLS record: plain TCP?)
  *
