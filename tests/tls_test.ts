@@ -324,7 +324,7 @@ Deno.test("tls_client against a plain TCP server (socket_server): one error line
   );
   assert.ok(performance.now() - started < 5000);
   // One that closes at once.
-  const closer = denoPeer(async (conn) => conn.close());
+  const closer = denoPeer((conn) => Promise.resolve(conn.close()));
   const c = await runTask("tls_client", ["--port", closer.port]);
   await closer.done;
   assert.match(c.stderr, /error: localhost:\d+ closed the connection during the TLS handshake/);
