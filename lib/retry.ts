@@ -18,8 +18,8 @@ import { formatAddress, paint, plural } from "./text.ts";
 /** A failed attempt (1 for the first), its error, the wait before the next (none after the last). */
 export type RetryInfo = { attempt: number; error: Error; delayMs: number | undefined };
 
-/** Options for {@linkcode connectWithRetry}; times are in milliseconds. */
-export interface ConnectWithRetryOptions {
+/** Options for {@linkcode connectWithRetry}; times are in milliseconds; `C` what `connect` gives. */
+export interface ConnectWithRetryOptions<C = Deno.TcpConn> {
   /** The server's host name or address. */
   hostname: string;
   /** Its TCP port. */
@@ -39,7 +39,7 @@ export interface ConnectWithRetryOptions {
   /** Follows a refusal in the final error: how to start the server. */
   hint?: string;
   /** The connect call, `Deno.connect` unless told (a script passes its own, tests a fake). */
-  connect?: (options: Deno.ConnectOptions) => Promise<Deno.TcpConn>;
+  connect?: (options: Deno.ConnectOptions) => Promise<C>;
 }
 
 /** True for connection errors that a later attempt may not meet again. */
@@ -62,9 +62,13 @@ export function backoffDelay(
 }
 
 /** Connects, retrying as {@linkcode isRetryable} says; then a {@linkcode RetriesExhaustedError}. */
-export async function connectWithRetry(options: ConnectWithRetryOptions): Promise<Deno.TcpConn> {
+export async function connectWithRetry<C = Deno.TcpConn>(
+  options: ConnectWithRetryOptions<C>,
+): Promise<C> {
   const { hostname, port, attempts = 5, baseDelayMs: base = 200, maxDelayMs: max = 5000 } = options;
-  const { connectTimeoutMs = 10_000, signal, onRetry, hint, connect = Deno.connect } = options;
+  const { connectTimeoutMs = 10_000, signal, onRetry, hint } = options;
+  const connect = options.connect ??
+    (Deno.connect as unknown as (o: Deno.ConnectOptions) => Promise<C>);
   const target = formatAddress({ transport: "tcp", hostname, port });
   const limitMs = Math.min(connectTimeoutMs, 2 ** 31 - 1); // a longer timer would fire at once
   for (let attempt = 1;; attempt++) {

@@ -245,6 +245,17 @@ const PAIRS: Pair[] = [
     }],
     serverExpect: /Received: ping 10 /,
   },
+  {
+    title: "tls_server + tls_client",
+    idea: "the same lines over TLS: the client checks the certificate (learning CA in certs/)",
+    server: "tls_server",
+    client: "tls_client",
+    clients: [{
+      args: (port) => ["--port", `${port}`, "-m", "valve open", "-m", "valve closed"],
+      expect: /OK \.\.\. valve open\nOK \.\.\. valve closed/,
+    }],
+    serverExpect: /is offline/,
+  },
 ];
 
 /** * Prints every line `proc` prints as it arrives, labelled `who`, so that the

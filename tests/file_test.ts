@@ -504,8 +504,8 @@ Deno.test({
       const out = await sh(`script -qec '${client} --port ${server.port} ${path}' /dev/null`);
       const text = decoder.decode(out.stdout);
       assert.equal(out.code, 0, text + out.stderr);
-      assert.match(text, /\r\[#* *\] \d+% of 209715200 bytes, [\d.]+ MB\/s\x1b\[K/);
-      assert.match(text, /\r\x1b\[Kzeros\.bin: sent 209715200 bytes .*sha256 matches/); // bar erased
+      assert.match(text, /\r\[#* *\] \d+% of 209715200 bytes, [\d.]+ MB\/s.\[K/); // ".[K": ESC [K
+      assert.match(text, /\r.\[Kzeros\.bin: sent 209715200 bytes .*sha256 matches/); // bar erased
     } finally {
       await Deno.remove(src, { recursive: true });
       await finish(server, dir);

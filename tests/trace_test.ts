@@ -336,9 +336,15 @@ s.close()`,
   },
 });
 
-/** Sends `ping\n` to a server, half-closes, reads to the end; returns our side's HOST:PORT. */
-async function ping(port: number): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+/**
+ * Sends `ping\n` to a server (over TLS, trusting the learning CA, if `tls`), half-closes, reads to
+ * the end; returns our side's HOST:PORT.
+ */
+async function ping(port: number, tls = false): Promise<string> {
+  const caCerts = [Deno.readTextFileSync(`${ROOT}certs/ca.pem`)];
+  const conn = tls
+    ? await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts })
+    : await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     await writeAll(conn, encoder.encode("ping\n"));
     await conn.closeWrite();
@@ -363,6 +369,7 @@ const SERVERS: Record<string, string[]> = {
   chat_server: [],
   file_server: ["--dir", FILES], // "ping" is a header length to it: it reads 4 bytes, refuses
   tcp_proxy: [], // given --to a socket_server of its own below; its client leg is labelled
+  tls_server: [], // pinged over TLS (see ping): its trace shows the bytes decrypted
 };
 /** What a server's trace must show of the ping: its read of it. */
 const PING_READ: Record<string, string> = { file_server: String.raw`read 4 B "ping"` };
@@ -400,6 +407,11 @@ const CLIENTS: Record<
     args: ["LICENSE"],
     event: String.raw`write 4 B "\x00\x00\x00\x1d"`, // the header's length, big-endian: 29
   },
+  tls_client: {
+    server: "tls_server",
+    args: ["--host", "127.0.0.1", "-m", "ping"],
+    event: `read 12 B "OK ... ping\\n"`,
+  },
   bind_socket: {
     server: "", // a stand-in web server
     args: ["--host", "127.0.0.1", "--request"],
@@ -423,7 +435,7 @@ Deno.test("every script in scripts/ but the tour traces its connections with --t
       const to = target ? ["--to", `127.0.0.1:${target.port}`] : [];
       const server = await startServer(name, ["--port", "0", "--trace", ...to, ...args]);
       try {
-        const peer = (target ? "client " : "") + await ping(server.port);
+        const peer = (target ? "client " : "") + await ping(server.port, name === "tls_server");
         await waitForEvent(server.stderr, peer, "close");
         const events = eventsFor(server.stderr.text, peer);
         const read = PING_READ[name] ?? String.raw`read 5 B "ping\n"`;
