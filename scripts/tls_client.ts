@@ -233,7 +233,9 @@ function whyHandshakeFailed(err: unknown): Error {
     const names = message.match(/only valid for (.*)$/)?.[1];
     return new CliError(
       `${cert} is not valid for the name '${args.host}' (NotValidForName)` +
-        (names ? `; it is for ${names.replace(/DnsName\("([^"]*)"\)/g, "$1")}` : "") +
+        (names
+          ? `; it is for ${names.replace(/(?:DnsName|IpAddress)\("?([^")]*)"?\)/g, "$1")}`
+          : "") +
         ": connect with a name it holds (--host)",
     );
   }

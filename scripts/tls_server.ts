@@ -16,7 +16,15 @@
  * not ended frees it for us (its place in `--max-conns`, its log line), but
  * Deno keeps its socket open until the client sends a byte or leaves (the
  * TLS library waits for the handshake to end before it closes). A client
- * that connects and stays silent keeps a file descriptor until then.
+ * that connects and stays silent keeps a file descriptor until then, and
+ * `--max-conns` no longer counts it: enough of them reach the process's limit
+ * on open files (`ulimit -n`), and then accept() fails for everyone until they
+ * leave. The same holds for a client dropped by `--idle-timeout` while a reply
+ * to it is still being written (one that never reads): the log says it is
+ * disconnected and its place is free, but its socket, and the replies the
+ * kernel holds for it (up to some 4 MB), stay until it reads or leaves. A TCP
+ * front (such as tcp_proxy, lesson 13) or a firewall limit per address is
+ * the defence a real server would add.
  *
  * The certificate in certs/ (a `localhost` leaf signed by a small learning
  * CA, certs/ca.pem) is for learning only: its private key is public, in this
