@@ -403,16 +403,23 @@ Deno.test("Ctrl+C: at readiness, and with a client mid-handshake, tls_server sto
   }
   const server = await startServer("tls_server");
   const silent = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  // A TLS client after it: once the server says it is connected, the silent one, accepted
+  // before it, is mid-handshake (a connect completes before the server's accept()).
+  const caCerts = [await Deno.readTextFile(`${CERTS}/ca.pem`)];
+  const tls = await Deno.connectTls({ hostname: "localhost", port: server.port, caCerts });
   try {
+    await tls.handshake();
+    await server.stdout.waitFor("connected over TLS");
     const started = performance.now();
     server.kill("SIGINT");
     const done = await server.finished();
     const ms = performance.now() - started;
     assert.equal(done.code, 0, done.stderr);
     assert.ok(ms < 2500, `${ms} ms`);
-    assert.match(done.stdout, /tls_server: shut down, and closed the 1 client still connected\n$/);
+    assert.match(done.stdout, /tls_server: shut down, and closed the 2 clients still connected\n$/);
   } finally {
     silent.close();
+    tls.close();
   }
 });
 
