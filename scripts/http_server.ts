@@ -227,9 +227,9 @@ class HeadReader {
   take(): Head | undefined {
     const buf = this.#buf;
     while (true) {
-      if (this.#request === undefined) this.#checkRequestLineBytes();
       let lf = buf.indexOf(LF, this.#scanned);
       if (lf >= this.#end) lf = -1;
+      if (this.#request === undefined) this.#checkRequestLineBytes(lf === -1 ? this.#end : lf);
       if (lf === -1) {
         this.#scanned = this.#end;
         this.#checkLimits(this.#end);
@@ -302,9 +302,9 @@ class HeadReader {
   }
 
   /** Garbage is refused at its first byte: a request line is printable ASCII, CR and LF. */
-  #checkRequestLineBytes(): void {
+  #checkRequestLineBytes(to: number): void {
     const buf = this.#buf;
-    for (let i = this.#scanned; i < this.#end; i++) {
+    for (let i = this.#scanned; i < to; i++) {
       const b = buf[i];
       if ((b < 0x20 || b > 0x7e) && b !== CR && b !== LF) {
         throw new HttpError(400, `byte 0x${b.toString(16).padStart(2, "0")} in a request line`);
@@ -386,6 +386,7 @@ class HeadReader {
 
 /** `METHOD SP target SP HTTP/1.x`, split and checked. */
 function parseRequestLine(line: Uint8Array): { method: string; target: string; minor: number } {
+  if (line.includes(CR)) throw new HttpError(400, "a CR without its LF in the request line");
   const space1 = line.indexOf(0x20);
   const space2 = line.indexOf(0x20, space1 + 1);
   if (space1 <= 0 || space2 <= space1 + 1 || line.indexOf(0x20, space2 + 1) !== -1) {
