@@ -69,9 +69,12 @@
  * and the server prints:
  *   127.0.0.1:PORT GET /echo?x=1 HTTP/1.1 -> 200
  *
- * Two requests on one connection, and an HTTP/1.0 one, with curl:
- *   $ curl -sS http://127.0.0.1:8080/echo http://127.0.0.1:8080/nope -o /dev/null -w '%{http_code} %{num_connects}\n'
+ * Three requests on one connection, with curl: it connects once (the 1
+ * after the first status code), then sends the next request on the same
+ * connection (0 new connections):
+ *   $ curl -sS -w '%{http_code} %{num_connects}\n' -o /dev/null http://127.0.0.1:8080/ -o /dev/null http://127.0.0.1:8080/echo -o /dev/null http://127.0.0.1:8080/nope
  *   200 1
+ *   200 0
  *   404 0
  *
  * @module
