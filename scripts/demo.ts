@@ -227,6 +227,17 @@ const PAIRS: Pair[] = [
     }],
     serverExpect: /Received: ping 10 /,
   },
+  {
+    title: "http_server + bind_socket --request",
+    idea: "HTTP/1.1 by hand: a head of CRLF lines; every response says its Content-Length",
+    server: "http_server",
+    client: "bind_socket",
+    clients: [{
+      args: (port) => ["--host", "localhost", "--port", `${port}`, "--request"],
+      expect: /Socket connected to localhost[\s\S]*HTTP\/1\.1 200 OK/,
+    }],
+    serverExpect: /HEAD \/ HTTP\/1\.1 -> 200/,
+  },
 ];
 
 /** * Prints every line `proc` prints as it arrives, labelled `who`, so that the

@@ -684,3 +684,59 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "http_server: a second Ctrl+C while a non-reader holds the drain: 'exiting at once', exit 130",
+  ignore: !HAS_PYTHON,
+  async fn() {
+    const server = await startServer("http_server", ["--port", "0", "--quiet"]);
+    // Pipelines requests and never reads: the server is stuck writing the responses it owes.
+    const holder = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.settimeout(1)
+chunk = b"GET /echo HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n" * 1000
+try:
+    for _ in range(10000):
+        s.sendall(chunk)
+    print("never stalled", flush=True)
+except socket.timeout:
+    print("stalled", flush=True)
+sys.stdin.read()
+`,
+        String(server.port),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const out = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      const first = await withTimeout(out.read(), 20_000, "the non-reader's sends to stall");
+      assert.equal(first.value?.trim(), "stalled");
+      server.kill("SIGINT");
+      await sleep(500); // past the 300 ms in which two signals count as one Ctrl+C
+      const t0 = performance.now();
+      server.kill("SIGINT");
+      const done = await server.finished(5000);
+      assert.equal(done.code, 130, done.stdout + done.stderr);
+      assert.ok(performance.now() - t0 < 1000);
+      assert.equal(
+        done.stdout.trimEnd().split("\n").at(-1),
+        "http_server: second Ctrl+C, exiting at once (1 client cut off)",
+      );
+    } finally {
+      server.kill("SIGKILL");
+      await server.finished();
+      await holder.stdin.close().catch(() => {});
+      await out.cancel();
+      await holder.status;
+    }
+  },
+});
