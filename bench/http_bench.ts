@@ -16,6 +16,7 @@
  */
 
 import { parseCli, runMain } from "../lib/cli.ts";
+import { plural } from "../lib/text.ts";
 import { Output, ROOT, taskCommand } from "../scripts/demo/processes.ts";
 
 const args = parseCli({
@@ -137,7 +138,8 @@ await runMain(async () => {
       }
     }
     console.log(
-      `keep-alive GET /, ${args.clients} connections, ${args.rounds} round(s) of ${args.seconds} s, ` +
+      `keep-alive GET /, ${plural(args.clients, "connection")}, ${args.rounds} round(s) of ` +
+        `${args.seconds} s, ` +
         "alternating; medians:",
     );
     for (const [name, r] of results) {
