@@ -259,8 +259,9 @@ class HeadReader {
   }
 
   /**
-   * Reads more bytes (`conn.read()`); false at end of stream. Only a head over the limits could
-   * need more room than the buffer grows to, and `take()` refuses those first.
+   * Reads more bytes (`conn.read()`); false at end of stream. The buffer holds the head under way
+   * (and what came after it), so it grows only while that head does: `take()` refuses a head past
+   * the limits first, and a connection back to waiting goes back to 2 KiB.
    */
   async read(): Promise<boolean> {
     if (this.#start === this.#end && this.#request === undefined) {
