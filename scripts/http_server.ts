@@ -32,7 +32,7 @@
  * - bytes that are not an HTTP/1.x request (a request line without its
  *   three parts, a header line without a colon, a control byte, a bare CR,
  *   a folded header line, an HTTP/1.1 request without exactly one Host):
- *   400 Bad Request; HTTP/2 or HTTP/0.9 written as a request line: 505;
+ *   400 Bad Request; a version other than HTTP/1.x (`HTTP/2.0`): 505;
  * - a request head not complete within `--header-timeout` (10 s) of its
  *   first byte: 408 Request Timeout. A slowloris, who sends a head a byte
  *   at a time to hold a connection for ever, holds it 10 s;
@@ -47,12 +47,20 @@
  * is closed: left unread, the body's bytes would be taken for the next
  * request, and skipping them safely means decoding them (chunked encoding).
  * Closing has a trap of its own: if the client is still sending when the
- * server closes, the kernel answers its bytes with a reset (RST), and the
- * client may lose the response it has not read yet. So every close after a
- * response is a lingering close: `conn.closeWrite()` (a FIN after the
- * response), then what still comes is read and dropped for up to 1 s, then
- * `conn.close()`. Ctrl+C closes the connections that wait for a request at
- * once, and answers a request under way with `Connection: close` first.
+ * server closes, the kernel answers its bytes with a reset (RST). The
+ * client's send then fails, and a client that sends its whole request
+ * before it reads (most do) never reads the response; some systems even
+ * drop a response already received. So every close after a response is a
+ * lingering close: `conn.closeWrite()` (a FIN after the response), then what
+ * still comes is read and dropped for up to 1 s, then `conn.close()`.
+ *
+ * Many clients at once, as in socket_server_with_select.ts: each connection
+ * is a `serve(conn)` not awaited, and after each batch of responses it
+ * awaits `nextPoll()`, so a client that pipelines without pause cannot keep
+ * the others waiting. Ctrl+C closes the connections that wait for a request
+ * at once, and answers a request under way with `Connection: close` first.
+ * Each request is one log line (`--quiet`: none), and `--trace` shows every
+ * read and write.
  *
  * Run:
  *   deno run --allow-net='127.0.0.1,[::1]' scripts/http_server.ts

@@ -244,6 +244,7 @@ Deno.test("http_server: keep-alive by default, Connection: close honoured, HTTP/
     } finally {
       c.close();
     }
+    await server.stdout.waitForCount(/GET \/echo\?n=\d/, 5); // the log is written in the background
     const ports = [...server.stdout.text.matchAll(/127\.0\.0\.1:(\d+) GET \/echo\?n=\d/g)];
     assert.equal(ports.length, 5);
     assert.equal(new Set(ports.map((m) => m[1])).size, 1, "five requests, one connection");
