@@ -13,6 +13,7 @@ import {
   decoder,
   encoder,
   hasCommand,
+  Output,
   python,
   type Server,
   sh,
@@ -501,6 +502,78 @@ except OSError as e:
       assert.ok(ms < 3000 + 2000, `closed after ${ms.toFixed(0)} ms`);
       const next = await once(server.port, get("/"));
       assert.equal(next.response.status, 200);
+    });
+  },
+});
+
+/** 20 clients that pipeline 100 requests at a time and read every response, for 3 s. */
+const FLOOD = `
+import socket, sys, threading, time
+port = int(sys.argv[1])
+request = b"GET /echo HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n"
+def response_size():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(request)
+    data = b""
+    while b"\\r\\n\\r\\n" not in data or len(data) < data.index(b"\\r\\n\\r\\n") + 4 + len(request):
+        data += s.recv(65536)
+    s.close()
+    return len(data)
+size = response_size()
+end = time.time() + 3
+answered = [0]
+def flood():
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    while time.time() < end:
+        s.sendall(request * 100)
+        left = 100 * size
+        while left > 0:
+            left -= len(s.recv(min(left, 262144)))
+        answered[0] += 100
+    s.close()
+threads = [threading.Thread(target=flood) for _ in range(20)]
+for t in threads: t.start()
+print("flooding", flush=True)
+for t in threads: t.join()
+print("answered", answered[0], flush=True)
+`;
+
+Deno.test({
+  name:
+    "http_server: a probe among 20 clients flooding it with pipelined requests is answered within 700 ms",
+  ignore: !HAS_PYTHON,
+  async fn() {
+    await withServer(["--quiet"], async (server) => {
+      const flood = new Deno.Command("python3", {
+        args: ["-c", FLOOD, String(server.port)],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const out = new Output(flood.stdout);
+      const err = new Output(flood.stderr);
+      const probe = await RawClient.connect(server.port);
+      try {
+        await out.waitFor("flooding");
+        let worst = 0;
+        for (let i = 0; i < 20; i++) { // 20 probes, 100 ms apart: within the 3 s of flood
+          const t0 = performance.now();
+          await probe.send(get("/"));
+          assert.equal((await probe.response())?.status, 200);
+          worst = Math.max(worst, performance.now() - t0);
+          await sleep(100);
+        }
+        const answered = Number((await out.waitFor(/answered (\d+)/))[1]);
+        console.log(`  probe worst ${worst.toFixed(0)} ms; the flood had ${answered} answers`);
+        assert.ok(worst < 700, `the probe waited ${worst.toFixed(0)} ms`);
+        assert.ok(answered >= 2000, `only ${answered} flood requests answered`);
+      } finally {
+        probe.close();
+        const timer = setTimeout(() => flood.kill("SIGKILL"), WAIT_MS);
+        const status = await flood.status;
+        clearTimeout(timer);
+        await Promise.all([out.done, err.done]);
+        assert.ok(status.success, `the flood's clients: ${err.text}`);
+      }
     });
   },
 });
