@@ -216,6 +216,31 @@ const PAIRS: Pair[] = [
     serverExpect: /stored 'LICENSE' \(931 bytes\)/,
   },
   {
+    title: "udp_server + udp_client",
+    idea: "datagrams: no connection; --drop and --delay lose and reorder, replies matched by seq",
+    server: "udp_server",
+    serverArgs: ["--drop", "0.2", "--delay", "100"],
+    client: "udp_client",
+    clients: [{
+      args: (
+        port,
+      ) => ["--port", `${port}`, "--count", "10", "--interval", "0.05", "--timeout", "0.5"],
+      expect: /10 sent, \d+ received, \d+% loss/,
+    }],
+    serverExpect: /Received: ping 10 /,
+  },
+  {
+    title: "http_server + bind_socket --request",
+    idea: "HTTP/1.1 by hand: a head of CRLF lines; every response says its Content-Length",
+    server: "http_server",
+    client: "bind_socket",
+    clients: [{
+      args: (port) => ["--host", "localhost", "--port", `${port}`, "--request"],
+      expect: /Socket connected to localhost[\s\S]*HTTP\/1\.1 200 OK/,
+    }],
+    serverExpect: /HEAD \/ HTTP\/1\.1 -> 200/,
+  },
+  {
     title: "tcp_proxy (socket_client → tcp_proxy → socket_server)",
     idea: "a server that is also a client: every byte copied both ways, a half-close passed on",
     server: "socket_server",
@@ -230,20 +255,6 @@ const PAIRS: Pair[] = [
       expect: /OK \.\.\. through the proxy\nOK \.\.\. and back/,
     }],
     serverExpect: /is offline/,
-  },
-  {
-    title: "udp_server + udp_client",
-    idea: "datagrams: no connection; --drop and --delay lose and reorder, replies matched by seq",
-    server: "udp_server",
-    serverArgs: ["--drop", "0.2", "--delay", "100"],
-    client: "udp_client",
-    clients: [{
-      args: (
-        port,
-      ) => ["--port", `${port}`, "--count", "10", "--interval", "0.05", "--timeout", "0.5"],
-      expect: /10 sent, \d+ received, \d+% loss/,
-    }],
-    serverExpect: /Received: ping 10 /,
   },
   {
     title: "tls_server + tls_client",

@@ -27,6 +27,20 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "deno task bench:http runs: one short round prints requests per second and the ratio",
+  ignore: !hasCommand("cc"),
+  async fn() {
+    const r = await new Running([
+      ...taskCommand("bench:http"),
+      ...["--rounds", "1", "--seconds", "0.3", "--clients", "5"],
+    ]).finished(60_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /deno http_server +[\d,]+ requests\/s/);
+    if (hasCommand("node")) assert.match(r.stdout, /deno\/node: [\d.]+x the requests\/s/);
+  },
+});
+
 Deno.test("deno task bench:chat runs: one small round prints deliveries per second", async () => {
   const r = await new Running([
     ...taskCommand("bench:chat"),

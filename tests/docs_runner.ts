@@ -104,7 +104,7 @@ function linePattern(line: string): string {
 /** A regex for expected output lines: all of them, in order, one after the other. */
 export function expectation(lines: string[]): RegExp {
   const parts = lines.map((line) =>
-    line === "..." ? "(?:[^\\n]*\\n)*?" : `${linePattern(line)}[ \\t]*\\n`
+    line === "..." ? "(?:[^\\n]*\\n)*?" : `${linePattern(line)}[ \\t\\r]*\\n`
   );
   return new RegExp(`(?:^|\\n)${parts.join("")}`);
 }
@@ -117,7 +117,7 @@ export function shown(lines: string[], stdout: string, stderr: string): boolean 
   const re = expectation(lines);
   if (re.test(stdout) || re.test(stderr)) return true;
   const inStdout = (line: string) =>
-    new RegExp(`(?:^|\\n)${linePattern(line)}[ \\t]*(?:\\n|$)`).test(stdout);
+    new RegExp(`(?:^|\\n)${linePattern(line)}[ \\t\\r]*(?:\\n|$)`).test(stdout);
   const outLines = lines.filter((l) => l === "..." || inStdout(l));
   const errLines = lines.filter((l) => l === "..." || !inStdout(l));
   return expectation(outLines).test(stdout) && expectation(errLines).test(stderr);
@@ -594,7 +594,7 @@ export async function runScriptDoc(doc: ScriptDoc, log: RunLog): Promise<void> {
   for (const step of doc.recipes) {
     const interactive = step.expect.length === 0 && step.serverExpect.length === 0 &&
       !step.background;
-    const needs = step.command.match(/\b(nc|python3)\b/)?.[1];
+    const needs = step.command.match(/\b(nc|python3|curl)\b/)?.[1];
     if (interactive || / -l /.test(step.command) || (needs && !HAS(needs))) {
       const why = / -l /.test(step.command)
         ? "nc plays the server; the end-to-end tests run that pairing"

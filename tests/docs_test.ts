@@ -43,7 +43,7 @@
  * In expected output, `PORT` is any port, `N` any whole number, `...` alone on
  * a line is any lines, decimals and timestamps stand for any value (they are
  * measurements), two or more spaces are any run of blanks (columns, as `ss`
- * prints them), and blanks at a line's end are ignored.
+ * prints them), and blanks at a line's end (a CR too: HTTP's lines end in CRLF) are ignored.
  *
  * And every call a top comment names is made by the code below it (see
  * `namedCalls`): a comment cannot keep naming a call the code dropped.
@@ -96,6 +96,7 @@ import {
  */
 const NOT_CALLED: Record<string, { name: string; why: string }[]> = {
   bind_socket: [{ name: "Deno.resolveDns", why: "the resolver it does not use, and why" }],
+  http_server: [{ name: "Deno.serve", why: "the built-in HTTP server whose work it does by hand" }],
 };
 
 /**

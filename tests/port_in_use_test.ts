@@ -20,6 +20,7 @@ const SERVERS: Record<string, string[]> = {
   hello_server: [],
   tcp_server: [],
   chat_server: [],
+  http_server: [],
 };
 
 /**

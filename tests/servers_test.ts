@@ -42,6 +42,7 @@ const SERVERS: Record<string, string[]> = {
   hello_server: ["--port", "0", "--forever"],
   tcp_server: ["--port", "0"],
   chat_server: ["--port", "0"],
+  http_server: ["--port", "0"],
 };
 
 Deno.test("every script runs as 'deno run -A scripts/NAME.ts', from the project and from elsewhere", async () => {
@@ -370,6 +371,7 @@ Deno.test("limits past what the runtime can honour are usage errors, shown in --
       ["socket_server", ["--max-line", String(16 * 1024 * 1024 + 1)]],
       ["socket_server_with_select", ["--max-conns", "100001"]],
       ["basic_server", ["--timeout", "86401"]],
+      ["http_server", ["--max-header-bytes", String(16 * 1024 * 1024 + 1)]],
     ] as const
   ) {
     const r = await runTask(task, [...args]);

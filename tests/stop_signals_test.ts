@@ -31,6 +31,7 @@ const SERVERS: Record<string, string[]> = {
   hello_server: ["--port", "0", "--forever"],
   tcp_server: ["--port", "0", "--trace"],
   chat_server: ["--port", "0"],
+  http_server: ["--port", "0"],
 };
 
 /**
@@ -43,7 +44,9 @@ async function connectedClient(name: string, server: Server): Promise<LineClient
   else if (name === "sensor_server") assert.equal(await client.ask("ping"), "pong");
   else if (name === "hello_server") assert.equal(await client.line(), "Hello client!");
   else if (name === "chat_server") assert.equal(await client.line(), "* name?");
-  else { // basic_server, tcp_server: a message begun, not finished
+  else if (name === "http_server") {
+    assert.equal(await client.ask("GET / HTTP/1.1\r\nHost: x\r\n\r"), "HTTP/1.1 200 OK");
+  } else { // basic_server, tcp_server: a message begun, not finished
     await client.send("ab");
     await server.stderr.waitFor(/read 2 B "ab"/);
   }

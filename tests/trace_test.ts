@@ -370,6 +370,7 @@ const SERVERS: Record<string, string[]> = {
   file_server: ["--dir", FILES], // "ping" is a header length to it: it reads 4 bytes, refuses
   tcp_proxy: [], // given --to a socket_server of its own below; its client leg is labelled
   tls_server: [], // pinged over TLS (see ping): its trace shows the bytes decrypted
+  http_server: [], // "ping" is no request line to it: 400, and it closes
 };
 /** What a server's trace must show of the ping: its read of it. */
 const PING_READ: Record<string, string> = { file_server: String.raw`read 4 B "ping"` };
