@@ -879,6 +879,9 @@ export function lessonProblems(text: string): string[] {
       ["a line starting **Exercise**", /^\*\*Exercise\*\*/m],
     ];
     for (const [part, re] of parts) if (!re.test(section)) problems.push(`'${title}': no ${part}`);
+    // An answer left open folds every lesson after it into it, on GitHub.
+    const open = section.split("<details>").length - section.split("</details>").length;
+    if (open !== 0) problems.push(`'${title}': <details> and </details> do not pair up`);
   }
   if (n === 0) problems.push("no lesson ('## 1. Title')");
   const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).tasks;

@@ -403,11 +403,13 @@ Deno.test("LESSONS shape: numbered lessons with their four parts, naming what ex
   const bad = [
     lesson("## 1. One", "**Exercise**"),
     lesson("## 3. Three"),
+    "<details><summary>Answer</summary>", // never closed
     "Try `deno task nope` and naive/nope.ts.",
   ].join("\n");
   assert.deepEqual(lessonProblems(bad), [
     "'## 1. One': no a line starting **Exercise**",
     "'## 3. Three': lesson 2 should come here",
+    "'## 3. Three': <details> and </details> do not pair up",
     "names 'deno task nope', not a task in deno.json",
     "names naive/nope.ts, which does not exist",
   ]);
