@@ -217,6 +217,7 @@ class HeadReader {
   #start = 0; // the current request's first byte
   #end = 0; // one past the last byte read
   #lineStart = 0; // the line being read
+  #emptyLines = 0; // before the request line
   #scanned = 0; // [#lineStart, #scanned) holds no LF (and, before the request line, no bad byte)
   #request: { method: string; target: string; minor: number } | undefined;
   #headersStart = 0;
@@ -252,11 +253,15 @@ class HeadReader {
       const line = buf.subarray(this.#lineStart, end);
       this.#lineStart = lf + 1;
       if (this.#request === undefined) {
-        // Empty lines before a request line are skipped (RFC 9112, 2.2).
-        if (line.length === 0) this.#start = lf + 1;
-        else {
+        // Empty lines before a request line are skipped (RFC 9112, 2.2), two at most: a client
+        // sending nothing else would restart the head's clock at each one, and never get its 408.
+        if (line.length === 0) {
+          this.#start = lf + 1;
+          if (++this.#emptyLines > 2) throw new HttpError(400, "empty lines, no request line");
+        } else {
           this.#request = parseRequestLine(line);
           this.#headersStart = lf + 1;
+          this.#emptyLines = 0;
         }
       } else if (line.length > 0) {
         this.#header(line);

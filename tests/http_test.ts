@@ -394,6 +394,8 @@ Deno.test("http_server: garbage gets 400 and a close (at its first byte when it 
       /both Content-Length and Transfer-Encoding/,
     ],
     ["GET nope HTTP/1.1\r\nHost: t\r\n\r\n", 400, /neither a path/],
+    // Empty lines alone would restart the head's clock forever: two are skipped, a third is 400.
+    ["\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400, /empty lines, no request line/],
   ];
   await withServer(["--quiet"], async (server) => {
     for (const [request, status, why] of cases) {
