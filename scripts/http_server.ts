@@ -22,8 +22,8 @@
  * connection closed (even with `Connection: keep-alive`: a choice, to keep
  * 1.0 simple). The response says `Connection: close` whenever the server will
  * close after it. A client may send several requests before it reads the
- * first answer (pipelining): they are answered in order, and those that came
- * together in one write.
+ * first answer (pipelining): they are answered in order, and the answers to
+ * the requests that came together go out in one write.
  *
  * Limits, each with its status code, and then the connection is closed:
  * - a request line over `--max-line` bytes (8192): 414 URI Too Long;
