@@ -425,6 +425,7 @@ function parseRequestLine(line: Uint8Array): { method: string; target: string; m
 function targetPath(target: string): string {
   if (target.startsWith("/")) return target.split("?")[0];
   if (target === "*") return target; // OPTIONS * (405 here)
+  if (/^[^/\s]+:\d+$/.test(target)) return target; // CONNECT host:443 (405 here too)
   if (/^https?:\/\//i.test(target) && URL.canParse(target)) return new URL(target).pathname;
   throw new HttpError(400, "a target that is neither a path nor an http:// address");
 }

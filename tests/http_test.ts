@@ -277,6 +277,11 @@ Deno.test("http_server: methods and bodies: 405 with Allow, the connection close
       assert.equal(refused!.headers.get("allow"), "GET, HEAD");
       assert.equal(refused!.headers.get("connection"), undefined);
       assert.equal((await c.response())?.status, 200);
+      // Other forms of target, other methods: 405 too, not 400.
+      for (const head of ["OPTIONS * HTTP/1.1", "CONNECT example.com:443 HTTP/1.1"]) {
+        await c.send(`${head}\r\nHost: test\r\n\r\n`);
+        assert.equal((await c.response())?.status, 405, head);
+      }
     } finally {
       c.close();
     }

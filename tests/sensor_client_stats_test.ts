@@ -26,4 +26,6 @@ Deno.test("lossPercent: to one decimal, 0 when nothing was sent", () => {
   assert.equal(lossPercent(4, 0), 100);
   assert.equal(lossPercent(4, 4), 0);
   assert.equal(lossPercent(0, 0), 0);
+  assert.equal(lossPercent(10_000, 9_999), 0.01); // a real loss never shows as 0
+  assert.equal(lossPercent(2001, 2000), 0.05);
 });

@@ -58,5 +58,9 @@ export function summarize(values: readonly number[]): Summary | null {
  * ```
  */
 export function lossPercent(sent: number, received: number): number {
-  return sent === 0 ? 0 : Math.round((sent - received) / sent * 1000) / 10;
+  const percent = sent === 0 ? 0 : (sent - received) / sent * 100;
+  // One decimal; a loss too small for it keeps one digit (1 of 10,000: 0.01), never shows as 0.
+  return percent > 0 && percent < 0.05
+    ? Number(percent.toPrecision(1))
+    : Math.round(percent * 10) / 10;
 }
