@@ -43,15 +43,7 @@
  * @module
  */
 
-import {
-  CliError,
-  describeError,
-  parseCli,
-  runMain,
-  secondsToMs,
-  startHint,
-  usageError,
-} from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain, secondsToMs, startHint } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import {
   concatBytes,
@@ -63,6 +55,8 @@ import {
 } from "../lib/io.ts";
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
+import { checkMessages, MAX_REPLY, messages } from "./socket_client/messages.ts";
+
 const args = parseCli({
   name: "socket_client",
   summary: "Sends messages to a line server and prints each reply.",
@@ -85,47 +79,10 @@ const args = parseCli({
   },
 });
 
-const encoder = new TextEncoder();
-for (const m of args.message) {
-  if (/[\r\n]/.test(m)) {
-    usageError(
-      "socket_client",
-      `--message '${showBytes(encoder.encode(m))}' holds a line break: ` +
-        `a message is one line; give one --message per line`,
-    );
-  }
-}
-
-/** Longest stdin line sent; a reply is this plus the server's prefix. */
-const MAX_INPUT_LINE = 64 * 1024;
-const MAX_REPLY = MAX_INPUT_LINE + 1024;
-const NEWLINE = encoder.encode("\n");
-const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
+checkMessages("socket_client", args.message); // one line each: else a usage error
+const NEWLINE = new TextEncoder().encode("\n");
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 const timeoutMs = secondsToMs(args.timeout);
-
-/** The messages to send, read lazily so a long pipe is streamed, not loaded. */
-async function* messages(): AsyncGenerator<Uint8Array> {
-  if (args.message.length > 0) {
-    for (const m of args.message) yield encoder.encode(m);
-    return;
-  }
-  if (!Deno.stdin.isTerminal()) {
-    const input = new LineReader(Deno.stdin, { maxLine: MAX_INPUT_LINE });
-    for (let n = 1;; n++) {
-      const line = await input.readLine().catch((err) => {
-        if (!(err instanceof LineTooLongError)) throw err;
-        throw new CliError(`input line ${n} is longer than ${MAX_INPUT_LINE} bytes`);
-      });
-      if (line === null) {
-        if (n > 1) return;
-        break; // empty input: send the sample
-      }
-      yield line;
-    }
-  }
-  yield encoder.encode(SAMPLE_READING);
-}
 
 await runMain(async () => {
   // 1. Connect. A server that is still starting refuses us: try again, with growing waits.
@@ -149,7 +106,7 @@ await runMain(async () => {
   let timedOut = false;
   let watchdog: ReturnType<typeof setTimeout> | undefined;
   try {
-    for await (const message of messages()) {
+    for await (const message of messages(args.message)) {
       // 2. Send: the line and its newline in one write; writeAll, since one
       // write() may take only part of it.
       await writeAll(conn, concatBytes([message, NEWLINE]));

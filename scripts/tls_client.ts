@@ -45,15 +45,7 @@
  * @module
  */
 
-import {
-  CliError,
-  describeError,
-  parseCli,
-  runMain,
-  secondsToMs,
-  startHint,
-  usageError,
-} from "../lib/cli.ts";
+import { CliError, describeError, parseCli, runMain, secondsToMs, startHint } from "../lib/cli.ts";
 import {
   closeQuietly,
   concatBytes,
@@ -67,6 +59,7 @@ import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts"
 import { formatAddress, paint, showBytes } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 import { certPath, readPem } from "./tls/pem.ts";
+import { checkMessages, MAX_REPLY, messages } from "./socket_client/messages.ts";
 
 const CA = "certs/ca.pem";
 
@@ -99,47 +92,10 @@ const args = parseCli({
   },
 });
 
-const encoder = new TextEncoder();
-for (const m of args.message) {
-  if (/[\r\n]/.test(m)) {
-    usageError(
-      "tls_client",
-      `--message '${showBytes(encoder.encode(m))}' holds a line break: ` +
-        `a message is one line; give one --message per line`,
-    );
-  }
-}
-
-/** Longest stdin line sent; a reply is this plus the server's prefix. */
-const MAX_INPUT_LINE = 64 * 1024;
-const MAX_REPLY = MAX_INPUT_LINE + 1024;
-const NEWLINE = encoder.encode("\n");
-const SAMPLE_READING = `sensor-1 temperature=21.5C at ${new Date().toISOString()}`;
+checkMessages("tls_client", args.message); // one line each: else a usage error
+const NEWLINE = new TextEncoder().encode("\n");
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 const timeoutMs = secondsToMs(args.timeout);
-
-/** The messages to send, read lazily so a long pipe is streamed, not loaded. */
-async function* messages(): AsyncGenerator<Uint8Array> {
-  if (args.message.length > 0) {
-    for (const m of args.message) yield encoder.encode(m);
-    return;
-  }
-  if (!Deno.stdin.isTerminal()) {
-    const input = new LineReader(Deno.stdin, { maxLine: MAX_INPUT_LINE });
-    for (let n = 1;; n++) {
-      const line = await input.readLine().catch((err) => {
-        if (!(err instanceof LineTooLongError)) throw err;
-        throw new CliError(`input line ${n} is longer than ${MAX_INPUT_LINE} bytes`);
-      });
-      if (line === null) {
-        if (n > 1) return;
-        break; // empty input: send the sample
-      }
-      yield line;
-    }
-  }
-  yield encoder.encode(SAMPLE_READING);
-}
 
 await runMain(async () => {
   const ca = await readPem("ca", certPath(args.ca, CA), "certificate");
@@ -179,7 +135,7 @@ await runMain(async () => {
     console.error(paint("dim", `connected to ${target} over TLS, certificate checked`, "stderr"));
     // requireNewline: a reply is complete only once its `\n` has arrived.
     const replies = new LineReader(conn, { maxLine: MAX_REPLY, requireNewline: true });
-    for await (const message of messages()) {
+    for await (const message of messages(args.message)) {
       // 3. Send: the line and its newline in one write (one TLS record).
       await writeAll(conn, concatBytes([message, NEWLINE]));
       closeWhenLate();
