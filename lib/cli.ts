@@ -1,6 +1,7 @@
 /**
- * The command line every script shares: flags, `--help` (exit 0), and one-line `error:` messages
- * instead of stack traces (exit 2 for bad usage, 1 at run time).
+ * The command line every script shares: flags, `--help` (exit 0), one-line `error:` messages
+ * instead of stack traces (exit 2 for bad usage, 1 at run time), and the hooks an exit runs first
+ * ({@linkcode beforeExit}: log.ts flushes its queue there), run by `runMain` and signals.ts.
  *
  * @example
  * ```ts
@@ -15,7 +16,6 @@
 import { parseArgs, styleText } from "node:util";
 import { showBytes } from "./text.ts";
 import { ReadTimeoutError } from "./io.ts";
-import { runExitHooks } from "./exit.ts";
 
 /** How a flag's value is read: as text, a switch, a host, or a number ({@linkcode NumericKind}). */
 export type OptionKind = "string" | "strings" | "boolean" | "host" | NumericKind;
@@ -172,6 +172,24 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
     printError(describeError(err));
     Deno.exit(err instanceof CliError ? err.exitCode : 1);
   }
+}
+
+const exitHooks: ((ms: number) => Promise<unknown>)[] = [];
+
+/** Runs `hook` (given the milliseconds it may take) before `runMain`'s exit and `exitSoon`'s. */
+export function beforeExit(hook: (ms: number) => Promise<unknown>): void {
+  exitHooks.push(hook);
+}
+
+/** Runs the `beforeExit` hooks for `ms` at most; true if they all finished. */
+export async function runExitHooks(ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const done = await Promise.race([
+    Promise.all(exitHooks.map((hook) => hook(ms))).then(() => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), Math.max(0, ms))),
+  ]);
+  clearTimeout(timer);
+  return done;
 }
 
 /** A failure the user can fix; `runMain` prints its message only. */

@@ -1,15 +1,13 @@
 /**
- * Log lines for a server of many clients, written so that nobody's reading
- * (or not reading) them can stop it. `console.log` is a synchronous write:
- * when stdout is a pipe that nobody reads, the pipe fills (64 KiB) and the
- * next `console.log` waits, with the whole event loop, every client and
- * Ctrl+C included. {@linkcode log} only queues the line; one write at a time
- * carries the queue out in the background, in order. While the output is
- * read nothing is lost (past 256 KiB queued, {@linkcode waitForLogReader}
- * holds the server to its reader's pace); once a write has made no progress
- * for 0.5 s the reader has stopped: the queue grows to 1 MiB, later lines are
- * dropped and counted, and the count is said once the output is read again.
- * Importing it registers the flush with exit.ts: `runMain`'s exit and signals.ts's run it first.
+ * Log lines for a server, written so that nobody's reading (or not reading) them can stop it.
+ * `console.log` is a synchronous write: when stdout is a pipe that nobody reads, the pipe fills
+ * (64 KiB) and the next `console.log` waits, with the whole event loop, every client and Ctrl+C
+ * included. {@linkcode log} only queues the line; one write at a time carries the queue out in
+ * the background, in order. While the output is read nothing is lost (past 256 KiB queued,
+ * {@linkcode waitForLogReader} holds the server to its reader's pace); once a write has made no
+ * progress for 0.5 s the reader has stopped: the queue grows to 1 MiB, later lines are dropped
+ * and counted, and the count is said once the output is read again. Importing it registers the
+ * flush with `beforeExit` (cli.ts), which `runMain` and `exitSoon` (signals.ts) run before exiting.
  *
  * @example
  * ```ts
@@ -21,7 +19,7 @@
  * @module
  */
 
-import { beforeExit } from "./exit.ts";
+import { beforeExit } from "./cli.ts";
 
 /** The most bytes held for a reader that has stopped reading; later lines are dropped. */
 const MAX_QUEUED = 1024 * 1024;

@@ -1,6 +1,6 @@
 /**
  * How a program stops: Ctrl+C, SIGTERM and SIGHUP ({@linkcode onStopSignal}),
- * and {@linkcode exitSoon}, which first runs the hooks of exit.ts (log.ts's flush).
+ * and {@linkcode exitSoon}, which first runs the `beforeExit` hooks of cli.ts (log.ts's flush).
  *
  * @example
  * ```ts
@@ -12,7 +12,7 @@
  * @module
  */
 
-import { runExitHooks } from "./exit.ts";
+import { runExitHooks } from "./cli.ts";
 import { plural } from "./text.ts";
 
 /** Two signals closer than this are one Ctrl+C delivered twice (`deno task` forwards its own copy). */

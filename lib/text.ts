@@ -38,8 +38,8 @@ export function paint(
 /**
  * A peer's bytes made safe to print: UTF-8 text as it is; control bytes, bytes that are not UTF-8,
  * and the invisible characters that reorder or hide text (U+202E...) escaped (`\x1b`, `\r`,
- * `\xff`, `\u{202e}`). So a peer can neither move the cursor nor fake a log line. With
- * `maxBytes`, about that many bytes are shown, then `... (N bytes)`.
+ * `\xff`, `\u{202e}`), a backslash doubled. So a peer can neither move the cursor nor fake a log
+ * line or an escape. With `maxBytes`, about that many bytes are shown, then `... (N bytes)`.
  */
 export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
   let out = "";
@@ -47,7 +47,7 @@ export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
   for (let i = 0; i < end;) {
     const b = bytes[i];
     if (b >= 0x20 && b < 0x7f) {
-      out += String.fromCharCode(b);
+      out += b === 0x5c ? "\\\\" : String.fromCharCode(b); // a peer's `\x1b` is not an ESC
       i++;
       continue;
     }

@@ -105,40 +105,17 @@ export function traceConn<C extends TraceableConn>(conn: C, options: TraceOption
 }
 
 /**
- * `--trace` for a datagram socket, which has no connection to wrap: prints one
- * datagram, sent or received, with its peer and the time since the program
- * started: `trace 127.0.0.1:8892 +0.052s sent 6 B "ping 1"`.
+ * One read's or write's bytes for a trace line: escaped (`showBytes`), cut at 64 bytes between
+ * whole characters, quoted; a peer's own `"` escaped, so that it cannot end the quote.
  */
-export function traceDatagram(
-  event: "sent" | "received",
-  bytes: Uint8Array,
-  peer: Deno.Addr,
-  print: (line: string) => void = console.error,
-): void {
-  const at = (performance.now() / 1000).toFixed(3);
-  print(`trace ${formatAddress(peer)} +${at}s ${event} ${bytes.length} B ${quoted(bytes)}`);
-}
-
-/** The bytes escaped, cut, quoted; the peer's own `\` and `"` escaped too, so they cannot fake either. */
-function quoted(bytes: Uint8Array): string {
+export function quoted(bytes: Uint8Array): string {
   let end = Math.min(bytes.length, TRACE_PREVIEW);
   while (end > 0 && end < bytes.length && (bytes[end] & 0xc0) === 0x80) end--; // whole characters
-  const shown = bytes.subarray(0, end);
-  let out = "";
-  let start = 0;
-  for (let i = 0; i < shown.length; i++) {
-    if (shown[i] !== BACKSLASH && shown[i] !== QUOTE) continue;
-    // Neither byte occurs inside a UTF-8 sequence: cutting here splits no character.
-    out += showBytes(shown.subarray(start, i)) + (shown[i] === BACKSLASH ? "\\\\" : '\\"');
-    start = i + 1;
-  }
-  out += showBytes(shown.subarray(start));
-  return end < bytes.length ? `"${out}"... (${bytes.length} bytes)` : `"${out}"`;
+  const shown = showBytes(bytes.subarray(0, end)).replaceAll('"', '\\"');
+  return end < bytes.length ? `"${shown}"... (${bytes.length} bytes)` : `"${shown}"`;
 }
 
 const TRACE_PREVIEW = 64; // bytes shown of one read or write
-const BACKSLASH = 0x5c;
-const QUOTE = 0x22;
 
 /** Why a call failed, in a few words. */
 function whyFailed(err: unknown): string {

@@ -66,10 +66,9 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { CliError, parseCli, runMain, secondsToMs, usageError } from "../lib/cli.ts";
+import { beforeExit, CliError, parseCli, runMain, secondsToMs, usageError } from "../lib/cli.ts";
 import { readExact, UnexpectedEofError, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
-import { beforeExit } from "../lib/exit.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -33,7 +33,7 @@
 import { parseCli, parsePort, runMain, secondsToMs, startHint, usageError } from "../lib/cli.ts";
 import { ATTEMPTS_FLAG, connectWithRetry, reportAttempt } from "../lib/retry.ts";
 import { writeAll } from "../lib/io.ts";
-import { ask } from "../lib/prompt.ts";
+import { ask } from "./tcp/prompt.ts";
 import { formatAddress } from "../lib/text.ts";
 import { TRACE_FLAG, traceConn } from "../lib/trace.ts";
 const args = parseCli({

@@ -41,7 +41,7 @@
 
 import { parseCli, parsePort, runMain, secondsToMs } from "../lib/cli.ts";
 import { readExact } from "../lib/io.ts";
-import { ask } from "../lib/prompt.ts";
+import { ask } from "./tcp/prompt.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -56,7 +56,8 @@ import { flushLogs, log, logError } from "../lib/log.ts";
 import { sleep } from "../lib/retry.ts";
 import { onStopSignal } from "../lib/signals.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
-import { TRACE_FLAG, traceDatagram } from "../lib/trace.ts";
+import { TRACE_FLAG } from "../lib/trace.ts";
+import { traceDatagram } from "./udp/trace_datagram.ts";
 import { lossPercent, summarize } from "./sensor_client/stats.ts";
 
 const args = parseCli({

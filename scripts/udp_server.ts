@@ -47,7 +47,8 @@ import { log, logError } from "../lib/log.ts";
 import { listenErrorText } from "../lib/server.ts";
 import { exitSoon, onStopSignal } from "../lib/signals.ts";
 import { formatAddress, LOG_PREVIEW, paint, showBytes } from "../lib/text.ts";
-import { TRACE_FLAG, traceDatagram } from "../lib/trace.ts";
+import { TRACE_FLAG } from "../lib/trace.ts";
+import { traceDatagram } from "./udp/trace_datagram.ts";
 
 const args = parseCli({
   name: "udp_server",

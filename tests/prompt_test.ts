@@ -1,5 +1,5 @@
 /**
- * Tests for lib/prompt.ts: ask() answered from a pipe, in a child `deno eval`
+ * Tests for scripts/tcp/prompt.ts: ask() answered from a pipe, in a child `deno eval`
  * (ask reads the process's own stdin, and a bad piped answer exits 2). The
  * terminal case (asked again) is left to a person: a test has no terminal.
  *
@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 
-const PROMPT = new URL("../lib/prompt.ts", import.meta.url).href;
+const PROMPT = new URL("../scripts/tcp/prompt.ts", import.meta.url).href;
 const CLI = new URL("../lib/cli.ts", import.meta.url).href;
 
 /** Asks for two ports in a child Deno whose stdin is `input`; prints what it got. */

@@ -12,7 +12,7 @@ import { Running } from "../scripts/demo/processes.ts";
 import { EXIT_INTERRUPTED, forcedExitLine } from "../lib/signals.ts";
 
 const SIGNALS = new URL("../lib/signals.ts", import.meta.url).href;
-const EXIT = new URL("../lib/exit.ts", import.meta.url).href;
+const CLI = new URL("../lib/cli.ts", import.meta.url).href;
 // Counts stop() calls, and ends itself with code 3 after 1.5 s unless a second signal exits it.
 const CHILD = `
   import { onStopSignal } from "${SIGNALS}";
@@ -89,7 +89,7 @@ Deno.test("a second signal while a clean exit still flushes its log exits 130, a
   // The first signal's exit waits for a hook (a log nobody reads yet) that finishes 50 ms after
   // the second signal, as a reader coming back would: both exits then end together.
   const code = `
-    import { beforeExit } from "${EXIT}";
+    import { beforeExit } from "${CLI}";
     import { exitSoon, onStopSignal } from "${SIGNALS}";
     let signals = 0;
     const flushed = new Promise((resolve) => {

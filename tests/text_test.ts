@@ -24,6 +24,9 @@ Deno.test("showBytes escapes control bytes, invalid UTF-8 and invisible characte
   assert.equal(showBytes(enc.encode("a\u202eb")), String.raw`a\u{202e}b`); // right-to-left override
   assert.equal(showBytes(enc.encode("x".repeat(300)), 10), "xxxxxxxxxx... (300 bytes)");
   assert.equal(showBytes(enc.encode("\ufeffbom")), String.raw`\u{feff}bom`); // a BOM is shown, not dropped
+  // A peer's own backslash is doubled: its four characters `\x1b` cannot pass for an escaped ESC.
+  assert.equal(showBytes(enc.encode(String.raw`\x1b`)), String.raw`\\x1b`);
+  assert.notEqual(showBytes(enc.encode(String.raw`\x1b`)), showBytes(enc.encode("\x1b")));
 });
 
 Deno.test("showBytes: past U+10FFFF is not UTF-8; a preview of exactly the length adds nothing", () => {

@@ -1,16 +1,19 @@
 /**
- * Asking the user, as the seeds do with `input()`, in a way that also works when answers are piped.
+ * Asking the user, as the seeds do with `input()`, in a way that also works when answers are piped:
+ * what tcp_server.ts and tcp_client.ts ask when a flag is not given.
+ *
  * @example
  * ```ts ignore
  * import { ask } from "./prompt.ts";
- * import { parsePort } from "./cli.ts";
+ * import { parsePort } from "../../lib/cli.ts";
  * const port = await ask("tcp_server", "Local port: ", parsePort, "a port from 0 to 65535");
  * ```
+ *
  * @module
  */
 
-import { usageError } from "./cli.ts";
-import { LineReader, LineTooLongError, writeAll } from "./io.ts";
+import { usageError } from "../../lib/cli.ts";
+import { LineReader, LineTooLongError, writeAll } from "../../lib/io.ts";
 
 let stdinLines: LineReader | undefined;
 
