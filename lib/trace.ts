@@ -117,14 +117,12 @@ export function quoted(bytes: Uint8Array): string {
 
 const TRACE_PREVIEW = 64; // bytes shown of one read or write
 
-/** Why a call failed, in a few words. */
+/** Why a call failed, in a few words; else the error's name and first line (the OS says it well). */
 function whyFailed(err: unknown): string {
   if (err instanceof Deno.errors.ConnectionReset) return "connection reset (RST)";
   if (err instanceof Deno.errors.BrokenPipe) return "broken pipe (the peer is gone)";
   if (err instanceof Deno.errors.Interrupted) return "interrupted (we closed the connection)";
   if (err instanceof Deno.errors.BadResource) return "the connection is closed";
-  if (err instanceof Deno.errors.NotConnected) return "not connected";
-  if (err instanceof Deno.errors.TimedOut) return "timed out";
   const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   return showBytes(new TextEncoder().encode(message.split("\n")[0]), 200);
 }

@@ -88,7 +88,8 @@
 
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { concatBytes, LineTooLongError, type StopSignal, writeAll } from "../lib/io.ts";
-import { BatchLineReader, lineServerFlags, nextPoll } from "../lib/many_clients.ts";
+import { BatchLineReader, lineServerFlags } from "../lib/many_clients.ts";
+import { nextPoll } from "../lib/fairness.ts";
 import { log, logError } from "../lib/log.ts";
 import {
   acceptAgain,

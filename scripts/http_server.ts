@@ -91,7 +91,7 @@
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { closeQuietly, concatBytes, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
-import { nextPoll } from "../lib/many_clients.ts";
+import { nextPoll } from "../lib/fairness.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

@@ -52,7 +52,8 @@
 import { parseCli, runMain, secondsToMs } from "../lib/cli.ts";
 import { LineTooLongError, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
-import { BatchLineReader, lineServerFlags, nextPoll, ReplyBatch } from "../lib/many_clients.ts";
+import { BatchLineReader, lineServerFlags, ReplyBatch } from "../lib/many_clients.ts";
+import { nextPoll } from "../lib/fairness.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,

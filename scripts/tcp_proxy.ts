@@ -61,7 +61,7 @@
 import { CliError, parseCli, parsePort, runMain, secondsToMs, usageError } from "../lib/cli.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
-import { nextPoll } from "../lib/many_clients.ts";
+import { nextPoll } from "../lib/fairness.ts";
 import {
   acceptAgain,
   explainClientError,

@@ -24,7 +24,8 @@
 import { secondsToMs } from "../../lib/cli.ts";
 import { closeQuietly, LineTooLongError, writeAll } from "../../lib/io.ts";
 import { flushLogs, log as logLine, logError } from "../../lib/log.ts";
-import { BatchLineReader, nextPoll, ReplyBatch } from "../../lib/many_clients.ts";
+import { BatchLineReader, ReplyBatch } from "../../lib/many_clients.ts";
+import { nextPoll } from "../../lib/fairness.ts";
 import {
   acceptAgain,
   closeWhenIdleFor,
