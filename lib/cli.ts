@@ -13,8 +13,8 @@
  * @module
  */
 
-import { parseArgs, styleText } from "node:util";
-import { showBytes } from "./text.ts";
+import { parseArgs } from "node:util";
+import { paint, showBytes } from "./text.ts";
 import { ReadTimeoutError } from "./io.ts";
 
 /** How a flag's value is read: as text, a switch, a host, or a number ({@linkcode NumericKind}). */
@@ -155,11 +155,10 @@ export function usageError(script: string, message: string): never {
   Deno.exit(2);
 }
 
-/** Prints `error: message` on stderr, escaped to one line; `error:` is red on a terminal. */
+/** Prints `error: message` on stderr, escaped to one line (its escapes kept); `error:` red at a terminal. */
 export function printError(message: string): void {
-  const red = Deno.stderr.isTerminal() && !Deno.noColor;
-  const label = red ? styleText(["bold", "red"], "error:", { validateStream: false }) : "error:";
-  console.error(`${label} ${showBytes(new TextEncoder().encode(message))}`);
+  const label = paint(["bold", "red"], "error:", "stderr");
+  console.error(`${label} ${showBytes(new TextEncoder().encode(message), Infinity, false)}`);
 }
 
 /** Runs `main`; a thrown error becomes one `error:` line and exit 1 (or the CliError's code). */

@@ -38,16 +38,17 @@ export function paint(
 /**
  * A peer's bytes made safe to print: UTF-8 text as it is; control bytes, bytes that are not UTF-8,
  * and the invisible characters that reorder or hide text (U+202E...) escaped (`\x1b`, `\r`,
- * `\xff`, `\u{202e}`), a backslash doubled. So a peer can neither move the cursor nor fake a log
- * line or an escape. With `maxBytes`, about that many bytes are shown, then `... (N bytes)`.
+ * `\xff`, `\u{202e}`), a backslash doubled (unless told: a text that quotes escaped bytes). So a
+ * peer can neither move the cursor nor fake a log line or an escape. With `maxBytes`, about that
+ * many bytes are shown, then `... (N bytes)`.
  */
-export function showBytes(bytes: Uint8Array, maxBytes = Infinity): string {
+export function showBytes(bytes: Uint8Array, maxBytes = Infinity, doubleBackslash = true): string {
   let out = "";
   const end = Math.min(bytes.length, maxBytes);
   for (let i = 0; i < end;) {
     const b = bytes[i];
     if (b >= 0x20 && b < 0x7f) {
-      out += b === 0x5c ? "\\\\" : String.fromCharCode(b); // a peer's `\x1b` is not an ESC
+      out += b === 0x5c && doubleBackslash ? "\\\\" : String.fromCharCode(b); // a peer's `\x1b` is not an ESC
       i++;
       continue;
     }
