@@ -33,7 +33,9 @@
  * both legs of every pair at once (a byte stream has no reply to finish). The
  * task allows loopback only (`--allow-net=127.0.0.1,[::1],localhost`): to
  * relay to another host, add it to `--allow-net`; the proxy checks that
- * permission before it listens. `--trace` traces both legs, each line
+ * permission before it listens, and refuses a `--to` that resolves to itself
+ * (`127.1`, `localhost`, or any address of this machine when it listens on a
+ * wildcard), where each client would open another. `--trace` traces both legs, each line
  * labelled `client` or `target`.
  *
  * Run:
@@ -58,6 +60,7 @@
  * @module
  */
 
+import { lookup } from "node:dns/promises";
 import { CliError, parseCli, parsePort, runMain, secondsToMs, usageError } from "../lib/cli.ts";
 import { closeQuietly, writeAll } from "../lib/io.ts";
 import { log, logError } from "../lib/log.ts";
@@ -135,7 +138,7 @@ await runMain(async () => {
   } catch (err) {
     throw await whyCannotListen(err, args.host, args.port); // names the address
   }
-  if (isItself(listener.addr)) {
+  if (await leadsBackHere(listener.addr)) {
     listener.close();
     throw new CliError(`--to ${to} is this proxy itself: each client would open another`, 2);
   }
@@ -305,9 +308,30 @@ function parseTarget(text: string | undefined): { hostname: string; port: number
   return { hostname: m[1] ?? m[2], port };
 }
 
-/** Whether the target is the address we listen on: a loop of connections. */
-function isItself(addr: Deno.NetAddr): boolean {
-  const local = ["127.0.0.1", "localhost", "::1", "0.0.0.0", "::", addr.hostname];
-  return destination.port === addr.port && local.includes(destination.hostname) &&
-    (local.includes(args.host) || args.host === destination.hostname);
+/**
+ * Whether `--to` reaches this very proxy, where each client would open another until
+ * `--max-conns`: the port is ours, and an address the name resolves to (`127.1` and `localhost`
+ * resolve too) is the one we listen on or, listening on a wildcard, one of this machine's. A
+ * second proxy that relays back to us is not caught: `--max-conns` bounds that loop.
+ */
+async function leadsBackHere(listening: Deno.NetAddr): Promise<boolean> {
+  if (destination.port !== listening.port) return false;
+  const found = await lookup(destination.hostname, { all: true }).catch(() => []);
+  const wildcard = listening.hostname === "0.0.0.0" || listening.hostname === "::";
+  const loopbackOf: Record<string, string> = { "0.0.0.0": "127.0.0.1", "::": "::1" };
+  return found.some(({ address, family }) => {
+    const reached = loopbackOf[address] ?? address; // connecting to a wildcard reaches loopback
+    if (!wildcard) return reached === listening.hostname;
+    return (family === 4 || listening.hostname === "::") && canBind(reached);
+  });
+}
+
+/** Whether `address` is one of this machine's (binding to it works). */
+function canBind(address: string): boolean {
+  try {
+    Deno.listen({ hostname: address, port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
 }

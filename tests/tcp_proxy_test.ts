@@ -19,6 +19,7 @@ import {
   hasCommand,
   Output,
   readAll,
+  Running,
   runTask,
   type Server,
   sh,
@@ -503,4 +504,35 @@ Deno.test("tcp_proxy: --to missing or malformed is a usage error (exit 2), one l
     r.stderr,
     /^error: no permission to connect to 192\.0\.2\.1:80: add 192\.0\.2\.1 to --allow-net\n$/,
   );
+});
+
+Deno.test("tcp_proxy: a --to that leads back to the proxy itself is a usage error, whatever its spelling", async () => {
+  // Each case: where the proxy listens, and a --to for the same port that reaches it (or not).
+  const run = async (host: string, target: string) => {
+    const port = freePort(); // the proxy's port, named in --to before it listens
+    const argv = ["run", "--allow-net", "scripts/tcp_proxy.ts", "--host", host, "--port"];
+    const running = new Running([...argv, `${port}`, "--to", `${target}:${port}`], "null");
+    const started = await running.stdout.waitFor(/listening on/).then(() => true, () => false);
+    if (!started) return await running.finished(WAIT_MS); // refused to start
+    running.kill("SIGINT"); // it started: not taken for a loop
+    await running.finished(5000);
+    return undefined;
+  };
+  for (
+    const [host, target] of [["127.0.0.1", "127.1"], ["127.0.0.1", "localhost"], [
+      "127.0.0.1",
+      "0.0.0.0",
+    ], ["0.0.0.0", "127.0.0.2"]]
+  ) {
+    const done = await run(host, target);
+    assert.ok(done, `--host ${host} --to ${target}: it started, and would relay to itself`);
+    assert.equal(done.code, 2, done.stderr);
+    assert.match(
+      done.stderr,
+      /^error: --to \S+ is this proxy itself: each client would open another/,
+    );
+  }
+  // The same port on an address it does not listen on is another server's (none here: refused).
+  assert.equal(await run("127.0.0.1", "127.0.0.2"), undefined);
+  assert.equal(await run("127.0.0.1", "[::1]"), undefined);
 });
