@@ -69,6 +69,8 @@ if (paths.length === 0) usageError("file_client", "give at least one FILE to sen
 
 const CHUNK = 256 * 1024;
 const encoder = new TextEncoder();
+/** A path or name as it is printed: escaped once (`showBytes`), however it is spelled. */
+const shown = (text: string) => showBytes(encoder.encode(text));
 const target = formatAddress({ transport: "tcp", hostname: args.host, port: args.port });
 const timeoutMs = secondsToMs(args.timeout);
 
@@ -84,11 +86,13 @@ await runMain(async () => {
   const uploads: Upload[] = [];
   for (const path of paths) {
     const info = await Deno.stat(path).catch((err) => {
-      throw err instanceof Deno.errors.NotFound ? new CliError(`no such file: ${path}`) : err;
+      throw err instanceof Deno.errors.NotFound
+        ? new CliError(`no such file: ${shown(path)}`)
+        : err;
     });
-    if (!info.isFile) throw new CliError(`${path} is not a file`);
+    if (!info.isFile) throw new CliError(`${shown(path)} is not a file`);
     const name = basename(path);
-    uploads.push({ path, name, shown: showBytes(encoder.encode(name)), size: info.size });
+    uploads.push({ path, name, shown: shown(name), size: info.size });
   }
 
   const conn = await connectWithRetry({

@@ -26,7 +26,7 @@
  * Ctrl+C or `--count N` ends with a summary: sent, received, loss, and rtt
  * min/avg/max/p99 (a second Ctrl+C exits at once, code 130, without it);
  * `--json` prints JSON objects instead, for plotting. Replies are printed
- * with control bytes escaped.
+ * with control bytes escaped and a backslash doubled, in `--json` too.
  *
  * Run (start scripts/sensor_server.ts first):
  *   deno run --allow-net='127.0.0.1,[::1],localhost' scripts/sensor_client.ts --count 3

@@ -312,21 +312,40 @@ function parseTarget(text: string | undefined): { hostname: string; port: number
  * Whether `--to` reaches this very proxy, where each client would open another until
  * `--max-conns`: the port is ours, and an address the name resolves to (`127.1` and `localhost`
  * resolve too) is the one we listen on or, listening on a wildcard, one of this machine's. A
- * second proxy that relays back to us is not caught: `--max-conns` bounds that loop.
+ * second proxy that relays back to us is not caught: `--max-conns` bounds that loop. Nothing here
+ * may ask for a permission (a prompt would stop the start): a name we may not look up, or a lookup
+ * slower than 1 s, is compared as written.
  */
 async function leadsBackHere(listening: Deno.NetAddr): Promise<boolean> {
   if (destination.port !== listening.port) return false;
-  const found = await lookup(destination.hostname, { all: true }).catch(() => []);
+  const { hostname } = destination;
+  const literal = [{ address: hostname, family: hostname.includes(":") ? 6 : 4 }];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const found = mayUse(hostname)
+    ? await Promise.race([
+      lookup(hostname, { all: true }).catch(() => literal),
+      new Promise<typeof literal>((resolve) => timer = setTimeout(() => resolve(literal), 1000)),
+    ])
+    : literal;
+  clearTimeout(timer);
   const wildcard = listening.hostname === "0.0.0.0" || listening.hostname === "::";
   const loopbackOf: Record<string, string> = { "0.0.0.0": "127.0.0.1", "::": "::1" };
   return found.some(({ address, family }) => {
-    const reached = loopbackOf[address] ?? address; // connecting to a wildcard reaches loopback
+    const plain = address.replace(/^::ffff:(?=\d+\.)/i, ""); // ::ffff:127.0.0.1 is 127.0.0.1
+    const reached = loopbackOf[plain] ?? plain; // connecting to a wildcard reaches loopback
     if (!wildcard) return reached === listening.hostname;
-    return (family === 4 || listening.hostname === "::") && canBind(reached);
+    const v4 = family === 4 || plain !== address;
+    return (v4 || listening.hostname === "::") && mayUse(reached) && canBind(reached);
   });
 }
 
-/** Whether `address` is one of this machine's (binding to it works). */
+/** Whether `host` is granted already (asking would prompt). */
+function mayUse(host: string): boolean {
+  const name = host.includes(":") ? `[${host}]` : host;
+  return Deno.permissions.querySync({ name: "net", host: name }).state === "granted";
+}
+
+/** Whether `address` is one of this machine's: we may bind it. */
 function canBind(address: string): boolean {
   try {
     Deno.listen({ hostname: address, port: 0 }).close();

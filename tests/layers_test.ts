@@ -1,8 +1,8 @@
 /**
  * The lib's layers, as CONTRIBUTING.md's Layout section lists them: a module
- * imports only from modules listed above it, so nothing imports upward (the
- * network layer never depends on the command line) and each part can be
- * read, and copied, with only what sits under it.
+ * imports only from modules listed above it, so nothing imports upward (io.ts,
+ * the exact reads and writes, depends on nothing but text.ts) and each part
+ * can be read, and copied, with only what sits above it.
  */
 import assert from "node:assert/strict";
 

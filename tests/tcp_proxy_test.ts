@@ -24,6 +24,7 @@ import {
   type Server,
   sh,
   startServer,
+  taskCommand,
   WAIT_MS,
   withTimeout,
 } from "./helpers.ts";
@@ -507,26 +508,37 @@ Deno.test("tcp_proxy: --to missing or malformed is a usage error (exit 2), one l
 });
 
 Deno.test("tcp_proxy: a --to that leads back to the proxy itself is a usage error, whatever its spelling", async () => {
-  // Each case: where the proxy listens, and a --to for the same port that reaches it (or not).
-  const run = async (host: string, target: string) => {
+  // Each case: where the proxy listens, and a --to for the same port that reaches it (or not);
+  // run with `--allow-net`, or as the task (loopback only: nothing may prompt).
+  const run = async (host: string, target: string, way: "--allow-net" | "task" = "--allow-net") => {
     const port = freePort(); // the proxy's port, named in --to before it listens
-    const argv = ["run", "--allow-net", "scripts/tcp_proxy.ts", "--host", host, "--port"];
-    const running = new Running([...argv, `${port}`, "--to", `${target}:${port}`], "null");
+    const flags = ["--host", host, "--port", `${port}`, "--to", `${target}:${port}`];
+    const argv = way === "task"
+      ? [...taskCommand("tcp_proxy"), ...flags]
+      : ["run", "--allow-net", "scripts/tcp_proxy.ts", ...flags];
+    const running = new Running(argv, "null");
     const started = await running.stdout.waitFor(/listening on/).then(() => true, () => false);
     if (!started) return await running.finished(WAIT_MS); // refused to start
     running.kill("SIGINT"); // it started: not taken for a loop
     await running.finished(5000);
     return undefined;
   };
-  for (
-    const [host, target] of [["127.0.0.1", "127.1"], ["127.0.0.1", "localhost"], [
-      "127.0.0.1",
-      "0.0.0.0",
-    ], ["0.0.0.0", "127.0.0.2"]]
-  ) {
-    const done = await run(host, target);
-    assert.ok(done, `--host ${host} --to ${target}: it started, and would relay to itself`);
-    assert.equal(done.code, 2, done.stderr);
+  const loops: [string, string, ("--allow-net" | "task")?][] = [
+    ["127.0.0.1", "127.1"],
+    ["127.0.0.1", "localhost"],
+    ["127.0.0.1", "localhost", "task"],
+    ["127.0.0.1", "0.0.0.0"],
+    ["127.0.0.1", "[::ffff:127.0.0.1]"],
+    ["::1", "[::1]", "task"],
+    ["::", "localhost"],
+    ["0.0.0.0", "127.0.0.2"],
+    ["::", "127.0.0.1"],
+  ];
+  for (const [host, target, way] of loops) {
+    const done = await run(host, target, way);
+    const what = `--host ${host} --to ${target} (${way ?? "--allow-net"})`;
+    assert.ok(done, `${what}: it started, and would relay to itself`);
+    assert.equal(done.code, 2, `${what}: ${done.stderr}`);
     assert.match(
       done.stderr,
       /^error: --to \S+ is this proxy itself: each client would open another/,
@@ -535,4 +547,5 @@ Deno.test("tcp_proxy: a --to that leads back to the proxy itself is a usage erro
   // The same port on an address it does not listen on is another server's (none here: refused).
   assert.equal(await run("127.0.0.1", "127.0.0.2"), undefined);
   assert.equal(await run("127.0.0.1", "[::1]"), undefined);
+  assert.equal(await run("127.0.0.1", "[::1]", "task"), undefined);
 });

@@ -1,5 +1,5 @@
 /**
- * Asking the user, as the seeds do with `input()`, in a way that also works when answers are piped:
+ * Asking the user, as the seeds (the Python originals) do with `input()`, in a way that also works when answers are piped:
  * what tcp_server.ts and tcp_client.ts ask when a flag is not given.
  *
  * @example

@@ -1,8 +1,8 @@
 /**
  * `--trace` for udp_server.ts and udp_client.ts. A datagram socket has no connection for
- * `traceConn` (lib/trace.ts) to wrap, so each datagram sent or received is printed as the
- * scripts handle it, with its peer and the time since the program started:
- * `trace 127.0.0.1:8892 +0.052s sent 6 B "ping 1"`.
+ * `traceConn` (lib/trace.ts) to wrap, so each datagram is printed where the script sends or
+ * receives it: its peer, the time since the program started, its size and its bytes (escaped and
+ * cut at 64, `quoted` of lib/trace.ts): `trace 127.0.0.1:8892 +0.052s sent 6 B "ping 1"`.
  *
  * @module
  */
