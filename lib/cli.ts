@@ -48,7 +48,7 @@ export type Parsed<T extends Record<string, OptionSpec>> = {
     : (T[K]["kind"] extends "string" | "host" ? string : number) | undefined;
 };
 
-/** A script's `name` (`deno task NAME`), summary, flags, `args`, and `operands` (`FILE...`) if any. */
+/** A script's `name` (`deno task NAME`), summary, flags, `args`, `operands` (`FILE...`) if any. */
 export type CliSpec<T> = {
   name: string;
   summary: string;
@@ -155,7 +155,7 @@ export function usageError(script: string, message: string): never {
   Deno.exit(2);
 }
 
-/** Prints `error: message` on stderr, escaped to one line (its escapes kept); `error:` red at a terminal. */
+/** `error: message` on stderr, escaped to one line (escapes kept); red `error:` at a terminal. */
 export function printError(message: string): void {
   const label = paint(["bold", "red"], "error:", "stderr");
   console.error(`${label} ${showBytes(new TextEncoder().encode(message), Infinity, false)}`);
@@ -175,7 +175,7 @@ export async function runMain(main: () => Promise<void>): Promise<void> {
 
 const exitHooks: ((ms: number) => Promise<unknown>)[] = [];
 
-/** Runs `hook` (given the milliseconds it may take) before `runMain`'s exit and `exitSoon`'s. */
+/** Registers `hook(ms it may take)`, run as `runMain` or `exitSoon` exits; `Deno.exit` skips it. */
 export function beforeExit(hook: (ms: number) => Promise<unknown>): void {
   exitHooks.push(hook);
 }

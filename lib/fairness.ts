@@ -1,10 +1,11 @@
 /**
- * Fairness for a server of many clients: {@linkcode nextPoll}, one read per client per poll of the
- * kernel, as `select()` gave the seeds. A one-client script can leave it behind.
+ * Fairness for a server of many clients: {@linkcode nextPoll} gives each client one read per poll
+ * of the kernel (the moment Deno asks which sockets are ready; see nextPoll), as `select()` gave
+ * the seeds. A one-client script can leave it behind (socket_server keeps it for lesson 5's diff).
  *
  * @example In each client's loop of a server, after answering what arrived
  * ```ts ignore
- * await replies.send();
+ * await writeAll(conn, reply);
  * await nextPoll(); // the other clients get their turn before this one is read again
  * ```
  *
@@ -32,10 +33,10 @@ export function nextPoll(): Promise<void> {
   return polled ??= poll();
 }
 
-/** How many polls `poll()` has waited for: has a read waited through a whole one? */
+/** How many times `poll()` has ended: a poll, or a turn of the loop while the self-pipe is off. */
 let polls = 0;
 
-/** How many polls {@linkcode nextPoll} has waited for (many_clients.ts: has a read waited long?). */
+/** How many times {@linkcode nextPoll} has resolved (many_clients.ts: has a read waited long?). */
 export const pollCount = (): number => polls;
 
 /** The wait that the clients of this turn share, until the poll it waits for. */
