@@ -244,12 +244,12 @@ class HeadReader {
       if (this.#request === undefined) this.#checkRequestLineBytes(lf === -1 ? this.#end : lf);
       if (lf === -1) {
         this.#scanned = this.#end;
-        this.#checkLimits(this.#end);
+        this.#checkLimits(this.#end, 1); // + 1: the line's CR may be in
         return undefined;
       }
       this.#scanned = lf + 1;
-      this.#checkLimits(lf);
       const end = lf > this.#lineStart && buf[lf - 1] === CR ? lf - 1 : lf;
+      this.#checkLimits(end, 0); // the line's end is known: CRLF or a bare LF, the same limit
       const line = buf.subarray(this.#lineStart, end);
       this.#lineStart = lf + 1;
       if (this.#request === undefined) {
@@ -307,13 +307,13 @@ class HeadReader {
     return true;
   }
 
-  /** 414 or 431 as soon as the line, or the headers, grow past their limit. */
-  #checkLimits(upTo: number): void {
+  /** 414 or 431 as soon as the line, or the headers, grow past their limit (+ `slack` bytes). */
+  #checkLimits(upTo: number, slack: number): void {
     if (this.#request === undefined) {
-      if (upTo - this.#lineStart > MAX_LINE + 1) { // + 1: its CR may be in
+      if (upTo - this.#lineStart > MAX_LINE + slack) {
         throw new HttpError(414, `a request line over ${MAX_LINE} bytes (--max-line)`);
       }
-    } else if (upTo - this.#headersStart > MAX_HEADER_BYTES + 1) {
+    } else if (upTo - this.#headersStart > MAX_HEADER_BYTES + slack) {
       throw new HttpError(431, `headers over ${MAX_HEADER_BYTES} bytes (--max-header-bytes)`);
     }
   }

@@ -352,6 +352,12 @@ Deno.test("http_server: limits: 414 for a long request line, 431 for big headers
     assert.ok(long.closed);
     const fits = await once(server.port, `GET /${"a".repeat(80)} HTTP/1.1\r\nHost: t\r\n\r\n`);
     assert.equal(fits.response.status, 404);
+    // The limit is exact, whether a line ends in CRLF or a bare LF: 100 bytes fit, 101 do not.
+    for (const eol of ["\r\n", "\n"]) {
+      const line = (n: number) => `GET /${"a".repeat(n - 14)} HTTP/1.1${eol}Host: t${eol}${eol}`;
+      assert.equal((await once(server.port, line(100))).response.status, 404, JSON.stringify(eol));
+      assert.equal((await once(server.port, line(101))).response.status, 414, JSON.stringify(eol));
+    }
     const big = await once(server.port, get("/", `X-Big: ${"b".repeat(200)}\r\n`));
     assert.equal(big.response.status, 431);
     assert.ok(big.closed);
